@@ -1,0 +1,3 @@
+def add(args):
+    result = args["a"] + args["b"]
+    return result

@@ -1,0 +1,568 @@
+"""The command line (SPEC §3): thin; every operation is a service call."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.output import emit_json, table
+from cdsw_tui.services.context import Workbench
+
+
+class Group(click.Group):
+    """Turns errors into one line and a non-zero exit; a traceback only on request."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except CdswError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            ctx.exit(0)
+        except Exception as exc:
+            if os.environ.get("CDSW_TUI_DEBUG"):
+                traceback.print_exc()
+            else:
+                click.echo(
+                    f"error: unexpected {type(exc).__name__}: {exc} (set CDSW_TUI_DEBUG=1 for the traceback)",
+                    err=True,
+                )
+            ctx.exit(2)
+
+
+def _wb(ctx: click.Context) -> Workbench:
+    if ctx.obj is None:
+        ctx.obj = Workbench()
+        ctx.call_on_close(ctx.obj.close)
+    return ctx.obj
+
+
+def _controller(wb: Workbench) -> None:
+    from cdsw_tui.controller.spawn import ensure_running
+
+    st, started = ensure_running(wb)
+    if started:
+        click.echo(f"started the controller in the background (pid {st.pid})", err=True)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+
+
+@click.group(
+    cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(package_name="cdsw-tui")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """cdsw-tui: turn a Python or R function into a versioned REST API. Bare: open the workbench."""
+    if ctx.invoked_subcommand is None:
+        from cdsw_tui.app import run_app
+
+        run_app(_wb(ctx))
+
+
+# -- controller --------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", help="gateway address (default 127.0.0.1)")
+@click.option("--port", type=int, help="gateway port (default 8787)")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the controller in the foreground."""
+    wb = _wb(ctx)
+    if host:
+        wb.settings.gateway_host = host
+    if port:
+        wb.settings.gateway_port = port
+    from cdsw_tui.controller.daemon import serve as run
+
+    run(wb)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """The controller, the gateway URL and active deployments."""
+    from cdsw_tui.controller.lock import state
+
+    wb = _wb(ctx)
+    st = state(wb.home)
+    data = {
+        "controller": {"running": st.running, "pid": st.pid},
+        "gateway": wb.settings.gateway_url,
+        "home": str(wb.home),
+        "deployments": [],
+    }
+    if as_json:
+        emit_json(data)
+        return
+    running = f"running (pid {st.pid})" if st.running else "not running"
+    click.echo(f"controller  {running}")
+    click.echo(f"gateway     {data['gateway']}")
+    click.echo(f"home        {data['home']}")
+
+
+# -- projects -------------------------------------------------------------------
+
+
+@main.group()
+def project() -> None:
+    """Create, list and delete projects."""
+
+
+def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:  # noqa: ANN001
+    return {
+        "name": p.name,
+        "runtime": p.runtime,
+        "engine": p.engine,
+        "path": p.path,
+        "models": counts.get(p.id, 0),
+        "id": p.id,
+    }
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--path", "path", type=click.Path(file_okay=False), help="an existing folder of code")
+@click.option("--template", type=click.Choice(["quickstart"]), help="copy a template project")
+@click.option(
+    "--runtime", type=click.Choice(["local", "docker"]), help="where builds and replicas run"
+)
+@click.option("--engine", help="the engine image of Docker builds")
+@json_option
+@click.pass_context
+def project_create(ctx, name, path, template, runtime, engine, as_json) -> None:  # noqa: ANN001
+    """Register a folder, or make one from a template."""
+    from cdsw_tui.services import projects
+
+    wb = _wb(ctx)
+    p = projects.create(wb, name, path=path, template=template, runtime=runtime, engine=engine)
+    if as_json:
+        emit_json(_project_row(wb, p, {}))
+    else:
+        click.echo(f"project {p.name} created at {p.path} (runtime {p.runtime})")
+
+
+@project.command("list")
+@json_option
+@click.pass_context
+def project_list(ctx: click.Context, as_json: bool) -> None:
+    """All projects."""
+    from cdsw_tui.services import projects
+
+    wb = _wb(ctx)
+    counts = projects.model_counts(wb)
+    rows = [_project_row(wb, p, counts) for p in projects.list_all(wb)]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, ["name", "runtime", "models", "path"], empty="no projects yet")
+
+
+@project.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask")
+@click.pass_context
+def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete a project's models, builds and logs (its folder stays)."""
+    from cdsw_tui.services import projects
+
+    wb = _wb(ctx)
+    projects.get(wb, name)
+    if not yes:
+        click.confirm(f"delete project {name} with its models, builds and logs?", abort=True)
+    projects.delete(wb, name)
+    click.echo(f"project {name} deleted")
+
+
+# -- models -------------------------------------------------------------------
+
+
+@main.group()
+def model() -> None:
+    """Create, list, show and delete models."""
+
+
+def model_row(wb: Workbench, m, *, show_key: bool = False) -> dict:  # noqa: ANN001
+    from cdsw_tui.services import models
+
+    build = models.latest_build(wb, m)
+    deployment = models.active_deployment(wb, m)
+    row = {
+        "name": m.name,
+        "project": models.project_of(wb, m).name,
+        "status": models.status(wb, m),
+        "file": m.file,
+        "function": m.function,
+        "kernel": m.kernel,
+        "id": m.id,
+        "description": m.description,
+        "build": build.number if build else None,
+        "deployment": deployment.id if deployment else None,
+        "replicas": m.replicas,
+        "cpu": m.cpu,
+        "memory": m.memory,
+        "gpu": m.gpu,
+        "example_input": m.example_input,
+        "example_output": m.example_output,
+    }
+    if show_key:
+        row["access_key"] = m.access_key
+    return row
+
+
+@model.command("create")
+@click.argument("ref", metavar="PROJECT/NAME")
+@click.option("--file", "file", required=True, help="file of the function, relative to the project")
+@click.option("--function", required=True, help="the function to call")
+@click.option("--kernel", default="python3", type=click.Choice(["python3", "r"]), show_default=True)
+@click.option("--description", default="")
+@click.option("--example-input", default="", help="JSON")
+@click.option("--example-output", default="", help="JSON")
+@click.option("--replicas", default=1, type=int, show_default=True)
+@click.option("--cpu", default=1.0, type=float, show_default=True)
+@click.option("--memory", default=2048, type=int, show_default=True, help="MB")
+@click.option("--gpu", default=0, type=int, show_default=True)
+@click.option("--env", "env", multiple=True, help="K=V, repeatable")
+@click.option("--comment", default="", help="comment of the first build")
+@click.option("--no-deploy", is_flag=True, help="create only; no build, no deployment")
+@click.option("--wait", is_flag=True, help="wait until built and deployed")
+@json_option
+@click.pass_context
+def model_create(
+    ctx,
+    ref,
+    file,
+    function,
+    kernel,
+    description,
+    example_input,
+    example_output,  # noqa: ANN001
+    replicas,
+    cpu,
+    memory,
+    gpu,
+    env,
+    comment,
+    no_deploy,
+    wait,
+    as_json,
+) -> None:
+    """Create a model; unless --no-deploy, build it and deploy it (CDSW's Deploy Model)."""
+    from cdsw_tui.errors import ValidationError
+    from cdsw_tui.services import builds, models
+    from cdsw_tui.services import validation as v
+
+    if "/" not in ref:
+        raise ValidationError(f"name the model as PROJECT/NAME, not {ref!r}", field="name")
+    project_name, name = ref.split("/", 1)
+    wb = _wb(ctx)
+    spec = models.ModelSpec(
+        name=name,
+        file=file,
+        function=function,
+        kernel=kernel,
+        description=description,
+        example_input=example_input,
+        example_output=example_output,
+        replicas=replicas,
+        cpu=cpu,
+        memory=memory,
+        gpu=gpu,
+        env=v.env_pairs(env),
+    )
+    m = models.create(wb, project_name, spec)
+    if as_json:
+        emit_json(model_row(wb, m))
+    else:
+        click.echo(f"model {project_name}/{m.name} created (id {m.id})")
+    if no_deploy:
+        return
+    deploy = {"replicas": m.replicas, "cpu": m.cpu, "memory": m.memory, "gpu": m.gpu}
+    build = builds.request(wb, m, comment=comment, deploy=deploy)
+    _controller(wb)
+    if not as_json:
+        click.echo(f"build {build.number} queued")
+    if wait:
+        _wait_build(wb, build)
+
+
+@model.command("list")
+@click.argument("project_name", required=False, metavar="[PROJECT]")
+@json_option
+@click.pass_context
+def model_list(ctx: click.Context, project_name: str | None, as_json: bool) -> None:
+    """Models of one project or of all."""
+    from cdsw_tui.services import models
+
+    wb = _wb(ctx)
+    rows = [model_row(wb, m) for m in models.list_models(wb, project_name)]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(
+            rows,
+            ["project", "name", "status", "build", "deployment", "file", "function"],
+            empty="no models yet",
+        )
+
+
+@model.command("show")
+@click.argument("ref", metavar="MODEL")
+@click.option("--show-key", is_flag=True, help="print the access key")
+@json_option
+@click.pass_context
+def model_show(ctx: click.Context, ref: str, show_key: bool, as_json: bool) -> None:
+    """One model's details."""
+    from cdsw_tui.services import models
+    from cdsw_tui.services.keys import mask
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    row = model_row(wb, m, show_key=show_key)
+    if as_json:
+        emit_json(row)
+        return
+    row.setdefault("access_key", mask(m.access_key) + "  (--show-key to see it)")
+    for key, value in row.items():
+        click.echo(f"{key.replace('_', ' '):<15} {'-' if value in (None, '') else value}")
+
+
+@model.command("delete")
+@click.argument("ref", metavar="MODEL")
+@click.option("--yes", is_flag=True, help="do not ask")
+@click.pass_context
+def model_delete(ctx: click.Context, ref: str, yes: bool) -> None:
+    """Delete a model with its builds and logs."""
+    from cdsw_tui.services import models
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    if not yes:
+        click.confirm(f"delete model {ref} with its builds and logs?", abort=True)
+    models.delete(wb, m)
+    click.echo(f"model {ref} deleted")
+
+
+@model.command("regenerate-key")
+@click.argument("ref", metavar="MODEL")
+@click.option("--yes", is_flag=True, help="do not ask")
+@click.pass_context
+def model_regenerate_key(ctx: click.Context, ref: str, yes: bool) -> None:
+    """Give the model a new access key; the old one stops working at once."""
+    from cdsw_tui.services import models
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    if not yes:
+        click.confirm(
+            f"regenerate the access key of {ref}? callers using the old key will fail", abort=True
+        )
+    models.regenerate_key(wb, m)
+    click.echo(
+        f"model {ref} has a new access key (see it with 'cdsw-tui model show {ref} --show-key')"
+    )
+
+
+# -- builds -------------------------------------------------------------------
+
+
+def _wait_build(wb: Workbench, build) -> None:  # noqa: ANN001
+    from cdsw_tui.services import builds
+
+    final = builds.wait(wb, build)
+    if final.status != "built":
+        raise CdswError(f"build {final.number} {final.status}: {final.reason}")
+    click.echo(f"build {final.number} built in {builds.summary(wb, final)['duration']} s", err=True)
+
+
+def _print_log(wb: Workbench, build, follow: bool) -> None:  # noqa: ANN001
+    from cdsw_tui.services import builds
+
+    for line in builds.follow_log(wb, build, follow=follow):
+        click.echo(line)
+
+
+@main.command("build")
+@click.argument("ref", metavar="MODEL")
+@click.option("--comment", default="", help="a note kept with the build")
+@click.option("--wait", is_flag=True, help="block until the build ends; exit 1 unless built")
+@click.option("--follow", is_flag=True, help="print the build log as it grows")
+@json_option
+@click.pass_context
+def build_cmd(ctx, ref, comment, wait, follow, as_json) -> None:  # noqa: ANN001
+    """Build the model from the code as it is now."""
+    from cdsw_tui.services import builds, models
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    build = builds.request(wb, m, comment=comment)
+    for warning in (w for w in build.warnings.split("\n") if w):
+        click.echo(f"warning: {warning}", err=True)
+    _controller(wb)
+    if as_json:
+        emit_json(builds.summary(wb, build))
+    else:
+        click.echo(f"build {build.number} of {ref} queued (snapshot {build.snapshot[:12]})")
+    if follow:
+        _print_log(wb, build, follow=True)
+    if wait or follow:
+        _wait_build(wb, build)
+
+
+@main.command("builds")
+@click.argument("ref", metavar="MODEL")
+@json_option
+@click.pass_context
+def builds_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """A model's builds, newest first."""
+    from cdsw_tui.services import builds, models
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    rows = [builds.summary(wb, b) for b in builds.list_builds(wb, m)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        row["snapshot"] = row["snapshot"][:12]
+    table(
+        rows,
+        ["number", "status", "snapshot", "created_at", "duration", "comment", "reason"],
+        empty=f"{ref} has no builds yet",
+    )
+
+
+@main.command("build-log")
+@click.argument("ref", metavar="MODEL")
+@click.argument("number", type=int)
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the build ends")
+@click.pass_context
+def build_log(ctx: click.Context, ref: str, number: int, follow: bool) -> None:
+    """The log of one build."""
+    from cdsw_tui.services import builds, models
+
+    wb = _wb(ctx)
+    build = builds.get(wb, models.resolve(wb, ref), number)
+    if not builds.log_path(wb, build).exists() and build.status not in ("queued", "building"):
+        raise CdswError(f"build {number} has no log")
+    _print_log(wb, build, follow)
+
+
+@main.command("cancel")
+@click.argument("ref", metavar="MODEL")
+@click.argument("number", type=int, required=False)
+@click.pass_context
+def cancel_cmd(ctx: click.Context, ref: str, number: int | None) -> None:
+    """Cancel a queued or running build (default: the newest)."""
+    from cdsw_tui.services import builds, models
+
+    wb = _wb(ctx)
+    build = builds.cancel(wb, builds.get(wb, models.resolve(wb, ref), number))
+    word = "cancelled" if build.status == "cancelled" else "is being cancelled"
+    click.echo(f"build {build.number} {word}")
+
+
+# -- environment ----------------------------------------------------------------
+
+
+@main.group("env")
+def env_group() -> None:
+    """Environment variables: global < project < model < deployment."""
+
+
+def _scope(ctx: click.Context, project_name: str | None, model_ref: str | None) -> tuple[str, int]:
+    from cdsw_tui.services import env, models, projects
+
+    wb = _wb(ctx)
+    if project_name and model_ref:
+        raise CdswError("give --project or --model, not both")
+    if model_ref:
+        return env.scope_of(model=models.resolve(wb, model_ref))
+    if project_name:
+        return env.scope_of(project=projects.get(wb, project_name))
+    return env.scope_of()
+
+
+scope_options = [
+    click.option("--project", "project_name", help="a project's variables"),
+    click.option("--model", "model_ref", help="a model's variables"),
+]
+
+
+def _with_scope(f):  # noqa: ANN001, ANN202
+    for option in reversed(scope_options):
+        f = option(f)
+    return f
+
+
+@env_group.command("list")
+@_with_scope
+@click.option("--show-secrets", is_flag=True, help="print values whose names look secret")
+@json_option
+@click.pass_context
+def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:  # noqa: ANN001
+    """Variables of one level (global unless --project or --model)."""
+    from cdsw_tui.services import env
+
+    scope, scope_id = _scope(ctx, project_name, model_ref)
+    values = env.list_vars(_wb(ctx), scope, scope_id)
+    rows = [
+        {
+            "key": k,
+            "value": ("••••••" if env.looks_secret(k) and not show_secrets else v),
+            "scope": scope,
+        }
+        for k, v in values.items()
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, ["key", "value"], empty=f"no {scope} variables")
+
+
+@env_group.command("set")
+@_with_scope
+@click.argument("pairs", nargs=-1, required=True, metavar="K=V...")
+@click.pass_context
+def env_set(ctx, project_name, model_ref, pairs) -> None:  # noqa: ANN001
+    """Set variables."""
+    from cdsw_tui.services import env
+    from cdsw_tui.services import validation as v
+
+    scope, scope_id = _scope(ctx, project_name, model_ref)
+    values = v.env_pairs(pairs)
+    env.set_vars(_wb(ctx), scope, scope_id, values)
+    click.echo(f"set {', '.join(values)} ({scope})")
+
+
+@env_group.command("unset")
+@_with_scope
+@click.argument("keys", nargs=-1, required=True, metavar="K...")
+@click.pass_context
+def env_unset(ctx, project_name, model_ref, keys) -> None:  # noqa: ANN001
+    """Remove variables."""
+    from cdsw_tui.services import env
+
+    scope, scope_id = _scope(ctx, project_name, model_ref)
+    missing = env.unset_vars(_wb(ctx), scope, scope_id, list(keys))
+    if missing:
+        raise CdswError(f"not set at the {scope} level: {', '.join(missing)}")
+    click.echo(f"unset {', '.join(keys)} ({scope})")
+
+
+def run() -> None:
+    main(prog_name="cdsw-tui")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

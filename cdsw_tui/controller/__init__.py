@@ -1,0 +1,1 @@
+"""The controller: the one process per CDSW_TUI_HOME that changes the world."""

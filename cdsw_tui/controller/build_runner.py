@@ -1,0 +1,167 @@
+"""Runs one queued build to its final status, recording every step in the store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlmodel import select
+
+from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine.buildlog import BuildLog
+from cdsw_tui.engine.process import kill_group
+from cdsw_tui.services import env as env_service
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import Build, Model, Project, utcnow
+
+log = logging.getLogger("cdsw_tui.controller")
+
+
+def claim_next(wb: Workbench, skip: set[int]) -> Build | None:
+    """Move the oldest queued build to ``building``; None if there is none."""
+    with wb.store.session() as s:
+        query = select(Build).where(Build.status == "queued").order_by(Build.id)
+        for build in s.exec(query):
+            if build.id in skip:
+                continue
+            if build.cancel_requested:
+                build.status = "cancelled"
+                build.finished_at = utcnow()
+                s.add(build)
+                s.commit()
+                continue
+            build.status = "building"
+            build.started_at = utcnow()
+            s.add(build)
+            s.commit()
+            s.refresh(build)
+            return build
+    return None
+
+
+def _update(wb: Workbench, build_id: int, **values: object) -> None:
+    with wb.store.session() as s:
+        row = s.get(Build, build_id)
+        if row is None:
+            return
+        for key, value in values.items():
+            setattr(row, key, value)
+        s.add(row)
+        s.commit()
+
+
+def _builder_for(wb: Workbench, runtime: str):  # noqa: ANN202
+    if runtime == "local":
+        from cdsw_tui.engine.local import LocalBuilder
+
+        return LocalBuilder(wb.snapshots)
+    raise BuildFailed(f"the {runtime} runtime cannot build yet; use --runtime local")
+
+
+def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build:
+    """``shutdown`` set means the controller is stopping: the build ends as interrupted."""
+    build_id = int(build.id)  # type: ignore[arg-type]
+    path = wb.build_log_path(build.model_id, build.number)
+    blog = BuildLog(path)
+    last_check = [0.0, False]
+
+    def cancelled() -> bool:
+        if shutdown is not None and shutdown.is_set():
+            return True
+        now = time.monotonic()
+        if now - last_check[0] > 0.3:
+            last_check[0] = now
+            with wb.store.session() as s:
+                row = s.get(Build, build_id)
+                last_check[1] = row is None or row.cancel_requested
+        return bool(last_check[1])
+
+    def on_pid(pid: int | None) -> None:
+        _update(wb, build_id, pid=pid)
+
+    status, reason, result = "failed", "", BuildResult(artifact="")
+    try:
+        with wb.store.session() as s:
+            model = s.get(Model, build.model_id)
+            project = s.get(Project, model.project_id) if model else None
+        if model is None or project is None:
+            raise BuildFailed("the model was deleted")
+        job = BuildJob(
+            build_id=build_id,
+            number=build.number,
+            model_id=build.model_id,
+            project_name=project.name,
+            model_name=model.name,
+            snapshot=build.snapshot,
+            tree=build.tree,
+            file=build.file,
+            function=build.function,
+            kernel=build.kernel,
+            engine=build.engine,
+            build_dir=wb.build_dir(build.model_id, build.number),
+            envs_dir=wb.envs_dir(),
+            variables=env_service.resolve(wb, model),
+            timeout=wb.settings.build_timeout,
+            ca_bundle=wb.settings.ca_bundle,
+            warnings=[w for w in build.warnings.split("\n") if w],
+        )
+        result = _builder_for(wb, build.runtime).build(job, blog, cancelled, on_pid)
+        status = "built"
+    except BuildFailed as exc:
+        status, reason = exc.status, exc.reason
+        if shutdown is not None and shutdown.is_set():
+            status, reason = "failed", "interrupted"
+        blog.line(f"build {build.number} {status}: {reason}")
+    except Exception as exc:  # a bug or an OS error: the build fails, the controller lives
+        log.exception("build %s crashed", build_id)
+        status, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        blog.line(f"build {build.number} failed: {reason}")
+    finally:
+        blog.close()
+    _update(
+        wb,
+        build_id,
+        status=status,
+        reason=reason,
+        artifact=result.artifact,
+        env_path=result.env_path,
+        dep_key=result.dep_key,
+        dep_reused=result.dep_reused,
+        finished_at=utcnow(),
+        pid=None,
+    )
+    with wb.store.session() as s:
+        return s.get(Build, build_id)  # type: ignore[return-value]
+
+
+def _is_our_build(pid: int, build_id: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"CDSW_TUI_BUILD={build_id}".encode() in environ
+
+
+def reconcile(wb: Workbench) -> list[int]:
+    """Builds left ``building`` by a dead controller fail as interrupted; their processes die."""
+    failed = []
+    with wb.store.session() as s:
+        for build in s.exec(select(Build).where(Build.status == "building")):
+            if build.pid and _is_our_build(build.pid, int(build.id)):  # type: ignore[arg-type]
+                kill_group(build.pid)
+            build.status = "failed"
+            build.reason = "interrupted"
+            build.finished_at = utcnow()
+            build.pid = None
+            s.add(build)
+            failed.append(int(build.id))  # type: ignore[arg-type]
+            try:
+                blog = BuildLog(wb.build_log_path(build.model_id, build.number))
+                blog.line(f"build {build.number} failed: interrupted (the controller stopped)")
+                blog.close()
+            except OSError:
+                pass
+        s.commit()
+    return failed

@@ -1,0 +1,90 @@
+"""``cdsw-tui serve``: reconcile the store, then run what it asks for until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from cdsw_tui.controller import build_runner
+from cdsw_tui.controller.lock import ControllerLock
+from cdsw_tui.errors import CdswError
+from cdsw_tui.services.context import Workbench
+
+log = logging.getLogger("cdsw_tui.controller")
+
+
+class Controller:
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+        self.lock = ControllerLock(wb.home)
+        self.running_builds: set[int] = set()
+        self.pool = ThreadPoolExecutor(
+            max_workers=wb.settings.build_workers, thread_name_prefix="build"
+        )
+        self._stop = asyncio.Event()
+        self.shutdown = threading.Event()
+
+    async def run(self) -> None:
+        if not self.lock.acquire():
+            from cdsw_tui.controller.lock import state
+
+            raise CdswError(
+                f"a controller already runs for {self.wb.home} (pid {state(self.wb.home).pid})"
+            )
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            interrupted = await asyncio.to_thread(build_runner.reconcile, self.wb)
+            if interrupted:
+                log.warning(
+                    "builds %s were interrupted by a previous controller's end", interrupted
+                )
+            log.info("controller running (pid from lock file %s)", self.lock.path)
+            await self._loop()
+        finally:
+            self.shutdown.set()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.lock.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _loop(self) -> None:
+        poll = self.wb.settings.poll_interval
+        while not self._stop.is_set():
+            try:
+                await self._dispatch_builds()
+            except Exception:  # keep serving whatever one pass did wrong
+                log.exception("controller pass failed")
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=poll)
+            except TimeoutError:
+                pass
+
+    async def _dispatch_builds(self) -> None:
+        while len(self.running_builds) < self.wb.settings.build_workers:
+            build = await asyncio.to_thread(build_runner.claim_next, self.wb, self.running_builds)
+            if build is None:
+                return
+            build_id = int(build.id)  # type: ignore[arg-type]
+            self.running_builds.add(build_id)
+            future = asyncio.get_running_loop().run_in_executor(
+                self.pool, build_runner.run, self.wb, build, self.shutdown
+            )
+            future.add_done_callback(lambda f, b=build_id: self._build_done(b, f))
+
+    def _build_done(self, build_id: int, future: asyncio.Future) -> None:
+        self.running_builds.discard(build_id)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("build %s: %s", build_id, future.exception())
+
+
+def serve(wb: Workbench) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(Controller(wb).run())

@@ -1,0 +1,58 @@
+"""The builder interface: one implementation per runtime (local process, Docker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cdsw_tui.engine.buildlog import BuildLog
+
+
+class BuildFailed(Exception):
+    """The build ended badly; ``reason`` is the one line shown beside its status."""
+
+    def __init__(self, reason: str, status: str = "failed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class BuildJob:
+    build_id: int
+    number: int
+    model_id: int
+    project_name: str
+    model_name: str
+    snapshot: str
+    tree: str
+    file: str
+    function: str
+    kernel: str
+    engine: str
+    build_dir: Path
+    envs_dir: Path
+    variables: dict[str, str]
+    timeout: float
+    ca_bundle: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    artifact: str
+    env_path: str = ""
+    dep_key: str = ""
+    dep_reused: bool = False
+
+
+class Builder(Protocol):
+    def build(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+    ) -> BuildResult: ...

@@ -1,0 +1,250 @@
+"""The local runtime's builder: a build directory and a Python virtual environment.
+
+The dependency environment (venv plus whatever ``cdsw-build.sh`` wrote into the build
+directory) is keyed on ``cdsw-build.sh``, the ``requirements*.txt`` files, the build
+variables and the Python version; an unchanged key reuses it, so a code-only
+rebuild only exports the snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine.buildlog import BuildLog
+from cdsw_tui.engine.process import run_logged
+from cdsw_tui.engine.snapshot import SnapshotRepo
+
+BUILD_SCRIPT = "cdsw-build.sh"
+META_FILE = ".cdsw-build.json"
+PASSTHROUGH = (
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_DEFAULT_TIMEOUT",
+    "PIP_CONSTRAINT",
+    "PIP_CERT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
+
+
+def dependency_files(files: dict[str, str]) -> dict[str, str]:
+    """The snapshot files that decide the dependency environment: path -> blob id."""
+    return {
+        path: blob
+        for path, blob in files.items()
+        if path == BUILD_SCRIPT
+        or (os.path.basename(path).startswith("requirements") and path.endswith(".txt"))
+    }
+
+
+def dependency_key(dep_files: dict[str, str], variables: dict[str, str], ca_bundle: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"python {sys.version}\nexe {sys.executable}\n".encode())
+    h.update(json.dumps(sorted(dep_files.items())).encode())
+    h.update(json.dumps(sorted(variables.items())).encode())
+    h.update(ca_bundle.encode())
+    return h.hexdigest()[:20]
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    result = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            result[os.path.relpath(full, root)] = (st.st_size, st.st_mtime_ns)
+    return result
+
+
+def make_read_only(root: Path) -> None:
+    for dirpath, dirs, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                mode = os.lstat(full).st_mode
+                os.chmod(full, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        for name in dirs:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o555)
+    os.chmod(root, 0o555)
+
+
+def make_writable(root: Path) -> None:
+    if not root.exists():
+        return
+    os.chmod(root, 0o755)
+    for dirpath, dirs, names in os.walk(root):
+        for name in dirs:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o755)
+        for name in names:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, os.lstat(full).st_mode | stat.S_IWUSR)
+
+
+class LocalBuilder:
+    def __init__(self, snapshots: SnapshotRepo) -> None:
+        self.snapshots = snapshots
+
+    def build(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+    ) -> BuildResult:
+        deadline = time.monotonic() + job.timeout
+        log.line(f"build {job.number} of {job.project_name}/{job.model_name} on the local runtime")
+        log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]})")
+        for warning in job.warnings:
+            log.line(f"warning: {warning}")
+        dest = job.build_dir
+        if dest.exists():
+            make_writable(dest)
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        self.snapshots.export(job.snapshot, dest)
+        files = self.snapshots.files(job.snapshot)
+        log.line(f"exported {len(files)} files to {dest}")
+        if cancelled():
+            raise BuildFailed("cancelled by the user", status="cancelled")
+
+        deps = dependency_files(files)
+        key = dependency_key(deps, job.variables, job.ca_bundle)
+        env_root = job.envs_dir / key
+        job.envs_dir.mkdir(parents=True, exist_ok=True)
+        with open(job.envs_dir / f"{key}.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reused = (env_root / "complete").exists()
+            if reused:
+                log.line(
+                    f"reusing dependency environment {key}: {BUILD_SCRIPT} and requirements "
+                    "files are unchanged"
+                )
+                overlay = env_root / "overlay"
+                if overlay.is_dir():
+                    shutil.copytree(overlay, dest, dirs_exist_ok=True, symlinks=True)
+            else:
+                self._make_environment(job, log, cancelled, on_pid, deadline, env_root, deps)
+        venv = env_root / "venv"
+        (dest / META_FILE).write_text(
+            json.dumps(
+                {
+                    "file": job.file,
+                    "function": job.function,
+                    "kernel": job.kernel,
+                    "python": str(venv / "bin" / "python"),
+                    "snapshot": job.snapshot,
+                    "build": job.number,
+                },
+                indent=2,
+            )
+        )
+        make_read_only(dest)
+        log.line(f"build {job.number} built")
+        return BuildResult(artifact=str(dest), env_path=str(venv), dep_key=key, dep_reused=reused)
+
+    def _make_environment(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+        deadline: float,
+        env_root: Path,
+        deps: dict[str, str],
+    ) -> None:
+        if env_root.exists():
+            shutil.rmtree(env_root)
+        env_root.mkdir(parents=True)
+        venv = env_root / "venv"
+        log.line(f"creating the Python environment {env_root.name} ({sys.version.split()[0]})")
+        env = self._environment(job, venv)
+        code = run_logged(
+            [sys.executable, "-m", "venv", str(venv)],
+            cwd=job.build_dir,
+            env=env,
+            log=log,
+            cancelled=cancelled,
+            deadline=deadline,
+            on_pid=on_pid,
+        )
+        if code != 0:
+            raise BuildFailed(f"creating the Python environment failed with status {code}")
+        script = job.build_dir / BUILD_SCRIPT
+        if script.is_file():
+            log.line(f"running {BUILD_SCRIPT}")
+            before = _listing(job.build_dir)
+            code = run_logged(
+                ["bash", BUILD_SCRIPT],
+                cwd=job.build_dir,
+                env=env,
+                log=log,
+                cancelled=cancelled,
+                deadline=deadline,
+                on_pid=on_pid,
+            )
+            if code != 0:
+                shutil.rmtree(env_root, ignore_errors=True)
+                raise BuildFailed(f"{BUILD_SCRIPT} exited with status {code}")
+            after = _listing(job.build_dir)
+            changed = [p for p, sig in after.items() if before.get(p) != sig and p != BUILD_SCRIPT]
+            overlay = env_root / "overlay"
+            for rel in changed:
+                target = overlay / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(job.build_dir / rel, target, follow_symlinks=False)
+            if changed:
+                log.line(
+                    f"{BUILD_SCRIPT} wrote {len(changed)} files into the build; kept for reuse"
+                )
+        else:
+            log.line(f"no {BUILD_SCRIPT} in the project: nothing to install")
+        (env_root / "deps.json").write_text(json.dumps(deps, indent=2))
+        (env_root / "complete").write_text("")
+
+    def _environment(self, job: BuildJob, venv: Path) -> dict[str, str]:
+        env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}
+        env["PATH"] = f"{venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        if job.ca_bundle:
+            for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+                env[name] = job.ca_bundle
+        env.update(job.variables)
+        env["CDSW_TUI_BUILD"] = str(job.build_id)
+        env["CDSW_PROJECT"] = job.project_name
+        env["CDSW_MODEL_NAME"] = job.model_name
+        env["CDSW_MODEL_ID"] = str(job.model_id)
+        env["CDSW_BUILD_NUMBER"] = str(job.number)
+        return env

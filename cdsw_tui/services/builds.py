@@ -1,0 +1,196 @@
+"""Builds: the faces ask for one (snapshot now, build later); the controller runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, func, select
+
+from cdsw_tui.errors import CdswError, NotFound
+from cdsw_tui.services import models, projects
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import BUILD_FINAL, Build, Model, utcnow
+
+
+def request(
+    wb: Workbench,
+    model: Model,
+    *,
+    comment: str = "",
+    deploy: dict | None = None,
+) -> Build:
+    """Snapshot the project's code as it is now and queue a build of it.
+
+    Problems with the code (missing file or function, files too large) are raised here,
+    before a build number is taken.
+    """
+    from cdsw_tui.services import validation as v
+
+    project = models.project_of(wb, model)
+    root = Path(project.path)
+    path = v.model_file(root, model.file)
+    v.function(path, model.kernel, model.function)
+    snap = wb.snapshots.take(
+        int(project.id),  # type: ignore[arg-type]
+        root,
+        limit_mb=wb.settings.max_snapshot_file_mb,
+        message=f"{project.name}/{model.name}: {comment or 'build'}",
+    )
+    for _attempt in range(20):
+        with wb.store.session() as s:
+            top = s.exec(select(func.max(Build.number)).where(Build.model_id == model.id)).one()
+            build = Build(
+                model_id=int(model.id),  # type: ignore[arg-type]
+                number=(top or 0) + 1,
+                comment=comment,
+                snapshot=snap.commit,
+                tree=snap.tree,
+                file=model.file,
+                function=model.function,
+                kernel=model.kernel,
+                runtime=project.runtime,
+                engine=project.engine,
+                warnings="\n".join(snap.warnings),
+                deploy_request=json.dumps(deploy) if deploy is not None else "",
+            )
+            s.add(build)
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                continue
+            s.refresh(build)
+            return build
+    raise CdswError("could not number the build: too many builds requested at once")
+
+
+def list_builds(wb: Workbench, model: Model) -> list[Build]:
+    with wb.store.session() as s:
+        return list(
+            s.exec(
+                select(Build).where(Build.model_id == model.id).order_by(col(Build.number).desc())
+            )
+        )
+
+
+def get(wb: Workbench, model: Model, number: int | None = None) -> Build:
+    with wb.store.session() as s:
+        query = select(Build).where(Build.model_id == model.id)
+        if number is None:
+            query = query.order_by(col(Build.number).desc())
+        else:
+            query = query.where(Build.number == number)
+        build = s.exec(query).first()
+    if build is None:
+        what = f"build {number}" if number is not None else "any build"
+        raise NotFound(f"model {model.name} has no {what}")
+    return build
+
+
+def refresh(wb: Workbench, build: Build) -> Build:
+    with wb.store.session() as s:
+        row = s.get(Build, build.id)
+    if row is None:
+        raise NotFound(f"build {build.number} no longer exists")
+    return row
+
+
+def cancel(wb: Workbench, build: Build) -> Build:
+    """A queued build is cancelled at once; a running one when the controller sees the flag."""
+    with wb.store.session() as s:
+        row = s.get(Build, build.id)
+        if row is None:
+            raise NotFound(f"build {build.number} no longer exists")
+        if row.status in BUILD_FINAL:
+            raise CdswError(f"build {row.number} is already {row.status}")
+        if row.status == "queued":
+            row.status = "cancelled"
+            row.reason = "cancelled before it started"
+            row.finished_at = utcnow()
+        else:
+            row.cancel_requested = True
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
+
+
+def wait(wb: Workbench, build: Build, timeout: float | None = None, poll: float = 0.2) -> Build:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        build = refresh(wb, build)
+        if build.status in BUILD_FINAL:
+            return build
+        if deadline is not None and time.monotonic() > deadline:
+            return build
+        time.sleep(poll)
+
+
+def log_path(wb: Workbench, build: Build) -> Path:
+    return wb.build_log_path(build.model_id, build.number)
+
+
+def follow_log(wb: Workbench, build: Build, *, follow: bool, poll: float = 0.1) -> Iterator[str]:
+    """Lines of the build log; with ``follow``, until the build ends."""
+    path = log_path(wb, build)
+    pos = 0
+    pending = b""
+    while True:
+        done = refresh(wb, build).status in BUILD_FINAL
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+                pos += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+        if not follow or done:
+            if pending:
+                yield pending.decode("utf-8", "replace")
+            return
+        time.sleep(poll)
+
+
+def summary(wb: Workbench, build: Build) -> dict:
+    model = models.get_by_id(wb, build.model_id)
+    project = projects.get_by_id(wb, model.project_id)
+    return {
+        "number": build.number,
+        "model": f"{project.name}/{model.name}",
+        "status": build.status,
+        "reason": build.reason,
+        "snapshot": build.snapshot,
+        "tree": build.tree,
+        "comment": build.comment,
+        "runtime": build.runtime,
+        "file": build.file,
+        "function": build.function,
+        "kernel": build.kernel,
+        "dependencies_reused": build.dep_reused,
+        "warnings": [w for w in build.warnings.split("\n") if w],
+        "created_at": _iso(build.created_at),
+        "started_at": _iso(build.started_at),
+        "finished_at": _iso(build.finished_at),
+        "duration": _duration(build),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(build: Build) -> float | None:
+    if build.started_at and build.finished_at:
+        return round((build.finished_at - build.started_at).total_seconds(), 2)
+    return None

@@ -1,0 +1,87 @@
+"""Environment variables at four levels: global < project < model < deployment."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from sqlmodel import select
+
+from cdsw_tui.services import validation as v
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import Deployment, EnvVar, Model, Project
+
+SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def looks_secret(key: str) -> bool:
+    return bool(SECRET_RE.search(key))
+
+
+def scope_of(project: Project | None = None, model: Model | None = None) -> tuple[str, int]:
+    if model is not None:
+        return "model", int(model.id)  # type: ignore[arg-type]
+    if project is not None:
+        return "project", int(project.id)  # type: ignore[arg-type]
+    return "global", 0
+
+
+def list_vars(wb: Workbench, scope: str, scope_id: int = 0) -> dict[str, str]:
+    with wb.store.session() as s:
+        rows = s.exec(
+            select(EnvVar)
+            .where(EnvVar.scope == scope, EnvVar.scope_id == scope_id)
+            .order_by(EnvVar.key)
+        )
+        return {row.key: row.value for row in rows}
+
+
+def set_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str]) -> None:
+    values = {v.env_key(k): val for k, val in values.items()}
+    with wb.store.session() as s:
+        for key, value in values.items():
+            row = s.exec(
+                select(EnvVar).where(
+                    EnvVar.scope == scope, EnvVar.scope_id == scope_id, EnvVar.key == key
+                )
+            ).first()
+            if row is None:
+                row = EnvVar(scope=scope, scope_id=scope_id, key=key)
+            row.value = value
+            s.add(row)
+        s.commit()
+
+
+def unset_vars(wb: Workbench, scope: str, scope_id: int, keys: list[str]) -> list[str]:
+    """Returns the keys that were not set."""
+    missing = []
+    with wb.store.session() as s:
+        for key in keys:
+            row = s.exec(
+                select(EnvVar).where(
+                    EnvVar.scope == scope, EnvVar.scope_id == scope_id, EnvVar.key == key
+                )
+            ).first()
+            if row is None:
+                missing.append(key)
+            else:
+                s.delete(row)
+        s.commit()
+    return missing
+
+
+def resolve(
+    wb: Workbench,
+    model: Model,
+    deployment: Deployment | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The variables a build or replica of ``model`` sees, later levels winning."""
+    result = list_vars(wb, "global")
+    result.update(list_vars(wb, "project", model.project_id))
+    result.update(list_vars(wb, "model", int(model.id)))  # type: ignore[arg-type]
+    if deployment is not None:
+        result.update(json.loads(deployment.env or "{}"))
+    if extra:
+        result.update(extra)
+    return result

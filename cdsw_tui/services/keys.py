@@ -1,0 +1,23 @@
+"""Access keys: 32 lowercase letters and digits from a CSPRNG."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import string
+
+ALPHABET = string.ascii_lowercase + string.digits
+KEY_LENGTH = 32
+
+
+def new_access_key() -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(KEY_LENGTH))
+
+
+def keys_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def mask(key: str) -> str:
+    """What is shown instead of a key: nothing of the key itself."""
+    return "•" * 12 if key else ""

@@ -1,0 +1,227 @@
+"""Models: a function in a project file, with its access key, resources and examples."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from cdsw_tui.errors import Conflict, NotFound, ValidationError
+from cdsw_tui.services import projects
+from cdsw_tui.services import validation as v
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.keys import new_access_key
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, EnvVar, Model, Project, utcnow
+
+
+@dataclass
+class ModelSpec:
+    """What the New Model form and ``model create`` collect."""
+
+    name: str
+    file: str
+    function: str
+    kernel: str = "python3"
+    description: str = ""
+    example_input: str = ""
+    example_output: str = ""
+    replicas: int | str = 1
+    cpu: float | str = 1.0
+    memory: int | str = 2048
+    gpu: int | str = 0
+    env: dict[str, str] | None = None
+
+
+def validate(wb: Workbench, project: Project, spec: ModelSpec) -> ModelSpec:
+    """Every field checked before anything is written; the first bad one raises."""
+    name = v.name(spec.name)
+    with wb.store.session() as s:
+        exists = s.exec(
+            select(Model).where(Model.project_id == project.id, Model.name == name)
+        ).first()
+    if exists:
+        raise Conflict(
+            f"a model named {name!r} already exists in project {project.name}", field="name"
+        )
+    kernel = v.kernel(spec.kernel)
+    path = v.model_file(Path(project.path), spec.file)
+    if kernel == "python3" and path.suffix.lower() == ".r":
+        raise ValidationError(f"{spec.file} is an R file; choose kernel r", field="kernel")
+    if kernel == "r" and path.suffix.lower() != ".r":
+        raise ValidationError(f"kernel r needs an .R file, not {spec.file}", field="file")
+    function = v.function(path, kernel, spec.function.strip())
+    return ModelSpec(
+        name=name,
+        file=str(path.relative_to(Path(project.path).resolve())),
+        function=function,
+        kernel=kernel,
+        description=spec.description.strip(),
+        example_input=v.json_text(spec.example_input, "example_input"),
+        example_output=v.json_text(spec.example_output, "example_output"),
+        replicas=v.replicas(spec.replicas),
+        cpu=v.cpu(spec.cpu),
+        memory=v.memory(spec.memory),
+        gpu=v.gpu(spec.gpu),
+        env={v.env_key(k): val for k, val in (spec.env or {}).items()},
+    )
+
+
+def create(wb: Workbench, project_name: str, spec: ModelSpec) -> Model:
+    project = projects.get(wb, project_name)
+    spec = validate(wb, project, spec)
+    model = Model(
+        project_id=project.id,  # type: ignore[arg-type]
+        name=spec.name,
+        slug=v.slug(spec.name),
+        description=spec.description,
+        file=spec.file,
+        function=spec.function,
+        kernel=spec.kernel,
+        example_input=spec.example_input,
+        example_output=spec.example_output,
+        access_key=new_access_key(),
+        replicas=int(spec.replicas),
+        cpu=float(spec.cpu),
+        memory=int(spec.memory),
+        gpu=int(spec.gpu),
+    )
+    with wb.store.session() as s:
+        s.add(model)
+        try:
+            s.flush()
+        except IntegrityError:
+            raise Conflict(
+                f"a model named {spec.name!r} already exists in project {project.name}",
+                field="name",
+            ) from None
+        for key, value in (spec.env or {}).items():
+            s.add(EnvVar(scope="model", scope_id=model.id, key=key, value=value))
+        s.commit()
+        s.refresh(model)
+    return model
+
+
+def resolve(wb: Workbench, ref: str) -> Model:
+    """``project/model`` or a model name that is unique across projects."""
+    with wb.store.session() as s:
+        if "/" in ref:
+            project_name, model_name = ref.split("/", 1)
+            row = s.exec(
+                select(Model)
+                .join(Project)
+                .where(Project.name == project_name, Model.name == model_name)
+            ).first()
+            if row is None:
+                projects.get(wb, project_name)
+                raise NotFound(f"no model named {model_name!r} in project {project_name}")
+            return row
+        rows = list(s.exec(select(Model).where(Model.name == ref)))
+    if not rows:
+        raise NotFound(f"no model named {ref!r} (see 'cdsw-tui model list')")
+    if len(rows) > 1:
+        names = ", ".join(sorted(f"{project_of(wb, m).name}/{m.name}" for m in rows))
+        raise NotFound(f"model name {ref!r} is in several projects; say which: {names}")
+    return rows[0]
+
+
+def get_by_id(wb: Workbench, model_id: int) -> Model:
+    with wb.store.session() as s:
+        row = s.get(Model, model_id)
+    if row is None:
+        raise NotFound(f"no model with id {model_id}")
+    return row
+
+
+def project_of(wb: Workbench, model: Model) -> Project:
+    return projects.get_by_id(wb, model.project_id)
+
+
+def list_models(wb: Workbench, project_name: str | None = None) -> list[Model]:
+    with wb.store.session() as s:
+        query = select(Model).join(Project).order_by(Project.name, Model.name)
+        if project_name:
+            project = projects.get(wb, project_name)
+            query = query.where(Model.project_id == project.id)
+        return list(s.exec(query))
+
+
+def latest_build(wb: Workbench, model: Model) -> Build | None:
+    with wb.store.session() as s:
+        return s.exec(
+            select(Build).where(Build.model_id == model.id).order_by(col(Build.number).desc())
+        ).first()
+
+
+def active_deployment(wb: Workbench, model: Model) -> Deployment | None:
+    with wb.store.session() as s:
+        return s.exec(
+            select(Deployment)
+            .where(Deployment.model_id == model.id, col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
+            .order_by(col(Deployment.id).desc())
+        ).first()
+
+
+def status(wb: Workbench, model: Model) -> str:
+    """One word, as CDSW's badge: the active deployment's, else the newest build's."""
+    deployment = active_deployment(wb, model)
+    if deployment is not None:
+        return deployment.status
+    build = latest_build(wb, model)
+    if build is None:
+        return "created"
+    if build.status in ("queued", "building"):
+        return "building"
+    if build.status == "built":
+        with wb.store.session() as s:
+            stopped = s.exec(select(Deployment).where(Deployment.model_id == model.id)).first()
+        return "stopped" if stopped else "built"
+    return f"build {build.status}"
+
+
+def regenerate_key(wb: Workbench, model: Model) -> Model:
+    with wb.store.session() as s:
+        row = s.get(Model, model.id)
+        if row is None:
+            raise NotFound(f"model {model.name} no longer exists")
+        row.access_key = new_access_key()
+        row.updated_at = utcnow()
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
+
+
+def delete(wb: Workbench, model: Model) -> None:
+    """Refused while a deployment is active; removes builds, artifacts and logs."""
+    if active_deployment(wb, model) is not None:
+        raise Conflict(f"model {model.name} has an active deployment; stop it first")
+    with wb.store.session() as s:
+        row = s.get(Model, model.id)
+        if row is None:
+            return
+        for env in s.exec(
+            select(EnvVar).where(EnvVar.scope == "model", EnvVar.scope_id == model.id)
+        ):
+            s.delete(env)
+        s.delete(row)
+        s.commit()
+    for folder in (
+        wb.builds_dir() / f"m{model.id}",
+        wb.home / "logs" / "builds" / f"m{model.id}",
+        wb.home / "logs" / "replicas" / f"m{model.id}",
+    ):
+        if folder.exists():
+            _make_writable(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _make_writable(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            try:
+                path.chmod(path.stat().st_mode | 0o200)
+            except OSError:
+                pass

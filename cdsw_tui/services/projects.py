@@ -1,0 +1,124 @@
+"""Projects: a directory of code registered in the store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sqlmodel import select
+
+from cdsw_tui.errors import Conflict, NotFound, ValidationError
+from cdsw_tui.services import validation as v
+from cdsw_tui.services.context import Workbench, assets_dir
+from cdsw_tui.store import Model, Project
+
+TEMPLATES = ("quickstart",)
+
+
+def get(wb: Workbench, name: str) -> Project:
+    with wb.store.session() as s:
+        project = s.exec(select(Project).where(Project.name == name)).first()
+    if project is None:
+        raise NotFound(f"no project named {name!r} (see 'cdsw-tui project list')")
+    return project
+
+
+def get_by_id(wb: Workbench, project_id: int) -> Project:
+    with wb.store.session() as s:
+        project = s.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"no project with id {project_id}")
+    return project
+
+
+def list_all(wb: Workbench) -> list[Project]:
+    with wb.store.session() as s:
+        return list(s.exec(select(Project).order_by(Project.name)))
+
+
+def create(
+    wb: Workbench,
+    name: str,
+    *,
+    path: str | Path | None = None,
+    template: str | None = None,
+    runtime: str | None = None,
+    engine: str | None = None,
+) -> Project:
+    name = v.name(name)
+    runtime = v.runtime(runtime or wb.settings.runtime)
+    if path is None and template is None:
+        raise ValidationError(
+            "give a folder (--path DIR) or a template (--template quickstart)", field="path"
+        )
+    if template is not None and template not in TEMPLATES:
+        raise ValidationError(
+            f"unknown template {template!r} (templates: {', '.join(TEMPLATES)})", field="template"
+        )
+    with wb.store.session() as s:
+        if s.exec(select(Project).where(Project.name == name)).first():
+            raise Conflict(f"a project named {name!r} already exists", field="name")
+    if template is not None:
+        target = Path(path).expanduser() if path else wb.projects_dir() / v.slug(name)
+        target = target.resolve()
+        if target.exists() and any(target.iterdir()):
+            raise ValidationError(
+                f"{target} is not empty; a template needs an empty folder", field="path"
+            )
+        source = assets_dir() / "templates" / template
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        for script in target.rglob("*.sh"):
+            script.chmod(0o755)
+    else:
+        target = Path(path).expanduser().resolve()  # type: ignore[arg-type]
+        if not target.is_dir():
+            raise ValidationError(f"folder {path} does not exist", field="path")
+    project = Project(
+        name=name, path=str(target), runtime=runtime, engine=engine or wb.settings.engine_image
+    )
+    with wb.store.session() as s:
+        s.add(project)
+        s.commit()
+        s.refresh(project)
+    return project
+
+
+def update(
+    wb: Workbench, name: str, *, runtime: str | None = None, engine: str | None = None
+) -> Project:
+    project = get(wb, name)
+    with wb.store.session() as s:
+        row = s.get(Project, project.id)
+        assert row is not None
+        if runtime is not None:
+            row.runtime = v.runtime(runtime)
+        if engine is not None:
+            row.engine = engine
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
+
+
+def delete(wb: Workbench, name: str) -> None:
+    """Removes the project's models (and their builds and logs); the user's folder stays."""
+    from cdsw_tui.services import models
+
+    project = get(wb, name)
+    with wb.store.session() as s:
+        model_rows = list(s.exec(select(Model).where(Model.project_id == project.id)))
+    for model in model_rows:
+        models.delete(wb, model)
+    with wb.store.session() as s:
+        row = s.get(Project, project.id)
+        if row is not None:
+            s.delete(row)
+            s.commit()
+
+
+def model_counts(wb: Workbench) -> dict[int, int]:
+    from sqlalchemy import func
+
+    with wb.store.session() as s:
+        rows = s.exec(select(Model.project_id, func.count()).group_by(Model.project_id))
+        return {pid: n for pid, n in rows}

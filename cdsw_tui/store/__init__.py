@@ -1,0 +1,30 @@
+"""The store: SQLModel tables over one SQLite file."""
+
+from cdsw_tui.store.db import SCHEMA_VERSION, Store
+from cdsw_tui.store.tables import (
+    BUILD_FINAL,
+    DEPLOYMENT_ACTIVE,
+    Build,
+    Deployment,
+    EnvVar,
+    Meta,
+    Model,
+    Project,
+    Replica,
+    utcnow,
+)
+
+__all__ = [
+    "BUILD_FINAL",
+    "DEPLOYMENT_ACTIVE",
+    "SCHEMA_VERSION",
+    "Build",
+    "Deployment",
+    "EnvVar",
+    "Meta",
+    "Model",
+    "Project",
+    "Replica",
+    "Store",
+    "utcnow",
+]

@@ -1,0 +1,90 @@
+"""The SQLite file: WAL, foreign keys, a busy timeout, and forward migrations on open."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, SQLModel, create_engine
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.store import tables  # noqa: F401  (registers the tables)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _migration_1(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn)
+
+
+# Append-only: migration N takes a database at version N-1 to version N.
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _schema_version(conn: Connection) -> int:
+    has_meta = conn.execute(
+        text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'")
+    ).first()
+    if not has_meta:
+        return 0
+    row = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
+    return int(row[0]) if row else 0
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema forward; returns the version found before migrating."""
+    with engine.begin() as conn:
+        found = _schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise CdswError(
+                f"the store is at schema version {found}, newer than this cdsw-tui "
+                f"({SCHEMA_VERSION}); upgrade cdsw-tui"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(
+                text("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', :v)"),
+                {"v": str(version)},
+            )
+    return found
+
+
+class Store:
+    """One SQLite file; sessions are short and opened per operation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(
+                f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
+            )
+            event.listen(self.engine, "connect", _on_connect)
+            migrate(self.engine)
+        except OperationalError as exc:
+            raise CdswError(f"cannot open the store {path}: {exc.orig}") from None
+        except OSError as exc:
+            raise CdswError(f"cannot write to {path.parent}: {exc.strerror}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,135 @@
+"""The store's tables: desired state (what faces ask for) and observed state (what the controller saw)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Project(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str
+    runtime: str = "local"
+    engine: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Model(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    name: str
+    slug: str
+    description: str = ""
+    file: str
+    function: str
+    kernel: str = "python3"
+    example_input: str = ""
+    example_output: str = ""
+    access_key: str = Field(unique=True, index=True)
+    auth_enabled: bool = False
+    replicas: int = 1
+    cpu: float = 1.0
+    memory: int = 2048
+    gpu: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+BUILD_FINAL = ("built", "failed", "cancelled", "timedout")
+BUILD_STATUSES = ("queued", "building", *BUILD_FINAL)
+
+
+class Build(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("model_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True, ondelete="CASCADE")
+    number: int
+    status: str = Field(default="queued", index=True)
+    reason: str = ""
+    comment: str = ""
+    snapshot: str = ""
+    tree: str = ""
+    file: str
+    function: str
+    kernel: str
+    runtime: str
+    engine: str = ""
+    artifact: str = ""
+    env_path: str = ""
+    dep_key: str = ""
+    dep_reused: bool = False
+    warnings: str = Field(default="", sa_column=Column(Text, default=""))
+    cancel_requested: bool = False
+    pid: int | None = None
+    deploy_request: str = Field(default="", sa_column=Column(Text, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+DEPLOYMENT_ACTIVE = ("pending", "deploying", "deployed", "stopping")
+DEPLOYMENT_STATUSES = (*DEPLOYMENT_ACTIVE, "stopped", "failed")
+
+
+class Deployment(SQLModel, table=True):
+    """IDs come from AUTOINCREMENT semantics: global and never reused."""
+
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True, ondelete="CASCADE")
+    build_id: int = Field(foreign_key="build.id", ondelete="CASCADE")
+    status: str = Field(default="pending", index=True)
+    reason: str = ""
+    replicas: int = 1
+    cpu: float = 1.0
+    memory: int = 2048
+    gpu: int = 0
+    env: str = Field(default="{}", sa_column=Column(Text, default="{}"))
+    restart_requested: bool = False
+    stop_requested: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    deployed_at: datetime | None = None
+    stopped_at: datetime | None = None
+
+
+class Replica(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(foreign_key="deployment.id", index=True, ondelete="CASCADE")
+    name: str = Field(unique=True)
+    status: str = "starting"
+    reason: str = ""
+    pid: int | None = None
+    port: int | None = None
+    container_id: str = ""
+    restarts: int = 0
+    started_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+ENV_SCOPES = ("global", "project", "model", "deployment")
+
+
+class EnvVar(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("scope", "scope_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str
+    scope_id: int = 0
+    key: str
+    value: str = Field(default="", sa_column=Column(Text, default=""))
