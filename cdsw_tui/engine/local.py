@@ -188,20 +188,10 @@ class LocalBuilder:
             shutil.rmtree(env_root)
         env_root.mkdir(parents=True)
         venv = env_root / "venv"
+        script = job.build_dir / BUILD_SCRIPT
         log.line(f"creating the Python environment {env_root.name} ({sys.version.split()[0]})")
         env = self._environment(job, venv)
-        code = run_logged(
-            [sys.executable, "-m", "venv", str(venv)],
-            cwd=job.build_dir,
-            env=env,
-            log=log,
-            cancelled=cancelled,
-            deadline=deadline,
-            on_pid=on_pid,
-        )
-        if code != 0:
-            raise BuildFailed(f"creating the Python environment failed with status {code}")
-        script = job.build_dir / BUILD_SCRIPT
+        self._new_venv(job, log, cancelled, on_pid, deadline, venv, with_pip=script.is_file())
         if script.is_file():
             log.line(f"running {BUILD_SCRIPT}")
             before = _listing(job.build_dir)
@@ -232,6 +222,62 @@ class LocalBuilder:
             log.line(f"no {BUILD_SCRIPT} in the project: nothing to install")
         (env_root / "deps.json").write_text(json.dumps(deps, indent=2))
         (env_root / "complete").write_text("")
+
+    def _new_venv(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+        deadline: float,
+        venv: Path,
+        *,
+        with_pip: bool,
+    ) -> None:
+        """A venv without pip is instant; one with pip is copied from a base made once,
+        because ensurepip takes seconds and would dominate every cold build."""
+        if not with_pip:
+            self._run_venv(job, log, cancelled, on_pid, deadline, [str(venv), "--without-pip"])
+            return
+        tag = hashlib.sha256(f"{sys.executable} {sys.version}".encode()).hexdigest()[:12]
+        base_root = job.envs_dir / f"base-{tag}"
+        base = base_root / "venv"
+        with open(job.envs_dir / f"base-{tag}.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (base_root / "complete").exists():
+                shutil.rmtree(base_root, ignore_errors=True)
+                log.line("making the base Python environment with pip (once per Python)")
+                self._run_venv(job, log, cancelled, on_pid, deadline, [str(base)])
+                (base_root / "complete").write_text("")
+        shutil.copytree(base, venv, symlinks=True)
+        old, new = str(base).encode(), str(venv).encode()
+        for path in (venv / "bin").iterdir():
+            if path.is_symlink() or not path.is_file():
+                continue
+            data = path.read_bytes()
+            if old in data:
+                path.write_bytes(data.replace(old, new))
+
+    def _run_venv(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+        deadline: float,
+        args: list[str],
+    ) -> None:
+        code = run_logged(
+            [sys.executable, "-m", "venv", *args],
+            cwd=job.build_dir,
+            env={k: v for k, v in os.environ.items() if k in PASSTHROUGH or k == "PATH"},
+            log=log,
+            cancelled=cancelled,
+            deadline=deadline,
+            on_pid=on_pid,
+        )
+        if code != 0:
+            raise BuildFailed(f"creating the Python environment failed with status {code}")
 
     def _environment(self, job: BuildJob, venv: Path) -> dict[str, str]:
         env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}

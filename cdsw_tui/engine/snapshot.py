@@ -194,4 +194,5 @@ class SnapshotRepo:
         return git.Repo(self.path).git.execute(
             ["git", f"--git-dir={self.path}", "cat-file", "blob", f"{commit}:{path}"],
             stdout_as_string=False,
+            strip_newline_in_stdout=False,
         )

@@ -1,0 +1,114 @@
+"""Shared fixtures: a fresh CDSW_TUI_HOME per test, the real CLI, and controller cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cdsw_tui.config import load_settings
+from cdsw_tui.controller.lock import state
+from cdsw_tui.services.context import Workbench
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "home"
+    monkeypatch.setenv("CDSW_TUI_HOME", str(path))
+    monkeypatch.setenv("CDSW_TUI_POLL_INTERVAL", "0.05")
+    yield path
+    stop_controller(path)
+
+
+def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:
+    st = state(path) if path.exists() else None
+    if st and st.running and st.pid:
+        try:
+            os.kill(st.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and state(path).running:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def wb(home: Path) -> Iterator[Workbench]:
+    bench = Workbench(load_settings(home))
+    yield bench
+    bench.close()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+class Cli:
+    """Runs the installed entry point as a user would, in a subprocess."""
+
+    def __init__(self, home: Path, cwd: Path) -> None:
+        self.home = home
+        self.cwd = cwd
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
+    ) -> Result:
+        full_env = dict(os.environ, CDSW_TUI_HOME=str(self.home), CDSW_TUI_POLL_INTERVAL="0.05")
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "cdsw_tui", *args],
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=full_env,
+            timeout=timeout,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"cdsw-tui {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+            )
+        return result
+
+
+@pytest.fixture
+def cli(home: Path, tmp_path: Path) -> Cli:
+    return Cli(home, tmp_path)
+
+
+def write_project(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+    return root
+
+
+ADD = """\
+def add(args):
+    return args["a"] + args["b"]
+"""
+
+
+@pytest.fixture
+def plain_project(tmp_path: Path) -> Path:
+    """A project without cdsw-build.sh: its builds need no pip and take well under a second."""
+    return write_project(tmp_path / "plain", {"add_numbers.py": ADD})

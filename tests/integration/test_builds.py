@@ -1,0 +1,155 @@
+"""Builds on the local runtime, run by a real controller process."""
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from cdsw_tui.controller.lock import state
+from cdsw_tui.services import builds, models, projects
+from tests.conftest import ADD, Cli, write_project
+
+
+@pytest.fixture
+def model(wb, tmp_path: Path):
+    root = write_project(tmp_path / "proj", {"add_numbers.py": ADD})
+    projects.create(wb, "p", path=root)
+    return models.create(
+        wb, "p", models.ModelSpec(name="add", file="add_numbers.py", function="add")
+    )
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper that may never come in a sandbox."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def script(wb, model, text: str) -> None:
+    root = Path(projects.get(wb, "p").path)
+    (root / "cdsw-build.sh").write_text(text)
+
+
+def wait_status(wb, build, statuses, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        build = builds.refresh(wb, build)
+        if build.status in statuses:
+            return build
+        time.sleep(0.05)
+    raise AssertionError(f"build stayed {build.status}")
+
+
+def test_failing_build_script_keeps_its_output_and_names_the_status(cli: Cli, wb, model):
+    script(wb, model, "echo installing things\necho 'no such package' >&2\nexit 1\n")
+    result = cli("build", "p/add", "--wait", check=False)
+    assert result.code == 1
+    assert (
+        result.err.strip().splitlines()[-1]
+        == "error: build 1 failed: cdsw-build.sh exited with status 1"
+    )
+    build = builds.get(wb, model, 1)
+    assert build.status == "failed" and build.reason == "cdsw-build.sh exited with status 1"
+    log = cli("build-log", "p/add", "1").out
+    assert "installing things" in log and "no such package" in log
+    # every line carries a timestamp
+    assert all(line[:4].isdigit() and "Z " in line[:30] for line in log.splitlines())
+    # fixing the script gives a fresh environment that builds
+    script(wb, model, "echo fixed\n")
+    cli("build", "p/add", "--wait")
+    assert builds.get(wb, model, 2).status == "built"
+
+
+def test_build_log_follow_streams_while_building(cli: Cli, wb, model):
+    script(wb, model, "for i in 1 2 3; do echo step $i; sleep 0.3; done\n")
+    result = cli("build", "p/add", "--follow")
+    out = result.out
+    assert out.index("step 1") < out.index("step 3") < out.index("build 1 built")
+
+
+def test_code_only_rebuild_reuses_dependencies_and_requirements_change_does_not(
+    cli: Cli, wb, model
+):
+    root = Path(projects.get(wb, "p").path)
+    script(wb, model, "echo deps > installed.txt\n")
+    (root / "requirements.txt").write_text("# none\n")
+    cli("build", "p/add", "--wait")
+    (root / "add_numbers.py").write_text(ADD + "\n# a comment\n")
+    cli("build", "p/add", "--wait")
+    b1, b2 = builds.get(wb, model, 1), builds.get(wb, model, 2)
+    assert not b1.dep_reused and b2.dep_reused and b1.dep_key == b2.dep_key
+    assert b1.tree != b2.tree
+    # what cdsw-build.sh wrote into the build is there in the reused build too
+    assert (Path(b2.artifact) / "installed.txt").read_text() == "deps\n"
+    (root / "requirements.txt").write_text("# changed\n")
+    cli("build", "p/add", "--wait")
+    b3 = builds.get(wb, model, 3)
+    assert not b3.dep_reused and b3.dep_key != b1.dep_key
+
+
+def test_built_directory_is_read_only(cli: Cli, wb, model):
+    cli("build", "p/add", "--wait")
+    artifact = Path(builds.get(wb, model, 1).artifact)
+    assert not os.stat(artifact).st_mode & 0o222
+    assert not os.stat(artifact / "add_numbers.py").st_mode & 0o222
+    assert (artifact / ".cdsw-build.json").exists()
+
+
+def test_cancel_a_running_build(cli: Cli, wb, model):
+    script(wb, model, "echo started\nsleep 60\n")
+    cli("build", "p/add")
+    build = wait_status(wb, builds.get(wb, model, 1), {"building"})
+    deadline = time.monotonic() + 20
+    while "running cdsw-build.sh" not in builds.log_path(wb, build).read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "is being cancelled" in cli("cancel", "p/add", "1").out
+    build = wait_status(wb, build, {"cancelled", "failed", "built"}, timeout=10)
+    assert build.status == "cancelled"
+    assert "already cancelled" in cli("cancel", "p/add", "1", check=False).err
+
+
+def test_build_timeout(cli: Cli, wb, model):
+    script(wb, model, "sleep 30\n")
+    result = cli("build", "p/add", "--wait", check=False, env={"CDSW_TUI_BUILD_TIMEOUT": "1"})
+    assert result.code == 1 and "timedout" in result.err
+    assert builds.get(wb, model, 1).status == "timedout"
+
+
+def test_kill_9_of_the_controller_during_a_build(cli: Cli, wb, model, home: Path):
+    script(wb, model, "echo begin\nsleep 120\n")
+    cli("build", "p/add")
+    build = wait_status(wb, builds.get(wb, model, 1), {"building"})
+    deadline = time.monotonic() + 20
+    while (
+        not builds.refresh(wb, build).pid or "begin" not in builds.log_path(wb, build).read_text()
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = builds.refresh(wb, build).pid
+    old = state(home).pid
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while state(home).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert builds.refresh(wb, build).status == "building"  # nobody has reconciled yet
+    con = sqlite3.connect(home / "cdsw.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    script(wb, model, "echo ok\n")
+    cli("build", "p/add", "--wait")  # starts a new controller, which reconciles first
+    assert state(home).pid != old
+    build = builds.refresh(wb, build)
+    assert (build.status, build.reason) == ("failed", "interrupted")
+    assert builds.get(wb, model, 2).status == "built"
+    # the orphaned build script was killed by the reconciler
+    assert not alive(child)
+    assert "interrupted" in cli("build-log", "p/add", "1").out
+    assert [m.name for m in models.list_models(wb)] == ["add"]

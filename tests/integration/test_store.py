@@ -1,0 +1,82 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.store import SCHEMA_VERSION, Build, Deployment, Model, Project, Store
+
+
+def test_pragmas_and_schema_version(tmp_path: Path):
+    store = Store(tmp_path / "cdsw.db")
+    with store.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert raw.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    store.close()
+    con = sqlite3.connect(tmp_path / "cdsw.db")
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
+
+
+def test_migrates_an_older_file_forward_and_refuses_a_newer(tmp_path: Path):
+    path = tmp_path / "cdsw.db"
+    sqlite3.connect(path).execute("CREATE TABLE unrelated(x)").connection.commit()
+    Store(path).close()
+    con = sqlite3.connect(path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {
+        "project",
+        "model",
+        "build",
+        "deployment",
+        "replica",
+        "envvar",
+        "meta",
+        "unrelated",
+    } <= tables
+    con.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    con.commit()
+    with pytest.raises(CdswError, match="newer than this cdsw-tui"):
+        Store(path)
+
+
+def test_foreign_keys_cascade_and_unique_numbers(tmp_path: Path):
+    store = Store(tmp_path / "cdsw.db")
+    with store.session() as s:
+        p = Project(name="p", path=str(tmp_path))
+        s.add(p)
+        s.flush()
+        m = Model(
+            project_id=p.id, name="m", slug="m", file="f.py", function="f", access_key="k" * 32
+        )
+        s.add(m)
+        s.flush()
+        b = Build(
+            model_id=m.id, number=1, file="f.py", function="f", kernel="python3", runtime="local"
+        )
+        s.add(b)
+        s.flush()
+        s.add(Deployment(model_id=m.id, build_id=b.id))
+        s.commit()
+    with store.session() as s:
+        s.add(
+            Build(
+                model_id=m.id,
+                number=1,
+                file="f.py",
+                function="f",
+                kernel="python3",
+                runtime="local",
+            )
+        )
+        with pytest.raises(IntegrityError):
+            s.commit()
+    with store.session() as s:
+        s.delete(s.get(Model, m.id))
+        s.commit()
+        assert not s.exec(select(Build)).all() and not s.exec(select(Deployment)).all()
