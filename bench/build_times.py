@@ -46,7 +46,9 @@ def main() -> None:
         (root / "cdsw-build.sh").write_text("pip install --no-input -r requirements.txt\n")
         wb = Workbench(load_settings(Path(tmp) / "home"))
         projects.create(wb, "bench", path=root)
-        model = models.create(wb, "bench", models.ModelSpec(name="m", file="model.py", function="predict"))
+        model = models.create(
+            wb, "bench", models.ModelSpec(name="m", file="model.py", function="predict")
+        )
 
         cold_first, reused = timed_build(wb, model, "cold, base environment made")
         assert not reused
@@ -68,7 +70,9 @@ def main() -> None:
     print(f"  first cold build (makes the base env)  {cold_first:7.2f} s")
     print(f"  cold build                             {cold:7.2f} s")
     print(f"  code-only rebuild                      {rebuild:7.3f} s")
-    print(f"  rebuild / cold                         {rebuild / cold:7.1%}   (target <= 10%, rebuild < 1.5 s)")
+    print(
+        f"  rebuild / cold                         {rebuild / cold:7.1%}   (target <= 10%, rebuild < 1.5 s)"
+    )
 
 
 if __name__ == "__main__":

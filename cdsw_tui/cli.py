@@ -102,6 +102,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "home": str(wb.home),
         "deployments": [],
     }
+    from cdsw_tui.services import deployments
+    from cdsw_tui.store import DEPLOYMENT_ACTIVE
+
+    data["deployments"] = [
+        deployments.summary(wb, d)
+        for d in deployments.list_deployments(wb)
+        if d.status in DEPLOYMENT_ACTIVE
+    ]
     if as_json:
         emit_json(data)
         return
@@ -109,6 +117,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"controller  {running}")
     click.echo(f"gateway     {data['gateway']}")
     click.echo(f"home        {data['home']}")
+    if data["deployments"]:
+        click.echo("")
+        table(data["deployments"], ["id", "model", "build", "status", "replicas"])
 
 
 # -- projects -------------------------------------------------------------------
@@ -294,6 +305,13 @@ def model_create(
         click.echo(f"build {build.number} queued")
     if wait:
         _wait_build(wb, build)
+        from cdsw_tui.services import deployments
+
+        built = builds.refresh(wb, build)
+        d = deployments.for_build(wb, built)
+        if d is None:
+            raise CdswError(built.reason or f"build {built.number} was not deployed")
+        _wait_deployment(wb, d)
 
 
 @model.command("list")
@@ -470,6 +488,193 @@ def cancel_cmd(ctx: click.Context, ref: str, number: int | None) -> None:
     build = builds.cancel(wb, builds.get(wb, models.resolve(wb, ref), number))
     word = "cancelled" if build.status == "cancelled" else "is being cancelled"
     click.echo(f"build {build.number} {word}")
+
+
+# -- deployments ---------------------------------------------------------------
+
+
+def _wait_deployment(wb: Workbench, deployment) -> None:  # noqa: ANN001
+    from cdsw_tui.services import deployments
+
+    final = deployments.wait(wb, deployment)
+    if final.status != "deployed":
+        raise CdswError(
+            f"deployment {final.id} {final.status}: {final.reason or 'no reason recorded'}"
+        )
+    click.echo(f"deployment {final.id} deployed with {final.replicas} replicas", err=True)
+
+
+def resource_options(f):  # noqa: ANN001, ANN202
+    for option in reversed(
+        [
+            click.option("--replicas", type=int, help="1 to 9 (default: the model's)"),
+            click.option("--cpu", type=float, help="cores per replica"),
+            click.option("--memory", type=int, help="MB per replica"),
+            click.option("--gpu", type=int, help="GPUs per replica"),
+            click.option("--env", "env", multiple=True, help="K=V for this deployment, repeatable"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@main.command("deploy")
+@click.argument("ref", metavar="MODEL")
+@click.option("--build", "build_number", type=int, help="build number (default: the newest built)")
+@resource_options
+@click.option("--wait", is_flag=True, help="block until deployed; exit 1 if it fails")
+@json_option
+@click.pass_context
+def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as_json) -> None:  # noqa: ANN001
+    """Deploy a build; the running deployment stops once the new one answers."""
+    from cdsw_tui.services import deployments, models
+    from cdsw_tui.services import validation as v
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    d = deployments.create(
+        wb,
+        m,
+        build_number=build_number,
+        replicas=replicas,
+        cpu=cpu,
+        memory=memory,
+        gpu=gpu,
+        env=v.env_pairs(env),
+    )
+    _controller(wb)
+    if as_json:
+        emit_json(deployments.summary(wb, d))
+    else:
+        click.echo(
+            f"deployment {d.id} of {ref} (build {deployments.summary(wb, d)['build']}) pending"
+        )
+    if wait:
+        _wait_deployment(wb, d)
+
+
+@main.command("deployments")
+@click.argument("ref", metavar="[MODEL]", required=False)
+@json_option
+@click.pass_context
+def deployments_cmd(ctx: click.Context, ref: str | None, as_json: bool) -> None:
+    """Deployments, newest first."""
+    from cdsw_tui.services import deployments, models
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref) if ref else None
+    rows = [deployments.summary(wb, d) for d in deployments.list_deployments(wb, m)]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(
+            rows,
+            ["id", "model", "build", "status", "replicas", "cpu", "memory", "created_at", "reason"],
+            empty="no deployments yet",
+        )
+
+
+@main.command("stop")
+@click.argument("ref", metavar="MODEL")
+@click.option("--wait", is_flag=True, help="block until stopped")
+@click.pass_context
+def stop_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
+    """Stop the model's replicas (requests in flight finish first)."""
+    from cdsw_tui.services import deployments, models
+
+    wb = _wb(ctx)
+    stopped = deployments.stop(wb, models.resolve(wb, ref))
+    _controller(wb)
+    click.echo(f"stopping deployment {', '.join(str(d.id) for d in stopped)}")
+    if wait:
+        for d in stopped:
+            deployments.wait(wb, d, until=("stopped", "failed"))
+        click.echo("stopped", err=True)
+
+
+@main.command("restart")
+@click.argument("ref", metavar="MODEL")
+@click.option("--wait", is_flag=True, help="block until every replica was replaced")
+@click.pass_context
+def restart_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
+    """Restart the replicas one by one, keeping the deployment id."""
+    import time
+
+    from cdsw_tui.services import deployments, models
+
+    wb = _wb(ctx)
+    d = deployments.restart(wb, models.resolve(wb, ref))
+    _controller(wb)
+    click.echo(f"restarting deployment {d.id}")
+    while wait and deployments.get(wb, int(d.id)).restart_requested:
+        time.sleep(0.1)
+
+
+@main.command("scale")
+@click.argument("ref", metavar="MODEL")
+@click.argument("replicas", type=int)
+@click.pass_context
+def scale_cmd(ctx: click.Context, ref: str, replicas: int) -> None:
+    """Change the replica count of the deployed model, without a new build."""
+    from cdsw_tui.services import deployments, models
+
+    wb = _wb(ctx)
+    d = deployments.scale(wb, models.resolve(wb, ref), replicas)
+    _controller(wb)
+    click.echo(f"deployment {d.id} scaling to {d.replicas} replicas")
+
+
+@main.command("call")
+@click.argument("ref", metavar="MODEL")
+@click.argument("request_json", metavar="[JSON]", required=False)
+@click.pass_context
+def call_cmd(ctx: click.Context, ref: str, request_json: str | None) -> None:
+    """Call the model through the gateway (default: its example input)."""
+    import json as _json
+
+    from cdsw_tui.services import calls, models
+
+    wb = _wb(ctx)
+    result = calls.call(wb, models.resolve(wb, ref), request_json)
+    click.echo(_json.dumps(result.body))
+    if not result.ok:
+        ctx.exit(1)
+
+
+@main.command("sample")
+@click.argument("ref", metavar="MODEL")
+@click.option(
+    "--lang", type=click.Choice(["shell", "python", "r"]), default="shell", show_default=True
+)
+@click.pass_context
+def sample_cmd(ctx: click.Context, ref: str, lang: str) -> None:
+    """A sample call with the example input and the access key filled in."""
+    from cdsw_tui.services import models, samples
+
+    wb = _wb(ctx)
+    m = models.resolve(wb, ref)
+    click.echo(samples.sample(lang, wb.settings.gateway_url, m.access_key, m.example_input))
+
+
+@main.command("logs")
+@click.argument("ref", metavar="MODEL")
+@click.option("--replica", help="one replica's log")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
+@click.option("--tail", type=int, help="only the last N lines")
+@click.pass_context
+def logs_cmd(
+    ctx: click.Context, ref: str, replica: str | None, follow: bool, tail: int | None
+) -> None:
+    """Replica logs of the active (or newest) deployment, merged by time."""
+    from cdsw_tui.services import logs, models
+
+    wb = _wb(ctx)
+    files = logs.log_files(wb, models.resolve(wb, ref), replica)
+    try:
+        for line in logs.read(files, tail, follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
 
 
 # -- environment ----------------------------------------------------------------

@@ -133,7 +133,12 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
         pid=None,
     )
     with wb.store.session() as s:
-        return s.get(Build, build_id)  # type: ignore[return-value]
+        final = s.get(Build, build_id)
+    if final is not None and final.status == "built" and final.deploy_request:
+        from cdsw_tui.controller.serving import deploy_after_build
+
+        deploy_after_build(wb, final)
+    return final  # type: ignore[return-value]
 
 
 def _is_our_build(pid: int, build_id: int) -> bool:

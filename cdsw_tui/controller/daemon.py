@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from cdsw_tui.controller import build_runner
 from cdsw_tui.controller.lock import ControllerLock
+from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.engine.local_runtime import LocalRuntime
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
 
@@ -43,8 +46,21 @@ class Controller:
                 log.warning(
                     "builds %s were interrupted by a previous controller's end", interrupted
                 )
-            log.info("controller running (pid from lock file %s)", self.lock.path)
-            await self._loop()
+            self.serving = ServingManager(self.wb, {"local": LocalRuntime()})
+            try:
+                await self.serving.start()
+            except OSError as exc:
+                raise CdswError(
+                    f"the gateway cannot listen on {self.wb.settings.gateway_url}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            stats = asyncio.create_task(self.serving.stats_loop())
+            log.info("controller running, pid %s", os.getpid())
+            try:
+                await self._loop()
+            finally:
+                stats.cancel()
+                await self.serving.close()
         finally:
             self.shutdown.set()
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -58,6 +74,8 @@ class Controller:
         while not self._stop.is_set():
             try:
                 await self._dispatch_builds()
+                await self.serving.reconcile()
+                await self.serving.sweep()
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")
             try:

@@ -175,14 +175,14 @@ def summary(wb: Workbench, build: Build) -> dict:
         "kernel": build.kernel,
         "dependencies_reused": build.dep_reused,
         "warnings": [w for w in build.warnings.split("\n") if w],
-        "created_at": _iso(build.created_at),
-        "started_at": _iso(build.started_at),
-        "finished_at": _iso(build.finished_at),
+        "created_at": iso(build.created_at),
+        "started_at": iso(build.started_at),
+        "finished_at": iso(build.finished_at),
         "duration": _duration(build),
     }
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:

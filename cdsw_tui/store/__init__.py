@@ -4,6 +4,7 @@ from cdsw_tui.store.db import SCHEMA_VERSION, Store
 from cdsw_tui.store.tables import (
     BUILD_FINAL,
     DEPLOYMENT_ACTIVE,
+    ApiKey,
     Build,
     Deployment,
     EnvVar,
@@ -15,6 +16,7 @@ from cdsw_tui.store.tables import (
 )
 
 __all__ = [
+    "ApiKey",
     "BUILD_FINAL",
     "DEPLOYMENT_ACTIVE",
     "SCHEMA_VERSION",

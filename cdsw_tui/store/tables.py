@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -87,9 +87,21 @@ DEPLOYMENT_STATUSES = (*DEPLOYMENT_ACTIVE, "stopped", "failed")
 
 
 class Deployment(SQLModel, table=True):
-    """IDs come from AUTOINCREMENT semantics: global and never reused."""
+    """IDs come from AUTOINCREMENT semantics: global and never reused.
 
-    __table_args__ = {"sqlite_autoincrement": True}
+    The partial unique index lets one rollout (pending or deploying) exist per model at a
+    time, so of two deploy requests at once the database itself picks the winner.
+    """
+
+    __table_args__ = (
+        Index(
+            "one_rollout_per_model",
+            "model_id",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'deploying')"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     model_id: int = Field(foreign_key="model.id", index=True, ondelete="CASCADE")
@@ -118,8 +130,22 @@ class Replica(SQLModel, table=True):
     port: int | None = None
     container_id: str = ""
     restarts: int = 0
+    received: int = 0
+    processed: int = 0
+    success: int = 0
+    failure: int = 0
+    busy_waits: int = 0
     started_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """Keys for models with authentication on; only a hash is kept."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    key_hash: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 ENV_SCOPES = ("global", "project", "model", "deployment")

@@ -1,0 +1,213 @@
+"""Deployments: faces ask for one (pending) or for a stop or restart; the controller acts."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from cdsw_tui.errors import CdswError, Conflict, NotFound
+from cdsw_tui.services import builds, models
+from cdsw_tui.services import validation as v
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Replica
+
+FINAL = ("deployed", "failed", "stopped")
+
+
+def replica_name(model: Model, deployment_id: int) -> str:
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+    return f"{model.slug}-{model.id}-{deployment_id}-{suffix}"
+
+
+def create(
+    wb: Workbench,
+    model: Model,
+    *,
+    build_number: int | None = None,
+    build_id: int | None = None,
+    replicas: int | str | None = None,
+    cpu: float | str | None = None,
+    memory: int | str | None = None,
+    gpu: int | str | None = None,
+    env: dict[str, str] | None = None,
+) -> Deployment:
+    """A pending deployment of a built build (default: the newest built one)."""
+    with wb.store.session() as s:
+        query = select(Build).where(Build.model_id == model.id)
+        if build_id is not None:
+            query = query.where(Build.id == build_id)
+        elif build_number is not None:
+            query = query.where(Build.number == build_number)
+        else:
+            query = query.where(Build.status == "built").order_by(col(Build.number).desc())
+        build = s.exec(query).first()
+    if build is None:
+        if build_number is not None:
+            raise NotFound(f"model {model.name} has no build {build_number}")
+        raise CdswError(
+            f"model {model.name} has no built build to deploy; run 'cdsw-tui build' first"
+        )
+    if build.status != "built":
+        raise CdswError(
+            f"build {build.number} is {build.status}; only a built build can be deployed"
+        )
+    deployment = Deployment(
+        model_id=int(model.id),  # type: ignore[arg-type]
+        build_id=int(build.id),  # type: ignore[arg-type]
+        replicas=v.replicas(model.replicas if replicas is None else replicas),
+        cpu=v.cpu(model.cpu if cpu is None else cpu),
+        memory=v.memory(model.memory if memory is None else memory),
+        gpu=v.gpu(model.gpu if gpu is None else gpu),
+        env=json.dumps({v.env_key(k): val for k, val in (env or {}).items()}),
+    )
+    with wb.store.session() as s:
+        s.add(deployment)
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+            busy = s.exec(
+                select(Deployment).where(
+                    Deployment.model_id == model.id,
+                    col(Deployment.status).in_(("pending", "deploying")),
+                )
+            ).first()
+            which = f" (deployment {busy.id})" if busy else ""
+            raise Conflict(
+                f"a deployment of {model.name} is already in progress{which}; wait for it or stop it"
+            ) from None
+        s.refresh(deployment)
+    return deployment
+
+
+def get(wb: Workbench, deployment_id: int) -> Deployment:
+    with wb.store.session() as s:
+        row = s.get(Deployment, deployment_id)
+    if row is None:
+        raise NotFound(f"no deployment {deployment_id}")
+    return row
+
+
+def list_deployments(wb: Workbench, model: Model | None = None) -> list[Deployment]:
+    with wb.store.session() as s:
+        query = select(Deployment).order_by(col(Deployment.id).desc())
+        if model is not None:
+            query = query.where(Deployment.model_id == model.id)
+        return list(s.exec(query))
+
+
+def replicas_of(wb: Workbench, deployment: Deployment, *, current: bool = True) -> list[Replica]:
+    with wb.store.session() as s:
+        query = select(Replica).where(Replica.deployment_id == deployment.id).order_by(Replica.id)
+        if current:
+            query = query.where(Replica.status != "stopped")
+        return list(s.exec(query))
+
+
+def _flag(wb: Workbench, model: Model, **flags: bool) -> Deployment:
+    deployment = models.active_deployment(wb, model)
+    if deployment is None:
+        raise CdswError(f"model {model.name} has no active deployment")
+    with wb.store.session() as s:
+        row = s.get(Deployment, deployment.id)
+        assert row is not None
+        for key, value in flags.items():
+            setattr(row, key, value)
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
+
+
+def stop(wb: Workbench, model: Model) -> list[Deployment]:
+    """Stops every active deployment of the model (a rollout in progress too)."""
+    stopped = []
+    with wb.store.session() as s:
+        rows = s.exec(
+            select(Deployment).where(
+                Deployment.model_id == model.id, col(Deployment.status).in_(DEPLOYMENT_ACTIVE)
+            )
+        )
+        for row in rows:
+            row.stop_requested = True
+            s.add(row)
+            stopped.append(row)
+        s.commit()
+    if not stopped:
+        raise CdswError(f"model {model.name} has no active deployment")
+    return stopped
+
+
+def restart(wb: Workbench, model: Model) -> Deployment:
+    deployment = models.active_deployment(wb, model)
+    if deployment is None or deployment.status != "deployed":
+        raise CdswError(f"model {model.name} has no deployed deployment to restart")
+    return _flag(wb, model, restart_requested=True)
+
+
+def scale(wb: Workbench, model: Model, replicas: int | str) -> Deployment:
+    n = v.replicas(replicas)
+    deployment = models.active_deployment(wb, model)
+    if deployment is None or deployment.status != "deployed":
+        raise CdswError(f"model {model.name} has no deployed deployment to scale")
+    with wb.store.session() as s:
+        row = s.get(Deployment, deployment.id)
+        assert row is not None
+        row.replicas = n
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row
+
+
+def wait(
+    wb: Workbench,
+    deployment: Deployment,
+    *,
+    until: tuple[str, ...] = FINAL,
+    timeout: float | None = None,
+    poll: float = 0.1,
+) -> Deployment:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        deployment = get(wb, int(deployment.id))  # type: ignore[arg-type]
+        if deployment.status in until:
+            return deployment
+        if deadline is not None and time.monotonic() > deadline:
+            return deployment
+        time.sleep(poll)
+
+
+def for_build(wb: Workbench, build: Build) -> Deployment | None:
+    with wb.store.session() as s:
+        return s.exec(
+            select(Deployment)
+            .where(Deployment.build_id == build.id)
+            .order_by(col(Deployment.id).desc())
+        ).first()
+
+
+def summary(wb: Workbench, d: Deployment) -> dict:
+    model = models.get_by_id(wb, d.model_id)
+    project = models.project_of(wb, model)
+    with wb.store.session() as s:
+        build = s.get(Build, d.build_id)
+    return {
+        "id": d.id,
+        "model": f"{project.name}/{model.name}",
+        "build": build.number if build else None,
+        "status": d.status,
+        "reason": d.reason,
+        "replicas": d.replicas,
+        "cpu": d.cpu,
+        "memory": d.memory,
+        "gpu": d.gpu,
+        "created_at": builds.iso(d.created_at),
+        "deployed_at": builds.iso(d.deployed_at),
+        "stopped_at": builds.iso(d.stopped_at),
+    }

@@ -1,0 +1,63 @@
+"""Replica logs: files per deployment that outlive their replicas."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.services import deployments, models
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import Deployment, Model
+
+
+def replica_log_dir(wb: Workbench, model: Model, deployment: Deployment) -> Path:
+    return wb.home / "logs" / "replicas" / f"m{model.id}" / f"d{deployment.id}"
+
+
+def log_files(wb: Workbench, model: Model, replica: str | None = None) -> list[Path]:
+    """The active deployment's replica logs (or the newest deployment's)."""
+    deployment = models.active_deployment(wb, model)
+    if deployment is None:
+        listed = deployments.list_deployments(wb, model)
+        deployment = listed[0] if listed else None
+    if deployment is None:
+        raise CdswError(f"model {model.name} has never been deployed, so it has no replica logs")
+    folder = replica_log_dir(wb, model, deployment)
+    files = sorted(folder.glob("*.log")) if folder.exists() else []
+    if replica:
+        files = [f for f in files if f.stem == replica]
+        if not files:
+            raise CdswError(f"no replica named {replica!r} in deployment {deployment.id}")
+    return files
+
+
+def _tail(path: Path, n: int | None) -> tuple[list[str], int]:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    lines = data.decode("utf-8", "replace").splitlines()
+    return (lines if n is None else lines[-n:] if n else []), len(data)
+
+
+def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -> Iterator[str]:
+    """Lines of several replicas merged by timestamp, prefixed with the replica name."""
+    positions: dict[Path, int] = {}
+    first: list[list[tuple[str, str]]] = []
+    for path in files:
+        lines, size = _tail(path, tail)
+        positions[path] = size
+        first.append([(line[:24], f"{path.stem} {line}") for line in lines])
+    merged = [text for _, text in heapq.merge(*first)]
+    yield from (merged[-tail:] if tail else merged)
+    while follow:
+        time.sleep(poll)
+        for path in list(positions):
+            with open(path, "rb") as fh:
+                fh.seek(positions[path])
+                chunk = fh.read()
+            complete = chunk.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in chunk else b""
+            positions[path] += len(complete)
+            for line in complete.decode("utf-8", "replace").splitlines():
+                yield f"{path.stem} {line}"

@@ -1,0 +1,1 @@
+"""Serving: the gateway, the balancer, the supervisor and the replica runner."""

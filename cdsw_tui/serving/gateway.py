@@ -1,0 +1,247 @@
+"""The gateway (SPEC §2): one aiohttp server that routes calls to replicas by access key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from cdsw_tui.config import Settings
+from cdsw_tui.serving.connection import ReplicaConnectionError
+from cdsw_tui.serving.metrics import GatewayMetrics
+from cdsw_tui.serving.pool import Pool, ReplicaHandle
+from cdsw_tui.serving.router import Router
+
+log = logging.getLogger("cdsw_tui.gateway")
+CALL_PATHS = ("/model", "/api/altus-ds-1/models/call-model")
+
+
+def error_response(
+    status: int, code: str, message: str, replica: str | None = None
+) -> web.Response:
+    body = {"success": False, "error": {"code": code, "message": message}, "ReplicaID": replica}
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, or BodyTooLarge as soon as it passes ``limit`` (chunked bodies too)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        metrics: GatewayMetrics,
+        *,
+        on_replica_failed: Callable[[Pool, ReplicaHandle, str], None],
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.metrics = metrics
+        self.on_replica_failed = on_replica_failed
+        self.started = time.time()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
+        for path in CALL_PATHS:
+            app.router.add_post(path, self.call)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.prometheus)
+        return app
+
+    async def health(self, _request: web.Request) -> web.Response:
+        pools = list(self.router.pools.values())
+        body = {
+            "status": "ok",
+            "uptime": round(time.time() - self.started, 1),
+            "models": len(self.router.routes),
+            "deployments": len(pools),
+            "replicas": sum(p.healthy() for p in pools),
+        }
+        return web.json_response(body)
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        for pool in self.router.pools.values():
+            route = self._route_name(pool.model_id)
+            self.metrics.replicas.labels(route, str(pool.deployment_id)).set(pool.healthy())
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    def _route_name(self, model_id: int) -> str:
+        for route in self.router.routes.values():
+            if route.model_id == model_id:
+                return f"{route.project}/{route.name}"
+        return str(model_id)
+
+    async def call(self, request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        settings = self.settings
+        try:
+            body = await asyncio.wait_for(
+                read_limited(request, settings.max_request_bytes), settings.request_timeout
+            )
+        except BodyTooLarge:
+            mb = settings.max_request_bytes / 1024 / 1024
+            response = error_response(
+                413, "request.too_large", f"the request body is over {mb:g} MB"
+            )
+            response.force_close()
+            return response
+        except TimeoutError:
+            response = error_response(
+                400,
+                "request.invalid",
+                f"the request body did not arrive within {settings.request_timeout:g} s",
+            )
+            response.force_close()
+            return response
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return error_response(400, "request.invalid", "the body is not valid JSON")
+        if not isinstance(data, dict):
+            return error_response(400, "request.invalid", "the body must be a JSON object")
+        if "request" not in data:
+            return error_response(400, "request.invalid", 'the body has no "request" field')
+        key = data.get("accessKey")
+        route = self.router.route(key) if isinstance(key, str) else None
+        if route is None:
+            message = "no access key was given" if not key else "the access key is not valid"
+            return error_response(401, "auth.invalid_key", message)
+        label = f"{route.project}/{route.name}"
+        if route.auth_enabled and not self._api_key_ok(request):
+            self.metrics.requests.labels(label, "", "auth.api_key_required").inc()
+            return error_response(
+                401,
+                "auth.api_key_required",
+                "this model needs an API key: send 'Authorization: Bearer <API key>'",
+            )
+        pool = self.router.pools.get(route.model_id)
+        if pool is None or not pool.replicas:
+            self.metrics.requests.labels(label, "", "model.not_deployed").inc()
+            return error_response(
+                503, "model.not_deployed", f"model {label} has no deployed replica"
+            )
+        deployment = str(pool.deployment_id)
+        try:
+            handle, waited = await pool.acquire(settings.busy_timeout)
+        except TimeoutError:
+            self.metrics.requests.labels(label, deployment, "model.busy").inc()
+            self.metrics.busy_waits.labels(label, deployment).inc()
+            return error_response(
+                429,
+                "model.busy",
+                f"no replica of {label} became free within {settings.busy_timeout:g} s; "
+                "deploy it with more replicas",
+            )
+        if waited:
+            handle.busy_waits += 1
+            self.metrics.busy_waits.labels(label, deployment).inc()
+        handle.received += 1
+        code = "ok"
+        try:
+            status, payload = await asyncio.wait_for(
+                handle.conn.request("POST", "/call", body), settings.request_timeout
+            )
+        except TimeoutError:
+            code = "model.timeout"
+            self.on_replica_failed(pool, handle, "timed out")
+            return self._finish(
+                error_response(
+                    504,
+                    code,
+                    f"the model ran past the {settings.request_timeout:g} s request timeout",
+                    handle.name,
+                ),
+                handle,
+                label,
+                deployment,
+                code,
+                start,
+            )
+        except ReplicaConnectionError as exc:
+            code = "replica.failed"
+            self.on_replica_failed(pool, handle, str(exc))
+            return self._finish(
+                error_response(
+                    502,
+                    code,
+                    f"replica {handle.name} failed while handling the request",
+                    handle.name,
+                ),
+                handle,
+                label,
+                deployment,
+                code,
+                start,
+            )
+        finally:
+            pool.release(handle)
+        handle.processed += 1
+        if status == 200:
+            handle.success += 1
+        else:
+            handle.failure += 1
+            try:
+                code = json.loads(payload)["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = "model.error"
+        response = web.Response(status=status, body=payload, content_type="application/json")
+        return self._finish(response, None, label, deployment, code, start)
+
+    def _finish(
+        self,
+        response: web.Response,
+        failed: ReplicaHandle | None,
+        label: str,
+        deployment: str,
+        code: str,
+        start: float,
+    ) -> web.Response:
+        if failed is not None:
+            failed.processed += 1
+            failed.failure += 1
+        self.metrics.requests.labels(label, deployment, code).inc()
+        self.metrics.latency.labels(label, deployment).observe(time.perf_counter() - start)
+        return response
+
+    def _api_key_ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return (
+            scheme.lower() == "bearer" and bool(token) and self.router.api_key_valid(token.strip())
+        )
+
+
+async def start_gateway(gateway: Gateway, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the gateway listens on %s, reachable from other machines", host)
+    return runner

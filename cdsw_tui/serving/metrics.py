@@ -1,0 +1,40 @@
+"""Prometheus figures of the gateway: requests, errors, latency, busy waits."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cdsw_requests",
+            "Model calls answered by the gateway",
+            ["model", "deployment", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cdsw_request_seconds",
+            "Time from request to answer at the gateway",
+            ["model", "deployment"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.busy_waits = Counter(
+            "cdsw_busy_waits",
+            "Calls that waited for a free replica",
+            ["model", "deployment"],
+            registry=self.registry,
+        )
+        self.replicas = Gauge(
+            "cdsw_replicas_ready",
+            "Replicas in service",
+            ["model", "deployment"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
