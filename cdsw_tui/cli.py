@@ -391,6 +391,60 @@ def model_regenerate_key(ctx: click.Context, ref: str, yes: bool) -> None:
     )
 
 
+@model.command("auth")
+@click.argument("ref", metavar="MODEL")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_context
+def model_auth(ctx: click.Context, ref: str, state: str) -> None:
+    """Require an API key (Authorization: Bearer) on calls to the model, or not."""
+    from cdsw_tui.services import apikeys, models
+
+    wb = _wb(ctx)
+    apikeys.set_auth(wb, models.resolve(wb, ref), state == "on")
+    click.echo(f"authentication {state} for {ref}")
+
+
+@main.group("apikey")
+def apikey_group() -> None:
+    """API keys for models with authentication on."""
+
+
+@apikey_group.command("create")
+@click.argument("name")
+@click.pass_context
+def apikey_create(ctx: click.Context, name: str) -> None:
+    """Make a key; it is printed once and only its hash is kept."""
+    from cdsw_tui.services import apikeys
+
+    click.echo(apikeys.create(_wb(ctx), name))
+
+
+@apikey_group.command("list")
+@json_option
+@click.pass_context
+def apikey_list(ctx: click.Context, as_json: bool) -> None:
+    """Key names (never the keys)."""
+    from cdsw_tui.services import apikeys
+    from cdsw_tui.services.builds import iso
+
+    rows = [{"name": k.name, "created_at": iso(k.created_at)} for k in apikeys.list_keys(_wb(ctx))]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, ["name", "created_at"], empty="no API keys")
+
+
+@apikey_group.command("delete")
+@click.argument("name")
+@click.pass_context
+def apikey_delete(ctx: click.Context, name: str) -> None:
+    """Revoke a key."""
+    from cdsw_tui.services import apikeys
+
+    apikeys.delete(_wb(ctx), name)
+    click.echo(f"API key {name} deleted")
+
+
 # -- builds -------------------------------------------------------------------
 
 

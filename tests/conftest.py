@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,13 +22,21 @@ from cdsw_tui.controller.lock import state
 from cdsw_tui.services.context import Workbench
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "home"
     monkeypatch.setenv("CDSW_TUI_HOME", str(path))
     monkeypatch.setenv("CDSW_TUI_POLL_INTERVAL", "0.05")
+    monkeypatch.setenv("CDSW_TUI_GATEWAY_PORT", str(free_port()))
     yield path
     stop_controller(path)
+    stop_replicas(path)
 
 
 def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:
@@ -39,6 +49,30 @@ def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and state(path).running:
             time.sleep(0.05)
+
+
+def stop_replicas(path: Path) -> None:
+    """Replicas outlive their controller by design; a test must not leave them behind."""
+    db = path / "cdsw.db"
+    if not db.exists():
+        return
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT pid FROM replica WHERE pid IS NOT NULL").fetchall()
+    except sqlite3.OperationalError:
+        rows = []
+    finally:
+        con.close()
+    for (pid,) in rows:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"CDSW_REPLICA_ID=" in environ:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 @pytest.fixture

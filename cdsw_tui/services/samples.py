@@ -17,7 +17,7 @@ def _request_json(example_input: str) -> str:
 
 def sample(lang: str, url: str, access_key: str, example_input: str) -> str:
     request = _request_json(example_input)
-    body = '{"accessKey":"' + access_key + '","request":' + request + '}'
+    body = '{"accessKey":"' + access_key + '","request":' + request + "}"
     if lang == "shell":
         return (
             f'curl -H "Content-Type: application/json" -X POST {url}/model \\\n'

@@ -1,0 +1,205 @@
+"""Deployments with a real controller: rollouts, rollback, restart, scaling, crashes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cdsw_tui.controller.lock import state
+from cdsw_tui.services import deployments, models, projects
+from tests.conftest import Cli, write_project
+
+CODE = """\
+import os
+import time
+
+VERSION = {version}
+
+
+def predict(args):
+    time.sleep(args.get("s", 0))
+    return {{"version": VERSION, "replica": os.environ["CDSW_REPLICA_ID"]}}
+"""
+
+
+@pytest.fixture
+def project(wb, tmp_path: Path) -> Path:
+    root = write_project(tmp_path / "proj", {"model.py": CODE.format(version=1)})
+    projects.create(wb, "p", path=root)
+    return root
+
+
+def gateway(wb) -> str:
+    return wb.settings.gateway_url + "/model"
+
+
+def key(wb, ref: str = "p/m") -> str:
+    return models.resolve(wb, ref).access_key
+
+
+def call(wb, request: dict, ref: str = "p/m") -> httpx.Response:
+    return httpx.post(gateway(wb), json={"accessKey": key(wb, ref), "request": request}, timeout=30)
+
+
+def create(cli: Cli, *extra: str) -> None:
+    cli("model", "create", "p/m", "--file", "model.py", "--function", "predict", "--wait", *extra)
+
+
+def test_three_replicas_serve_three_slow_calls_at_once(cli: Cli, wb, project):
+    create(cli, "--replicas", "3")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        start = time.monotonic()
+        results = list(pool.map(lambda _: call(wb, {"s": 1.0}).json(), range(3)))
+        elapsed = time.monotonic() - start
+    assert len({r["ReplicaID"] for r in results}) == 3
+    assert all(r["response"]["replica"] == r["ReplicaID"] for r in results)
+    assert elapsed < 1.9  # in parallel, not one after the other
+
+
+def test_rollback_without_a_failed_call(cli: Cli, wb, project):
+    create(cli, "--replicas", "2")
+    (project / "model.py").write_text(CODE.format(version=2))
+    cli("build", "p/m", "--wait")
+    stop = threading.Event()
+    seen: list[int] = []
+    failures: list[str] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                r = client.post(gateway(wb), json={"accessKey": key(wb), "request": {}})
+                if r.status_code == 200:
+                    seen.append(r.json()["response"]["version"])
+                else:
+                    failures.append(r.text)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        cli("deploy", "p/m", "--build", "2", "--wait")
+        time.sleep(0.5)
+        cli("deploy", "p/m", "--build", "1", "--wait")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert 1 in seen and 2 in seen and seen[-1] == 1
+    listed = json.loads(cli("deployments", "p/m", "--json").out)
+    assert [d["build"] for d in listed] == [1, 2, 1]
+    assert [d["status"] for d in listed] == ["deployed", "stopped", "stopped"]
+    assert len({d["id"] for d in listed}) == 3
+
+
+def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, project, home: Path):
+    create(cli, "--replicas", "2")
+    before = {
+        r.name: r.pid
+        for r in deployments.replicas_of(
+            wb, models.active_deployment(wb, models.resolve(wb, "p/m"))
+        )
+    }
+    dep_ids = [d["id"] for d in json.loads(cli("deployments", "--json").out)]
+    os.kill(state(home).pid, signal.SIGKILL)
+    while state(home).running:
+        time.sleep(0.02)
+    start = time.monotonic()
+    cli("status")  # read-only: does not start a controller
+    assert not state(home).running
+    cli("restart", "p/m", check=False)  # any mutating command brings the controller back
+    while True:
+        try:
+            r = call(wb, {})
+            if r.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - start < 5, "no answer within 5 s"
+        time.sleep(0.05)
+    assert [d["id"] for d in json.loads(cli("deployments", "--json").out)] == dep_ids
+    # adopted: the very same processes answer
+    assert r.json()["ReplicaID"] in before
+
+
+def test_two_deploys_at_once_one_wins(cli: Cli, wb, project):
+    cli("model", "create", "p/m", "--file", "model.py", "--function", "predict", "--no-deploy")
+    cli("build", "p/m", "--wait")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cli("deploy", "p/m", check=False), range(2)))
+    codes = sorted(r.code for r in results)
+    assert codes == [0, 1]
+    loser = next(r for r in results if r.code)
+    assert "already in progress" in loser.err and len(loser.err.strip().splitlines()) == 1
+
+
+def test_import_error_fails_the_deployment_with_the_reason(cli: Cli, wb, project):
+    (project / "broken.py").write_text(
+        "import not_a_module_anywhere\n\ndef predict(args):\n    return 1\n"
+    )
+    cli("model", "create", "p/b", "--file", "broken.py", "--function", "predict", "--no-deploy")
+    cli("build", "p/b", "--wait")
+    result = cli("deploy", "p/b", "--wait", check=False)
+    assert result.code == 1
+    assert "ModuleNotFoundError: No module named 'not_a_module_anywhere'" in result.err
+    d = json.loads(cli("deployments", "p/b", "--json").out)[0]
+    assert d["status"] == "failed" and "not_a_module_anywhere" in d["reason"]
+    assert "Traceback" in cli("logs", "p/b").out
+
+
+def test_stop_drains_requests_in_flight(cli: Cli, wb, project):
+    create(cli)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(call, wb, {"s": 1.5})
+        time.sleep(0.3)
+        cli("stop", "p/m", "--wait")
+        assert slow.result().status_code == 200
+    r = call(wb, {})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model.not_deployed"
+    assert json.loads(cli("deployments", "p/m", "--json").out)[0]["status"] == "stopped"
+    pids = [
+        r.pid
+        for r in deployments.replicas_of(wb, deployments.list_deployments(wb)[0], current=False)
+    ]
+    time.sleep(0.2)
+    assert all(
+        not Path(f"/proc/{pid}").exists()
+        or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+        for pid in pids
+    )
+
+
+def test_restart_keeps_the_deployment_and_replaces_replicas(cli: Cli, wb, project):
+    create(cli, "--replicas", "2")
+    d = models.active_deployment(wb, models.resolve(wb, "p/m"))
+    before = {r.name for r in deployments.replicas_of(wb, d)}
+    cli("restart", "p/m", "--wait")
+    after = {r.name for r in deployments.replicas_of(wb, d)}
+    assert len(after) == 2 and not (after & before)
+    assert models.active_deployment(wb, models.resolve(wb, "p/m")).id == d.id
+    assert call(wb, {}).json()["ReplicaID"] in after
+
+
+def test_scale_without_a_new_build(cli: Cli, wb, project):
+    create(cli)
+    d = models.active_deployment(wb, models.resolve(wb, "p/m"))
+    cli("scale", "p/m", "3")
+    deadline = time.monotonic() + 30
+    while len([r for r in deployments.replicas_of(wb, d) if r.status == "running"]) != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cli("scale", "p/m", "1")
+    while len(deployments.replicas_of(wb, d)) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert call(wb, {}).status_code == 200
+    assert len(deployments.list_deployments(wb)) == 1

@@ -1,0 +1,319 @@
+"""Every row of SPEC §2's error table, over real HTTP, against real replica processes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cdsw_tui.config import load_settings
+from cdsw_tui.services import deployments, models
+from cdsw_tui.services.context import Workbench
+from tests.conftest import free_port, stop_controller, stop_replicas, write_project
+
+MODELS_PY = """\
+import os
+import time
+
+
+def add(args):
+    return args["a"] + args["b"]
+
+
+def slow(args):
+    time.sleep(args.get("s", 1))
+    return os.environ["CDSW_REPLICA_ID"]
+
+
+def boom(args):
+    raise ValueError("bad input: " + str(args))
+
+
+def weird(args):
+    return {1, 2}
+
+
+def die(args):
+    if args.get("die"):
+        os._exit(1)
+    return "alive"
+
+
+def env(args):
+    return {k: v for k, v in os.environ.items() if k.startswith(("CDSW_", "LEVEL"))}
+"""
+
+MODELS = {
+    "add": "add",
+    "slow": "slow",
+    "boom": "boom",
+    "weird": "weird",
+    "die": "die",
+    "env": "env",
+    "locked": "add",
+}
+
+
+class Served:
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self.home.mkdir(parents=True)
+        self.port = free_port()
+        (self.home / "config.toml").write_text(
+            f"gateway_port = {self.port}\nbusy_timeout = 1\nrequest_timeout = 3\npoll_interval = 0.05\n"
+        )
+        self.env = dict(os.environ, CDSW_TUI_HOME=str(self.home))
+        for key in [k for k in self.env if k.startswith("CDSW_TUI_") and k != "CDSW_TUI_HOME"]:
+            del self.env[key]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.project = write_project(root / "project", {"models.py": MODELS_PY})
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cdsw_tui", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+        if check and proc.returncode:
+            raise AssertionError(proc.stderr)
+        return proc
+
+    def key(self, name: str) -> str:
+        return json.loads(self.cli("model", "show", f"srv/{name}", "--show-key", "--json").stdout)[
+            "access_key"
+        ]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    s = Served(tmp_path_factory.mktemp("gateway"))
+    s.cli("project", "create", "srv", "--path", str(s.project))
+    s.cli("env", "set", "LEVEL_GLOBAL=g", "LEVEL=global")
+    s.cli("env", "set", "--project", "srv", "LEVEL=project")
+    for name, fn in MODELS.items():
+        s.cli(
+            "model",
+            "create",
+            f"srv/{name}",
+            "--file",
+            "models.py",
+            "--function",
+            fn,
+            "--example-input",
+            '{"a": 3, "b": 5}',
+            "--env",
+            "LEVEL_MODEL=m",
+        )
+    s.cli("model", "create", "srv/idle", "--file", "models.py", "--function", "add", "--no-deploy")
+    s.cli("model", "auth", "srv/locked", "on")
+    s.api_key = s.cli("apikey", "create", "ci").stdout.strip()
+    wb = Workbench(load_settings(s.home))
+    for name in MODELS:
+        model = models.resolve(wb, f"srv/{name}")
+        deadline = time.monotonic() + 120
+        while (d := models.active_deployment(wb, model)) is None or d.status != "deployed":
+            assert time.monotonic() < deadline, (
+                f"{name} did not deploy: {deployments.list_deployments(wb, model)}"
+            )
+            time.sleep(0.1)
+    s.keys = {name: s.key(name) for name in [*MODELS, "idle"]}
+    s.wb = wb
+    yield s
+    wb.close()
+    stop_controller(s.home)
+    stop_replicas(s.home)
+
+
+def post(
+    served: Served,
+    body: object,
+    *,
+    raw: bytes | None = None,
+    headers: dict | None = None,
+    path: str = "/model",
+) -> httpx.Response:
+    content = raw if raw is not None else json.dumps(body).encode()
+    return httpx.post(served.url + path, content=content, headers=headers or {}, timeout=30)
+
+
+def call(served: Served, name: str, request: object, **kw) -> httpx.Response:
+    return post(served, {"accessKey": served.keys[name], "request": request}, **kw)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == code
+    assert body["error"]["message"] and "\n" not in body["error"]["message"]
+    return body
+
+
+def test_success_on_both_paths(served: Served):
+    for path in ("/model", "/api/altus-ds-1/models/call-model"):
+        r = call(served, "add", {"a": 3, "b": 5}, path=path)
+        assert r.status_code == 200
+        body = r.json()
+        assert body["success"] is True and body["response"] == 8
+        assert body["ReplicaID"].startswith("add-")
+
+
+def test_cli_call_and_sample(served: Served):
+    out = served.cli("call", "srv/add").stdout
+    assert json.loads(out)["response"] == 8
+    sample = served.cli("sample", "srv/add", "--lang", "shell").stdout
+    result = subprocess.run(["bash", "-c", sample], capture_output=True, text=True, timeout=30)
+    assert json.loads(result.stdout)["response"] == 8
+    assert served.keys["add"] in sample
+    python = served.cli("sample", "srv/add", "--lang", "python").stdout
+    assert "requests.post" in python and served.keys["add"] in python
+    assert "httr" in served.cli("sample", "srv/add", "--lang", "r").stdout
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[1, 2]", b'"text"', b'{"accessKey": "x"}', b"\xff\xfe", b""],
+    ids=["not-json", "array", "string", "no-request", "bad-utf8", "empty"],
+)
+def test_400_request_invalid(served: Served, raw: bytes):
+    assert_error(post(served, None, raw=raw), 400, "request.invalid")
+
+
+def test_401_invalid_key(served: Served):
+    assert_error(post(served, {"request": {}}), 401, "auth.invalid_key")
+    assert_error(post(served, {"accessKey": "x" * 32, "request": {}}), 401, "auth.invalid_key")
+    assert_error(post(served, {"accessKey": 12, "request": {}}), 401, "auth.invalid_key")
+
+
+def test_401_api_key_required(served: Served):
+    assert_error(call(served, "locked", {"a": 1, "b": 2}), 401, "auth.api_key_required")
+    bad = {"Authorization": "Bearer nope"}
+    assert_error(
+        call(served, "locked", {"a": 1, "b": 2}, headers=bad), 401, "auth.api_key_required"
+    )
+    good = {"Authorization": f"Bearer {served.api_key}"}
+    assert call(served, "locked", {"a": 1, "b": 2}, headers=good).json()["response"] == 3
+
+
+def test_413_too_large_with_length_and_chunked(served: Served):
+    limit = 5 * 1024 * 1024
+    prefix = b'{"accessKey": "%s", "request": "' % served.keys["add"].encode()
+    body = prefix + b"x" * (limit + 1 - len(prefix) - 2) + b'"}'
+    assert len(body) == limit + 1
+    assert_error(post(served, None, raw=body), 413, "request.too_large")
+
+    def chunks():
+        yield prefix
+        for _ in range(6):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    r = httpx.post(served.url + "/model", content=chunks(), timeout=30)
+    assert_error(r, 413, "request.too_large")
+    # exactly at the limit is read and answered by the model
+    ok = prefix + b"x" * (limit - len(prefix) - 2) + b'"}'
+    assert len(ok) == limit
+    assert_error(
+        post(served, None, raw=ok), 500, "model.error"
+    )  # add() of a string: the model's own error
+
+
+def test_429_busy_after_the_wait(served: Served):
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(call, served, "slow", {"s": 2.5})
+        time.sleep(0.3)
+        start = time.monotonic()
+        second = pool.submit(call, served, "slow", {"s": 0})
+        busy = second.result()
+        waited = time.monotonic() - start
+        assert first.result().status_code == 200
+    assert_error(busy, 429, "model.busy")
+    assert 0.9 <= waited < 2.4
+
+
+def test_503_not_deployed(served: Served):
+    assert_error(call(served, "idle", {"a": 1, "b": 2}), 503, "model.not_deployed")
+
+
+def test_500_model_error_keeps_the_traceback_in_the_log(served: Served):
+    body = assert_error(call(served, "boom", {"x": 1}), 500, "model.error")
+    assert "ValueError: bad input" in body["error"]["message"]
+    assert body["ReplicaID"].startswith("boom-")
+    time.sleep(0.3)
+    logs = served.cli("logs", "srv/boom").stdout
+    assert "Traceback" in logs and "stderr" in logs and "ValueError: bad input" in logs
+
+
+def test_500_invalid_response(served: Served):
+    assert_error(call(served, "weird", {}), 500, "model.invalid_response")
+
+
+def test_502_replica_failed_then_restarted(served: Served):
+    body = assert_error(call(served, "die", {"die": True}), 502, "replica.failed")
+    assert body["ReplicaID"].startswith("die-")
+    deadline = time.monotonic() + 15
+    while call(served, "die", {}).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    model = models.resolve(served.wb, "srv/die")
+    replica = deployments.replicas_of(served.wb, models.active_deployment(served.wb, model))[0]
+    assert replica.restarts >= 1 and replica.name == body["ReplicaID"]
+
+
+def test_504_timeout_and_the_replica_comes_back(served: Served):
+    start = time.monotonic()
+    assert_error(call(served, "slow", {"s": 10}), 504, "model.timeout")
+    assert time.monotonic() - start < 6
+    deadline = time.monotonic() + 15
+    while call(served, "slow", {"s": 0}).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_replica_environment(served: Served):
+    env = call(served, "env", {}).json()["response"]
+    model = models.resolve(served.wb, "srv/env")
+    d = models.active_deployment(served.wb, model)
+    assert env["LEVEL"] == "project" and env["LEVEL_GLOBAL"] == "g" and env["LEVEL_MODEL"] == "m"
+    assert env["CDSW_PROJECT"] == "srv" and env["CDSW_MODEL_NAME"] == "env"
+    assert env["CDSW_MODEL_ID"] == str(model.id) and env["CDSW_DEPLOYMENT_ID"] == str(d.id)
+    assert env["CDSW_BUILD_NUMBER"] == "1" and env["CDSW_REPLICA_ID"].startswith(
+        f"env-{model.id}-{d.id}-"
+    )
+    assert env["CDSW_PROJECT_ID"]
+
+
+def test_health_and_metrics(served: Served):
+    health = httpx.get(served.url + "/health").json()
+    assert health["status"] == "ok" and health["replicas"] >= 6
+    call(served, "add", {"a": 1, "b": 1})
+    text = httpx.get(served.url + "/metrics").text
+    assert 'cdsw_requests_total{code="ok",deployment=' in text
+    assert "cdsw_request_seconds_bucket" in text and "cdsw_replicas_ready" in text
+
+
+def test_regenerated_key_stops_working_at_once(served: Served):
+    old = served.keys["add"]
+    served.cli("model", "regenerate-key", "srv/add", "--yes")
+    new = served.key("add")
+    assert_error(
+        post(served, {"accessKey": old, "request": {"a": 1, "b": 1}}), 401, "auth.invalid_key"
+    )
+    assert post(served, {"accessKey": new, "request": {"a": 1, "b": 1}}).json()["response"] == 2
+    served.keys["add"] = new
+
+
+def test_keys_never_reach_the_logs(served: Served):
+    secrets = [*served.keys.values(), served.api_key]
+    for path in served.home.rglob("*.log"):
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"{path} holds a key"
