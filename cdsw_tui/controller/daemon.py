@@ -105,4 +105,9 @@ def serve(wb: Workbench) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(Controller(wb).run())
+    try:
+        import uvloop  # a faster event loop for the gateway, when installed
+    except ImportError:
+        asyncio.run(Controller(wb).run())
+    else:
+        uvloop.run(Controller(wb).run())

@@ -122,3 +122,28 @@ def model_counts(wb: Workbench) -> dict[int, int]:
     with wb.store.session() as s:
         rows = s.exec(select(Model.project_id, func.count()).group_by(Model.project_id))
         return {pid: n for pid, n in rows}
+
+
+SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", ".ipynb_checkpoints"}
+
+
+def source_files(wb: Workbench, name: str, limit: int = 2000) -> list[str]:
+    """Python and R files of a project, for the New Model form's file picker."""
+    import os
+
+    root = Path(get(wb, name).path)
+    found: list[str] = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        for file in sorted(files):
+            if file.lower().endswith((".py", ".r")):
+                found.append(os.path.relpath(os.path.join(dirpath, file), root))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def functions(wb: Workbench, name: str, file: str) -> dict[str, str | None]:
+    """Top-level functions of a project file: name -> None if usable, else why not."""
+    path = v.model_file(Path(get(wb, name).path), file)
+    return v.functions_in(path, "r" if path.suffix.lower() == ".r" else "python3")

@@ -36,8 +36,10 @@ class BodyTooLarge(Exception):
 async def read_limited(request: web.Request, limit: int) -> bytes:
     """The body, or BodyTooLarge as soon as it passes ``limit`` (chunked bodies too)."""
     length = request.content_length
-    if length is not None and length > limit:
-        raise BodyTooLarge
+    if length is not None:
+        if length > limit:
+            raise BodyTooLarge
+        return await request.read()  # bounded by the length just checked
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -101,9 +103,8 @@ class Gateway:
         start = time.perf_counter()
         settings = self.settings
         try:
-            body = await asyncio.wait_for(
-                read_limited(request, settings.max_request_bytes), settings.request_timeout
-            )
+            async with asyncio.timeout(settings.request_timeout):
+                body = await read_limited(request, settings.max_request_bytes)
         except BodyTooLarge:
             mb = settings.max_request_bytes / 1024 / 1024
             response = error_response(
@@ -164,9 +165,8 @@ class Gateway:
         handle.received += 1
         code = "ok"
         try:
-            status, payload = await asyncio.wait_for(
-                handle.conn.request("POST", "/call", body), settings.request_timeout
-            )
+            async with asyncio.timeout(settings.request_timeout):
+                status, payload = await handle.conn.request("POST", "/call", body)
         except TimeoutError:
             code = "model.timeout"
             self.on_replica_failed(pool, handle, "timed out")
@@ -225,8 +225,7 @@ class Gateway:
         if failed is not None:
             failed.processed += 1
             failed.failure += 1
-        self.metrics.requests.labels(label, deployment, code).inc()
-        self.metrics.latency.labels(label, deployment).observe(time.perf_counter() - start)
+        self.metrics.observe(label, deployment, code, time.perf_counter() - start)
         return response
 
     def _api_key_ok(self, request: web.Request) -> bool:

@@ -36,5 +36,20 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self._children: dict[tuple[str, str, str], tuple] = {}
+
+    def observe(self, model: str, deployment: str, code: str, seconds: float) -> None:
+        """Label lookups cost more than the increments; keep the children."""
+        key = (model, deployment, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(model, deployment, code),
+                self.latency.labels(model, deployment),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -61,21 +61,22 @@ class Pool:
 
     async def acquire(self, timeout: float) -> tuple[ReplicaHandle, bool]:
         """A free replica, and whether the caller had to wait for it."""
-        waited = False
-        deadline = time.monotonic() + timeout
+        # fast path: a free replica and nobody queued before us
+        while not self.waiting and not self._free.empty():
+            handle = self._free.get_nowait()
+            if handle.alive and self.replicas.get(handle.name) is handle:
+                handle.busy = True
+                self.inflight += 1
+                return handle, False
         self.waiting += 1
         try:
-            while True:
-                if self._free.empty():
-                    waited = True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                handle = await asyncio.wait_for(self._free.get(), remaining)
-                if handle.alive and self.replicas.get(handle.name) is handle:
-                    handle.busy = True
-                    self.inflight += 1
-                    return handle, waited
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                while True:
+                    handle = await self._free.get()
+                    if handle.alive and self.replicas.get(handle.name) is handle:
+                        handle.busy = True
+                        self.inflight += 1
+                        return handle, True
         finally:
             self.waiting -= 1
 

@@ -1,0 +1,155 @@
+"""Helpers the benchmarks share: a scratch home with a controller, and a lean HTTP load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdsw_tui.config import load_settings
+from cdsw_tui.controller.lock import state
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.serving.connection import ReplicaConnection
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Scratch:
+    """A temporary CDSW_TUI_HOME with its own gateway port and a controller process."""
+
+    def __init__(self, **settings: object) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = Path(self.tmp.name)
+        self.home = self.root / "home"
+        self.home.mkdir()
+        self.port = free_port()
+        lines = [f"gateway_port = {self.port}", "poll_interval = 0.05"]
+        lines += [
+            f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()
+        ]
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
+        os.environ["CDSW_TUI_HOME"] = str(self.home)
+        self.wb = Workbench(load_settings(self.home))
+        self.controller: subprocess.Popen | None = None
+        self.cleanups: list = []
+
+    def start_controller(self) -> None:
+        log = open(self.home / "controller.out", "ab")
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "cdsw_tui", "serve"],
+            stdout=log,
+            stderr=log,
+            env=dict(os.environ, CDSW_TUI_HOME=str(self.home)),
+            start_new_session=True,
+        )
+        while not state(self.home).running:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        from cdsw_tui.services import deployments, models
+
+        for cleanup in self.cleanups:
+            cleanup()
+
+        for model in models.list_models(self.wb):
+            try:
+                deployments.stop(self.wb, model)
+            except Exception:  # noqa: BLE001
+                pass
+        deadline = time.monotonic() + 15
+        while any(models.active_deployment(self.wb, m) for m in models.list_models(self.wb)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if self.controller is not None:
+            self.controller.send_signal(signal.SIGTERM)
+            self.controller.wait(timeout=15)
+        self.wb.close()
+        self.tmp.cleanup()
+
+
+@dataclass
+class Figures:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self, label: str) -> str:
+        return (
+            f"  {label:<34} {self.rps:8.0f} req/s   p50 {self.p(0.5):6.2f} ms   "
+            f"p99 {self.p(0.99):6.2f} ms   errors {self.errors}"
+        )
+
+
+async def load(
+    port: int,
+    path: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    shared: bool = False,
+    warmup: float = 0.3,
+) -> Figures:
+    """``concurrency`` callers for ``seconds``; ``shared`` makes them queue on one connection
+    (what a perfect one-connection balancer in front of one replica would do)."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + warmup + seconds
+    measure_from = time.perf_counter() + warmup
+    lock = asyncio.Lock()
+    shared_conn = ReplicaConnection("127.0.0.1", port)
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = shared_conn if shared else ReplicaConnection("127.0.0.1", port)
+        while (now := time.perf_counter()) < stop_at:
+            if shared:
+                async with lock:
+                    t0 = time.perf_counter()
+                    status, _ = await conn.request("POST", path, body)
+            else:
+                t0 = now
+                status, _ = await conn.request("POST", path, body)
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                latencies.append(t1 - (t0 if shared else now))
+                if status != 200:
+                    errors += 1
+        if not shared:
+            conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    shared_conn.close()
+    return Figures(len(latencies), seconds, latencies, errors)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

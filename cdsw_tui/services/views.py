@@ -1,0 +1,140 @@
+"""Read models for the workbench: few queries, whatever the size of the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from cdsw_tui.services.context import Workbench
+
+
+@dataclass
+class ProjectRow:
+    id: int
+    name: str
+    runtime: str
+    engine: str
+    path: str
+    models: int
+    last_build: datetime | None
+
+
+@dataclass
+class ModelRow:
+    id: int
+    project: str
+    name: str
+    status: str
+    build: int | None
+    deployment: int | None
+    replicas: int | None
+    updated: datetime | None
+    file: str
+    function: str
+
+
+def _dt(value: object) -> datetime | None:
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def projects(wb: Workbench) -> list[ProjectRow]:
+    sql = text(
+        """
+        SELECT p.id, p.name, p.runtime, p.engine, p.path,
+               (SELECT count(*) FROM model m WHERE m.project_id = p.id),
+               (SELECT max(b.created_at) FROM build b JOIN model m ON m.id = b.model_id
+                 WHERE m.project_id = p.id)
+        FROM project p ORDER BY p.name
+        """
+    )
+    with wb.store.engine.connect() as conn:
+        return [
+            ProjectRow(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6])) for r in conn.execute(sql)
+        ]
+
+
+def models(wb: Workbench, project_id: int | None = None) -> list[ModelRow]:
+    """Each model with its newest build and its newest active deployment, in one query."""
+    sql = """
+        SELECT m.id, p.name, m.name, m.updated_at, m.file, m.function,
+               b.number, b.status, b.created_at,
+               d.id, d.status, d.replicas, d.deployed_at, d.reason,
+               (SELECT count(*) FROM deployment x WHERE x.model_id = m.id) AS ever
+        FROM model m
+        JOIN project p ON p.id = m.project_id
+        LEFT JOIN build b ON b.id = (
+            SELECT id FROM build WHERE model_id = m.id ORDER BY number DESC LIMIT 1)
+        LEFT JOIN deployment d ON d.id = (
+            SELECT id FROM deployment WHERE model_id = m.id
+              AND status IN ('pending', 'deploying', 'deployed', 'stopping')
+            ORDER BY id DESC LIMIT 1)
+        {where}
+        ORDER BY p.name, m.name
+    """
+    where = "WHERE m.project_id = :pid" if project_id is not None else ""
+    with wb.store.engine.connect() as conn:
+        rows = conn.execute(text(sql.format(where=where)), {"pid": project_id}).all()
+    result = []
+    for r in rows:
+        build_status, dep_status = r[7], r[10]
+        if dep_status:
+            status = dep_status
+        elif build_status in ("queued", "building"):
+            status = "building"
+        elif build_status == "built":
+            status = "stopped" if r[14] else "built"
+        elif build_status:
+            status = f"build {build_status}"
+        else:
+            status = "created"
+        updated = max((t for t in (_dt(r[3]), _dt(r[8]), _dt(r[12])) if t), default=None)
+        result.append(ModelRow(r[0], r[1], r[2], status, r[6], r[9], r[11], updated, r[4], r[5]))
+    return result
+
+
+@dataclass
+class ModelDetail:
+    model: object
+    project: object
+    status: str
+    builds: list
+    deployments: list
+    active: object | None
+    replicas: list
+    env: dict[str, str]
+    build_numbers: dict[int, int]
+
+
+def model_detail(wb: Workbench, ref: str) -> ModelDetail:
+    from cdsw_tui.services import builds, deployments, env, models
+
+    model = models.resolve(wb, ref)
+    project = models.project_of(wb, model)
+    build_list = builds.list_builds(wb, model)
+    deployment_list = deployments.list_deployments(wb, model)
+    active = next(
+        (
+            d
+            for d in deployment_list
+            if d.status in ("pending", "deploying", "deployed", "stopping")
+        ),
+        None,
+    )
+    shown = active or (deployment_list[0] if deployment_list else None)
+    replicas = deployments.replicas_of(wb, shown, current=True) if shown else []
+    return ModelDetail(
+        model=model,
+        project=project,
+        status=models.status(wb, model),
+        builds=build_list,
+        deployments=deployment_list,
+        active=active,
+        replicas=replicas,
+        env=env.list_vars(wb, "model", int(model.id)),
+        build_numbers={int(b.id): b.number for b in build_list},
+    )
