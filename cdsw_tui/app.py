@@ -1,80 +1,191 @@
-"""The Textual workbench. This first version lists projects and their models; the full
-set of screens (model tabs, Test Model pane, logs) grows from here."""
+"""The Textual workbench: projects, models, builds, deployments and replicas by keyboard.
+
+Screens talk to services only; anything slow (store polling, git, starting the
+controller, calling a model) runs in thread workers so the screen never freezes.
+"""
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from datetime import UTC, datetime
+from functools import partial
 
-from cdsw_tui.services.context import Workbench
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.services.context import Workbench, assets_dir
+
+
+class JumpProvider(Provider):
+    """The command palette: every project and model to jump to, and the app's actions."""
+
+    async def startup(self) -> None:
+        app = self.app
+        assert isinstance(app, WorkbenchApp)
+        import asyncio
+
+        self.entries = await asyncio.to_thread(app.palette_entries)
+
+    async def discover(self) -> Hits:
+        for label, help_text, callback in self.entries[:40]:
+            yield DiscoveryHit(label, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for label, help_text, callback in self.entries:
+            score = matcher.match(label)
+            if score > 0:
+                yield Hit(score, matcher.highlight(label), callback, help=help_text)
 
 
 class WorkbenchApp(App[None]):
     TITLE = "cdsw-tui"
     SUB_TITLE = "models as REST APIs"
+    CSS_PATH = str(assets_dir() / "cdsw.tcss")
+    COMMANDS = App.COMMANDS | {JumpProvider}
     BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False),
     ]
-    CSS = """
-    #projects { height: 1fr; }
-    #models { height: 2fr; }
-    #hint { color: $text-muted; padding: 0 1; }
-    """
 
-    def __init__(self, wb: Workbench) -> None:
+    def __init__(self, wb: Workbench, *, start_controller: bool = True) -> None:
         super().__init__()
         self.wb = wb
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("Projects", id="hint")
-        yield DataTable(id="projects", cursor_type="row", zebra_stripes=True)
-        yield Static("Models", classes="hint")
-        yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        self.start_controller = start_controller
+        self._since = datetime.now(UTC)
 
     def on_mount(self) -> None:
-        self.query_one("#projects", DataTable).add_columns("Name", "Runtime", "Models", "Path")
-        self.query_one("#models", DataTable).add_columns(
-            "Project", "Model", "Status", "Build", "File", "Function"
-        )
-        self.action_refresh()
+        from cdsw_tui.screens.projects import ProjectsScreen
 
-    def action_refresh(self) -> None:
-        self.load()
+        self.push_screen(ProjectsScreen())
+        if self.start_controller:
+            self._ensure_controller()
+        self.set_interval(2.0, self._watch_events)
 
-    @work(thread=True, exclusive=True, group="load")
-    def load(self) -> None:
-        from cdsw_tui.services import models, projects
+    @work(thread=True, exclusive=True, group="controller", exit_on_error=False)
+    def _ensure_controller(self) -> None:
+        from cdsw_tui.services import controller
 
-        counts = projects.model_counts(self.wb)
-        project_rows = [
-            (p.name, p.runtime, str(counts.get(p.id, 0)), p.path)
-            for p in projects.list_all(self.wb)
+        try:
+            state, started = controller.ensure(self.wb)
+        except CdswError as exc:
+            self.call_from_thread(self.notify, exc.message, severity="error", timeout=15)
+            return
+        if started:
+            self.call_from_thread(
+                self.notify, f"started the controller in the background (pid {state.pid})"
+            )
+
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def _watch_events(self) -> None:
+        """A notification when a build or a deployment ends, wherever the user is."""
+        from sqlalchemy import text
+
+        since = self._since
+        self._since = datetime.now(UTC)
+        stamp = since.strftime("%Y-%m-%d %H:%M:%S.%f")
+        with self.wb.store.engine.connect() as conn:
+            finished_builds = conn.execute(
+                text(
+                    "SELECT p.name, m.name, b.number, b.status, b.reason FROM build b JOIN model m ON m.id = b.model_id "
+                    "JOIN project p ON p.id = m.project_id WHERE b.finished_at >= :t"
+                ),
+                {"t": stamp},
+            ).all()
+            deployments = conn.execute(
+                text(
+                    "SELECT p.name, m.name, d.id, d.status, d.reason FROM deployment d JOIN model m ON m.id = d.model_id "
+                    "JOIN project p ON p.id = m.project_id WHERE (d.deployed_at >= :t AND d.status = 'deployed') "
+                    "OR (d.stopped_at >= :t AND d.status = 'failed')"
+                ),
+                {"t": stamp},
+            ).all()
+        for project, model, number, status, reason in finished_builds:
+            severity = "information" if status == "built" else "error"
+            message = f"{project}/{model}: build {number} {status}" + (
+                f" ({reason})" if reason else ""
+            )
+            self.call_from_thread(self.notify, message, severity=severity, timeout=8)
+        for project, model, dep_id, status, reason in deployments:
+            severity = "information" if status == "deployed" else "error"
+            message = f"{project}/{model}: deployment {dep_id} {status}" + (
+                f" ({reason})" if reason else ""
+            )
+            self.call_from_thread(self.notify, message, severity=severity, timeout=8)
+
+    # -- navigation -------------------------------------------------------------------------
+
+    def open_project(self, name: str) -> None:
+        from cdsw_tui.screens.project import ProjectScreen
+
+        self.push_screen(ProjectScreen(name))
+
+    def open_model(self, ref: str, tab: str = "overview") -> None:
+        from cdsw_tui.screens.model import ModelScreen
+
+        self.push_screen(ModelScreen(ref, tab))
+
+    def palette_entries(self) -> list[tuple[str, str, object]]:
+        from cdsw_tui.services import views
+
+        entries: list[tuple[str, str, object]] = [
+            (
+                "New Project",
+                "create a project from a folder or the quickstart template",
+                self._new_project,
+            ),
+            (
+                "Settings",
+                "gateway port, default runtime, engine image, global variables",
+                self.action_settings,
+            ),
         ]
-        model_rows = []
-        for m in models.list_models(self.wb):
-            build = models.latest_build(self.wb, m)
-            model_rows.append(
+        for project in views.projects(self.wb):
+            entries.append(
                 (
-                    models.project_of(self.wb, m).name,
-                    m.name,
-                    models.status(self.wb, m),
-                    str(build.number) if build else "-",
-                    m.file,
-                    m.function,
+                    f"Project {project.name}",
+                    f"{project.models} models · {project.runtime}",
+                    partial(self.open_project, project.name),
                 )
             )
-        self.call_from_thread(self._show, project_rows, model_rows)
+        for model in views.models(self.wb):
+            ref = f"{model.project}/{model.name}"
+            entries.append((f"Model {ref}", model.status, partial(self.open_model, ref)))
+            entries.append(
+                (
+                    f"Test {ref}",
+                    "open the Test Model pane",
+                    partial(self.open_model, ref, "overview"),
+                )
+            )
+            entries.append(
+                (f"Logs of {ref}", "replica logs", partial(self.open_model, ref, "monitoring"))
+            )
+        return entries
 
-    def _show(self, project_rows: list[tuple], model_rows: list[tuple]) -> None:
-        for table_id, rows in (("#projects", project_rows), ("#models", model_rows)):
-            table = self.query_one(table_id, DataTable)
-            table.clear()
-            table.add_rows(rows)
+    def _new_project(self) -> None:
+        from cdsw_tui.screens.new_project import NewProjectScreen
+
+        def created(name: str | None) -> None:
+            if name:
+                self.open_project(name)
+
+        self.push_screen(NewProjectScreen(), created)
+
+    def action_help(self) -> None:
+        from cdsw_tui.screens.help import HelpScreen
+
+        screen = self.screen
+        keys = getattr(screen, "HELP", [])
+        title = type(screen).__name__.replace("Screen", "") or "cdsw-tui"
+        self.push_screen(HelpScreen(title, keys))
+
+    def action_settings(self) -> None:
+        from cdsw_tui.screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen())
 
 
 def run_app(wb: Workbench) -> None:

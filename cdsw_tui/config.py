@@ -84,3 +84,21 @@ def load_settings(home: Path | None = None) -> Settings:
     if settings.runtime not in ("local", "docker"):
         raise CdswError(f"setting RUNTIME must be local or docker, not {settings.runtime!r}")
     return settings
+
+
+def write_config(path: Path, updates: dict[str, object]) -> None:
+    """Rewrite the given keys of config.toml and keep the others (flat TOML only)."""
+    data: dict[str, object] = {}
+    if path.exists():
+        data = tomllib.loads(path.read_text())
+    data.update(updates)
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{key} = {value}")
+        else:
+            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{key} = "{escaped}"')
+    path.write_text("\n".join(lines) + "\n")

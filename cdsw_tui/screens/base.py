@@ -1,0 +1,74 @@
+"""What every workbench screen shares: a store poll in a thread, results applied on the UI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from cdsw_tui.errors import CdswError
+
+if TYPE_CHECKING:
+    from cdsw_tui.app import WorkbenchApp
+
+
+class PollingScreen(Screen):
+    """Subclasses define ``load`` (runs in a thread) and ``show`` (runs on the UI)."""
+
+    POLL_SECONDS = 1.0
+
+    @property
+    def workbench(self) -> WorkbenchApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def wb(self):  # noqa: ANN201
+        return self.workbench.wb
+
+    def on_mount(self) -> None:
+        self.reload()
+        self.set_interval(self.POLL_SECONDS, self.reload)
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        if self.is_current:
+            self._load_worker()
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _load_worker(self) -> None:
+        try:
+            data = self.load()
+        except CdswError as exc:
+            self.app.call_from_thread(self.notify, exc.message, severity="error")
+            return
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_safely, data)
+
+    def _show_safely(self, data: Any) -> None:
+        if self.is_attached:
+            self.show(data)
+
+    def load(self) -> Any:  # pragma: no cover - overridden
+        return None
+
+    def show(self, data: Any) -> None:  # pragma: no cover - overridden
+        pass
+
+    def run_service(self, fn, *args, done: str | None = None, **kwargs) -> None:  # noqa: ANN001
+        """Run a service call in a thread; its error becomes a notification."""
+        self._service_worker(fn, args, kwargs, done)
+
+    @work(thread=True, group="service", exit_on_error=False)
+    def _service_worker(self, fn, args, kwargs, done) -> None:  # noqa: ANN001
+        try:
+            fn(*args, **kwargs)
+        except CdswError as exc:
+            self.app.call_from_thread(self.notify, exc.message, severity="error", timeout=8)
+            return
+        if done:
+            self.app.call_from_thread(self.notify, done)
+        self.app.call_from_thread(self.reload)

@@ -1,0 +1,670 @@
+"""A model, with CDSW's tabs: Overview (details, Test Model, samples), Builds, Deployments,
+Monitoring (replicas, rates, logs) and Settings (access key, environment, delete)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+
+from rich.syntax import Syntax
+from rich.table import Table
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Label,
+    Sparkline,
+    Static,
+    TabbedContent,
+    TabPane,
+    TextArea,
+)
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.services.keys import mask
+from cdsw_tui.widgets.log_view import LogView
+from cdsw_tui.widgets.status import badge, dash, when
+from cdsw_tui.widgets.test_pane import TestPane
+
+TABS = ("overview", "builds", "deployments", "monitoring", "settings")
+LANGS = ("shell", "python", "r")
+
+
+class ModelScreen(PollingScreen):
+    DEFAULT_CSS = """
+    ModelScreen #details { height: auto; border: round $panel; padding: 0 1; }
+    ModelScreen #samples { height: auto; border: round $panel; padding: 0 1; }
+    ModelScreen #builds-table, ModelScreen #deployments-table { height: 12; }
+    ModelScreen #replicas-table { height: 8; }
+    ModelScreen #rates { height: 4; }
+    ModelScreen #rates Vertical { width: 1fr; }
+    ModelScreen Sparkline { height: 2; }
+    ModelScreen #key-row, ModelScreen #setting-buttons { height: auto; }
+    ModelScreen #setting-buttons Button { margin-right: 2; }
+    ModelScreen #model-env { height: 8; }
+    """
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="nav.back"),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('builds')", "Builds", show=False),
+        Binding("3", "tab('deployments')", "Deployments", show=False),
+        Binding("4", "tab('monitoring')", "Monitoring", show=False),
+        Binding("5", "tab('settings')", "Settings", show=False),
+        Binding("ctrl+t", "test", "Test", id="model.test"),
+        Binding("c", "copy_sample", "Copy sample", id="model.copy"),
+        Binding("l", "next_lang", "Sample language", id="model.lang"),
+        Binding("n", "deploy_new_build", "Deploy New Build", id="model.deploy_new_build"),
+        Binding("b", "build_only", "Build", id="model.build"),
+        Binding("x", "cancel_build", "Cancel Build", id="model.cancel_build"),
+        Binding("r", "redeploy", "Re-deploy this build", id="model.redeploy"),
+        Binding("S", "stop", "Stop", id="model.stop"),
+        Binding("R", "restart", "Restart", id="model.restart"),
+        Binding("v", "reveal_key", "Show key", id="model.reveal"),
+        Binding("g", "regenerate_key", "Regenerate key", id="model.regenerate"),
+        Binding("ctrl+s", "save_env", "Save variables", id="model.save_env"),
+        Binding("ctrl+d", "delete_model", "Delete model", id="model.delete"),
+    ]
+    HELP = [
+        ("1-5", "Overview, Builds, Deployments, Monitoring, Settings"),
+        ("ctrl+t", "Test Model: send the input"),
+        ("c / l", "copy the sample call / next language"),
+        ("n", "Deploy New Build (build the code as it is now, then deploy)"),
+        ("b", "build only"),
+        ("x", "cancel the selected build"),
+        ("r", "Re-deploy the selected build"),
+        ("S / R", "stop / restart the model"),
+        ("v / g", "show / regenerate the access key"),
+        ("ctrl+s", "save model variables"),
+        ("ctrl+d", "delete the model"),
+    ]
+    TAB_ACTIONS = {
+        "test": "overview",
+        "copy_sample": "overview",
+        "next_lang": "overview",
+        "cancel_build": "builds",
+        "redeploy": "deployments",
+        "reveal_key": "settings",
+        "regenerate_key": "settings",
+        "save_env": "settings",
+        "delete_model": "settings",
+    }
+
+    def __init__(self, ref: str, tab: str = "overview") -> None:
+        super().__init__()
+        self.ref = ref
+        self.initial_tab = tab
+        self.detail = None
+        self.lang = "shell"
+        self.key_shown = False
+        self.selected_build: int | None = None
+        self.rate = deque([0.0] * 60, maxlen=60)
+        self.latency = deque([0.0] * 60, maxlen=60)
+        self._last_processed: tuple[float, int] | None = None
+        self._env_loaded = False
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label(f"Model [b]{self.ref}[/b]", id="title", classes="screen-title")
+        with TabbedContent(initial=self.initial_tab, id="tabs"):
+            with TabPane("Overview", id="overview"), VerticalScroll():
+                yield Static("", id="details")
+                yield TestPane(self.ref, "", id="test-pane")
+                yield Static("", id="samples")
+            with TabPane("Builds", id="builds"), Vertical():
+                table: DataTable = DataTable(
+                    id="builds-table", cursor_type="row", zebra_stripes=True
+                )
+                table.add_columns(
+                    "Build", "Status", "Created", "Duration", "Snapshot", "Comment", "Reason"
+                )
+                yield table
+                yield Label("", id="build-log-title")
+                yield LogView(self._build_log_files, id="build-log", sources=False)
+            with TabPane("Deployments", id="deployments"), Vertical():
+                table = DataTable(id="deployments-table", cursor_type="row", zebra_stripes=True)
+                table.add_columns(
+                    " ",
+                    "Deployment",
+                    "Build",
+                    "Status",
+                    "Replicas",
+                    "CPU",
+                    "Memory",
+                    "GPU",
+                    "Created",
+                    "Reason",
+                )
+                yield table
+                yield Label(
+                    "r: Re-deploy the selected deployment's build (the form opens prefilled)",
+                    classes="hint",
+                )
+            with TabPane("Monitoring", id="monitoring"), Vertical():
+                table = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
+                table.add_columns(
+                    "Replica",
+                    "Status",
+                    "Received",
+                    "Processed",
+                    "Success",
+                    "Failure",
+                    "Busy waits",
+                    "Restarts",
+                    "Uptime",
+                )
+                yield table
+                with Horizontal(id="rates"):
+                    with Vertical():
+                        yield Label("", id="rate-label")
+                        yield Sparkline(list(self.rate), id="rate")
+                    with Vertical():
+                        yield Label("", id="latency-label")
+                        yield Sparkline(list(self.latency), id="latency")
+                yield LogView(self._replica_log_files, id="replica-log", sources=True)
+            with TabPane("Settings", id="settings"), VerticalScroll():
+                with Horizontal(id="key-row"):
+                    yield Label("", id="access-key")
+                yield Label("Model environment variables (K=V, one a line; ctrl+s saves)")
+                yield TextArea(id="model-env")
+                with Horizontal(id="setting-buttons"):
+                    yield Button("Show key (v)", id="reveal")
+                    yield Button("Regenerate key (g)", id="regenerate", variant="warning")
+                    yield Button("Delete model (ctrl+d)", id="delete", variant="error")
+        yield Footer()
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def load(self):  # noqa: ANN201
+        from cdsw_tui.services import views
+
+        return views.model_detail(self.wb, self.ref)
+
+    def show(self, detail) -> None:  # noqa: ANN001
+        first = self.detail is None
+        self.detail = detail
+        m = detail.model
+        self.query_one("#title", Label).update(f"Model [b]{self.ref}[/b]  ")
+        self.query_one("#title", Label).update(
+            f"Model [b]{self.ref}[/b]  " + badge(detail.status).markup
+        )
+        if first:
+            self.query_one(TestPane).query_one("#test-json").text = m.example_input or "{}"
+        self._show_details(detail)
+        self._show_samples()
+        self._show_builds(detail)
+        self._show_deployments(detail)
+        self._show_replicas(detail)
+        self._show_settings(detail)
+        self.refresh_bindings()
+
+    def _show_details(self, detail) -> None:  # noqa: ANN001
+        m, d = detail.model, detail.active
+        build = detail.builds[0] if detail.builds else None
+        deployed_build = detail.build_numbers.get(d.build_id) if d else None
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim")
+        grid.add_column()
+        grid.add_column(style="dim")
+        grid.add_column()
+        rows = [
+            ("Model ID", str(m.id), "Status", badge(detail.status)),
+            (
+                "Deployment",
+                dash(d.id if d else None),
+                "Build",
+                f"{dash(deployed_build)} (newest {dash(build.number if build else None)})",
+            ),
+            (
+                "Deployed at",
+                when(d.deployed_at) if d else "-",
+                "Comment",
+                dash(build.comment if build else ""),
+            ),
+            (
+                "Kernel",
+                m.kernel,
+                "Engine",
+                detail.project.engine if detail.project.runtime == "docker" else "local runtime",
+            ),
+            ("File", m.file, "Function", m.function),
+            (
+                "Resources",
+                f"{(d or m).replicas} replicas · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu",
+                "Description",
+                dash(m.description),
+            ),
+        ]
+        for row in rows:
+            grid.add_row(*row)
+        if d and d.reason:
+            grid.add_row("Note", d.reason, "", "")
+        self.query_one("#details", Static).update(grid)
+
+    def _show_samples(self) -> None:
+        from cdsw_tui.services import samples
+
+        if self.detail is None:
+            return
+        m = self.detail.model
+        text = samples.sample(
+            self.lang, self.wb.settings.gateway_url, mask(m.access_key), m.example_input
+        )
+        lexer = {"shell": "bash", "python": "python", "r": "r"}[self.lang]
+        tabs = "  ".join(
+            f"[b reverse] {lang} [/]" if lang == self.lang else f" {lang} " for lang in LANGS
+        )
+        from rich.console import Group
+        from rich.text import Text
+
+        example = Text.from_markup(f"Sample calls  {tabs}   (l: language, c: copy with the key)\n")
+        response = Text(f"\nSample response: {m.example_output or '-'}", style="dim")
+        self.query_one("#samples", Static).update(
+            Group(example, Syntax(text, lexer, theme="ansi_dark", word_wrap=True), response)
+        )
+
+    def _show_builds(self, detail) -> None:  # noqa: ANN001
+        from cdsw_tui.services.builds import summary
+
+        table = self.query_one("#builds-table", DataTable)
+        keys = [str(b.number) for b in detail.builds]
+        rows = []
+        for b in detail.builds:
+            duration = summary(self.wb, b)["duration"] if b.finished_at else None
+            rows.append(
+                (
+                    str(b.number),
+                    badge(b.status),
+                    when(b.created_at),
+                    f"{duration:.1f} s" if duration is not None else "-",
+                    b.snapshot[:10],
+                    b.comment,
+                    b.reason,
+                )
+            )
+        self._fill(table, keys, rows)
+        if self.selected_build is None and detail.builds:
+            self.selected_build = detail.builds[0].number
+            self._build_log_changed()
+
+    def _show_deployments(self, detail) -> None:  # noqa: ANN001
+        table = self.query_one("#deployments-table", DataTable)
+        keys = [str(d.id) for d in detail.deployments]
+        rows = [
+            (
+                "★" if detail.active is not None and d.id == detail.active.id else "",
+                str(d.id),
+                dash(detail.build_numbers.get(d.build_id)),
+                badge(d.status),
+                str(d.replicas),
+                f"{d.cpu:g}",
+                f"{d.memory} MB",
+                str(d.gpu),
+                when(d.created_at),
+                d.reason,
+            )
+            for d in detail.deployments
+        ]
+        self._fill(table, keys, rows)
+
+    def _show_replicas(self, detail) -> None:  # noqa: ANN001
+        from datetime import UTC, datetime
+
+        table = self.query_one("#replicas-table", DataTable)
+        now = datetime.now(UTC)
+        rows = []
+        for r in detail.replicas:
+            started = (
+                r.started_at.replace(tzinfo=UTC)
+                if r.started_at and r.started_at.tzinfo is None
+                else r.started_at
+            )
+            uptime = (
+                f"{int((now - started).total_seconds())} s"
+                if started and r.status == "running"
+                else "-"
+            )
+            rows.append(
+                (
+                    r.name,
+                    badge(r.status),
+                    str(r.received),
+                    str(r.processed),
+                    str(r.success),
+                    str(r.failure),
+                    str(r.busy_waits),
+                    str(r.restarts),
+                    uptime,
+                )
+            )
+        self._fill(table, [r.name for r in detail.replicas], rows)
+        processed = sum(r.processed for r in detail.replicas)
+        now_t = time.monotonic()
+        if self._last_processed is not None:
+            then, count = self._last_processed
+            self.rate.append(max(0.0, (processed - count) / max(now_t - then, 0.001)))
+        self._last_processed = (now_t, processed)
+        self.query_one("#rate", Sparkline).data = list(self.rate)
+        self.query_one("#rate-label", Label).update(
+            f"requests/s  now {self.rate[-1]:.1f}  max {max(self.rate):.1f}"
+        )
+        self.query_one("#latency", Sparkline).data = list(self.latency)
+        self.query_one("#latency-label", Label).update(
+            f"test latency ms  last {self.latency[-1]:.1f}"
+            if any(self.latency)
+            else "test latency ms (Test Model fills this)"
+        )
+
+    def _show_settings(self, detail) -> None:  # noqa: ANN001
+        key = detail.model.access_key if self.key_shown else mask(detail.model.access_key)
+        self.query_one("#access-key", Label).update(
+            f"Access key  [b]{key}[/b]   "
+            + (
+                "(authentication on: callers also need an API key)"
+                if detail.model.auth_enabled
+                else ""
+            )
+        )
+        self.query_one("#reveal", Button).label = (
+            "Hide key (v)" if self.key_shown else "Show key (v)"
+        )
+        if not self._env_loaded:
+            self.query_one("#model-env", TextArea).text = "\n".join(
+                f"{k}={v}" for k, v in detail.env.items()
+            )
+            self._env_loaded = True
+
+    @staticmethod
+    def _fill(table: DataTable, keys: list[str], rows: list[tuple]) -> None:
+        """Update in place when the rows are the same ones, so the cursor stays put."""
+        current = [str(k.value) for k in table.rows]
+        if current != keys:
+            cursor = table.cursor_row
+            table.clear()
+            for key, row in zip(keys, rows, strict=True):
+                table.add_row(*row, key=key)
+            if keys:
+                table.move_cursor(row=min(cursor, len(keys) - 1))
+            return
+        for key, row in zip(keys, rows, strict=True):
+            for col, value in zip(table.columns, row, strict=True):
+                if table.get_cell(key, col) != value:
+                    table.update_cell(key, col, value)
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _build_log_files(self) -> list[Path]:
+        if self.detail is None or self.selected_build is None:
+            return []
+        return [self.wb.build_log_path(int(self.detail.model.id), self.selected_build)]
+
+    def _replica_log_files(self) -> list[Path]:
+        from cdsw_tui.services import logs, models
+
+        try:
+            return logs.log_files(self.wb, models.resolve(self.wb, self.ref))
+        except CdswError:
+            return []
+
+    def _build_log_changed(self) -> None:
+        view = self.query_one("#build-log", LogView)
+        view.buffer.clear()
+        view.redraw()
+        view.tail()
+        self.query_one("#build-log-title", Label).update(f"Log of build {self.selected_build}")
+
+    @on(DataTable.RowHighlighted, "#builds-table")
+    def _build_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        number = int(event.row_key.value)
+        if number != self.selected_build:
+            self.selected_build = number
+            self._build_log_changed()
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active or "overview"
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        tab = self.TAB_ACTIONS.get(action)
+        if tab is not None and self.active_tab() != tab:
+            return False
+        d = self.detail
+        if action in ("stop", "restart"):
+            return (
+                d is not None
+                and d.active is not None
+                and (action == "stop" or d.active.status == "deployed")
+            )
+        if action == "cancel_build":
+            return d is not None and any(b.status in ("queued", "building") for b in d.builds)
+        if action == "redeploy":
+            return d is not None and bool(d.deployments)
+        return True
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self.refresh_bindings()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        self.refresh_bindings()
+
+    def action_test(self) -> None:
+        self.query_one(TestPane).send()
+
+    @on(TestPane.Done)
+    def _tested(self, event: TestPane.Done) -> None:
+        self.latency.append(event.latency)
+        self.reload()
+
+    def action_next_lang(self) -> None:
+        self.lang = LANGS[(LANGS.index(self.lang) + 1) % len(LANGS)]
+        self._show_samples()
+
+    def action_copy_sample(self) -> None:
+        from cdsw_tui.services import samples
+
+        if self.detail is None:
+            return
+        m = self.detail.model
+        self.app.copy_to_clipboard(
+            samples.sample(self.lang, self.wb.settings.gateway_url, m.access_key, m.example_input)
+        )
+        self.notify(f"{self.lang} sample copied (with the access key)")
+
+    def _model(self):  # noqa: ANN202
+        from cdsw_tui.services import models
+
+        return models.resolve(self.wb, self.ref)
+
+    def action_deploy_new_build(self) -> None:
+        from cdsw_tui.services import builds, controller
+
+        def go() -> None:
+            model = self._model()
+            request = {
+                "replicas": model.replicas,
+                "cpu": model.cpu,
+                "memory": model.memory,
+                "gpu": model.gpu,
+            }
+            active = self.detail.active if self.detail else None
+            if active is not None:
+                request = {
+                    "replicas": active.replicas,
+                    "cpu": active.cpu,
+                    "memory": active.memory,
+                    "gpu": active.gpu,
+                }
+            builds.request(self.wb, model, comment="Deploy New Build", deploy=request)
+            controller.ensure(self.wb)
+
+        self.selected_build = None
+        self.action_tab("builds")
+        self.run_service(go, done="new build queued; it deploys once built")
+
+    def action_build_only(self) -> None:
+        from cdsw_tui.services import builds, controller
+
+        def go() -> None:
+            builds.request(self.wb, self._model())
+            controller.ensure(self.wb)
+
+        self.selected_build = None
+        self.action_tab("builds")
+        self.run_service(go, done="build queued")
+
+    def action_cancel_build(self) -> None:
+        from cdsw_tui.services import builds
+
+        if self.detail is None:
+            return
+        running = [b for b in self.detail.builds if b.status in ("queued", "building")]
+        chosen = next(
+            (b for b in running if b.number == self.selected_build), running[0] if running else None
+        )
+        if chosen is not None:
+            self.run_service(
+                builds.cancel, self.wb, chosen, done=f"build {chosen.number} cancelling"
+            )
+
+    def action_redeploy(self) -> None:
+        from cdsw_tui.screens.deploy import DeployScreen
+
+        if self.detail is None or not self.detail.deployments:
+            return
+        table = self.query_one("#deployments-table", DataTable)
+        index = min(table.cursor_row or 0, len(self.detail.deployments) - 1)
+        d = self.detail.deployments[index]
+        self.app.push_screen(
+            DeployScreen(
+                self.ref,
+                self.detail.build_numbers.get(d.build_id),
+                d,
+                [b.number for b in self.detail.builds if b.status == "built"],
+            ),
+            lambda _r: self.reload(),
+        )
+
+    def action_stop(self) -> None:
+        from cdsw_tui.services import controller, deployments
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_service(
+                    lambda: (deployments.stop(self.wb, self._model()), controller.ensure(self.wb)),
+                    done=f"{self.ref} stopping",
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Stop {self.ref}? Calls get model.not_deployed until it is deployed again.",
+                yes="Stop",
+            ),
+            answer,
+        )
+
+    def action_restart(self) -> None:
+        from cdsw_tui.services import controller, deployments
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_service(
+                    lambda: (
+                        deployments.restart(self.wb, self._model()),
+                        controller.ensure(self.wb),
+                    ),
+                    done=f"{self.ref} restarting replica by replica",
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(f"Restart every replica of {self.ref}, one by one?", yes="Restart"),
+            answer,
+        )
+
+    def action_reveal_key(self) -> None:
+        self.key_shown = not self.key_shown
+        if self.detail is not None:
+            self._show_settings(self.detail)
+
+    def action_regenerate_key(self) -> None:
+        from cdsw_tui.services import models
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_service(
+                    models.regenerate_key,
+                    self.wb,
+                    self._model(),
+                    done="new access key made; the old one no longer works",
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(
+                "Regenerate the access key? Callers using the old key fail at once.",
+                yes="Regenerate",
+            ),
+            answer,
+        )
+
+    def action_save_env(self) -> None:
+        from cdsw_tui.screens.project_settings import parse_env
+        from cdsw_tui.services import env
+
+        try:
+            values = parse_env(self.query_one("#model-env", TextArea).text)
+        except CdswError as exc:
+            self.notify(exc.message, severity="error")
+            return
+
+        def go() -> None:
+            model = self._model()
+            old = env.list_vars(self.wb, "model", int(model.id))
+            env.unset_vars(self.wb, "model", int(model.id), [k for k in old if k not in values])
+            env.set_vars(self.wb, "model", int(model.id), values)
+
+        self.run_service(
+            go, done="model variables saved; they apply to the next build and deployment"
+        )
+
+    def action_delete_model(self) -> None:
+        from cdsw_tui.services import models
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                try:
+                    models.delete(self.wb, self._model())
+                except CdswError as exc:
+                    self.notify(exc.message, severity="error")
+                    return
+                self.notify(f"model {self.ref} deleted")
+                self.app.pop_screen()
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete model {self.ref} with its builds and logs?", yes="Delete"),
+            answer,
+        )
+
+    @on(Button.Pressed, "#reveal")
+    def _reveal(self) -> None:
+        self.action_reveal_key()
+
+    @on(Button.Pressed, "#regenerate")
+    def _regenerate(self) -> None:
+        self.action_regenerate_key()
+
+    @on(Button.Pressed, "#delete")
+    def _delete(self) -> None:
+        self.action_delete_model()

@@ -1,0 +1,104 @@
+"""New Project: register a folder or copy the quickstart template."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.screens.forms import Field, mark_error
+
+
+class NewProjectScreen(ModalScreen[str | None]):
+    DEFAULT_CSS = """
+    NewProjectScreen { align: center middle; }
+    NewProjectScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
+    NewProjectScreen Horizontal { height: auto; align-horizontal: right; }
+    NewProjectScreen Button { margin-left: 2; }
+    """
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
+        Binding("ctrl+s", "create", "Create", id="form.submit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label("[b]New Project[/b]")
+            yield Field("Name", Input(placeholder="demo", id="name"), name="name")
+            yield Field(
+                "Source",
+                Select(
+                    [("Template: quickstart", "quickstart"), ("An existing folder", "folder")],
+                    value="quickstart",
+                    allow_blank=False,
+                    id="source",
+                ),
+                name="template",
+            )
+            yield Field(
+                "Folder (blank: a new folder under CDSW_TUI_HOME)", Input(id="path"), name="path"
+            )
+            yield Field(
+                "Runtime",
+                Select(
+                    [("local (virtual environment)", "local"), ("docker", "docker")],
+                    value="local",
+                    allow_blank=False,
+                    id="runtime",
+                ),
+                name="runtime",
+            )
+            yield Field("Engine image (docker builds)", Input(id="engine"), name="engine")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Create (ctrl+s)", id="create", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#runtime", Select).value = self.app.wb.settings.runtime  # type: ignore[attr-defined]
+        self.query_one("#engine", Input).value = self.app.wb.settings.engine_image  # type: ignore[attr-defined]
+        self.query_one("#name", Input).focus()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#create")
+    @on(Input.Submitted)
+    def action_create(self) -> None:
+        name = self.query_one("#name", Input).value
+        source = self.query_one("#source", Select).value
+        path = self.query_one("#path", Input).value.strip() or None
+        runtime = str(self.query_one("#runtime", Select).value)
+        engine = self.query_one("#engine", Input).value.strip() or None
+        if source == "folder" and not path:
+            mark_error(self, "path", "give the folder of an existing project")
+            return
+        self._create(name, path, "quickstart" if source == "quickstart" else None, runtime, engine)
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def _create(
+        self, name: str, path: str | None, template: str | None, runtime: str, engine: str | None
+    ) -> None:
+        from cdsw_tui.services import projects
+
+        try:
+            project = projects.create(
+                self.app.wb,
+                name,
+                path=path,
+                template=template,  # type: ignore[attr-defined]
+                runtime=runtime,
+                engine=engine,
+            )
+        except CdswError as exc:
+            self.app.call_from_thread(self._error, exc)
+            return
+        self.app.call_from_thread(self.dismiss, project.name)
+
+    def _error(self, exc: CdswError) -> None:
+        if not mark_error(self, exc.field, exc.message):
+            self.notify(exc.message, severity="error")

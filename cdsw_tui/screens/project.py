@@ -1,0 +1,131 @@
+"""A project: its models with status, build, deployment and replicas; its settings."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Label
+
+from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.widgets.status import badge, dash, when
+
+
+class ProjectScreen(PollingScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="nav.back"),
+        Binding("n", "new_model", "New Model", id="project.new_model"),
+        Binding("enter", "open", "Open", id="project.open"),
+        Binding("e", "settings", "Project Settings", id="project.settings"),
+        Binding("d", "delete", "Delete Model", id="project.delete_model"),
+    ]
+    HELP = [
+        ("n", "new model"),
+        ("enter", "open the model"),
+        ("e", "project settings: engine, runtime, environment"),
+        ("d", "delete the model"),
+        ("escape", "back to the projects"),
+    ]
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(id=f"project-{project_name}")
+        self.project_name = project_name
+        self.rows: list = []
+        self.project = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label(f"Project [b]{self.project_name}[/b]", id="title", classes="screen-title")
+        yield Label("", id="project-info", classes="hint")
+        table: DataTable = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns(
+            "Model", "Status", "Build", "Deployment", "Replicas", "Last change", "File", "Function"
+        )
+        yield table
+        yield Label("", id="empty-hint", classes="hint")
+        yield Footer()
+
+    def load(self) -> tuple:
+        from cdsw_tui.services import projects, views
+
+        project = projects.get(self.wb, self.project_name)
+        return project, views.models(self.wb, project.id)
+
+    def show(self, data: tuple) -> None:
+        project, rows = data
+        self.project = project
+        self.query_one("#project-info", Label).update(
+            f"{project.path}  ·  runtime {project.runtime}"
+            + (f"  ·  engine {project.engine}" if project.runtime == "docker" else "")
+        )
+        if [(r.name, r.status, r.build, r.deployment, r.replicas, r.updated) for r in rows] == [
+            (r.name, r.status, r.build, r.deployment, r.replicas, r.updated) for r in self.rows
+        ]:
+            return
+        self.rows = rows
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for r in rows:
+            table.add_row(
+                r.name,
+                badge(r.status),
+                dash(r.build),
+                dash(r.deployment),
+                dash(r.replicas),
+                when(r.updated),
+                r.file,
+                r.function,
+                key=str(r.id),
+            )
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        self.query_one("#empty-hint", Label).update(
+            "" if rows else "No models yet. Press n for New Model."
+        )
+        self.refresh_bindings()
+
+    def selected(self):  # noqa: ANN201
+        table = self.query_one(DataTable)
+        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
+            return None
+        return self.rows[table.cursor_row]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("open", "delete"):
+            return self.selected() is not None
+        return True
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        row = self.selected()
+        if row is not None:
+            self.workbench.open_model(f"{self.project_name}/{row.name}")
+
+    def action_new_model(self) -> None:
+        from cdsw_tui.screens.new_model import NewModelScreen
+
+        self.app.push_screen(NewModelScreen(self.project_name))
+
+    def action_settings(self) -> None:
+        from cdsw_tui.screens.project_settings import ProjectSettingsScreen
+
+        self.app.push_screen(ProjectSettingsScreen(self.project_name))
+
+    def action_delete(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        from cdsw_tui.services import models
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                model = models.resolve(self.wb, f"{self.project_name}/{row.name}")
+                self.run_service(models.delete, self.wb, model, done=f"model {row.name} deleted")
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete model {row.name} with its builds and logs?", yes="Delete"),
+            answer,
+        )

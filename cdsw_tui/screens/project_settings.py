@@ -1,0 +1,110 @@
+"""Project settings: runtime, engine image and the project's environment variables."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, TextArea
+
+from cdsw_tui.errors import CdswError
+from cdsw_tui.screens.forms import Field, mark_error
+
+
+def env_text(values: dict[str, str]) -> str:
+    return "\n".join(f"{k}={v}" for k, v in values.items())
+
+
+def parse_env(text: str) -> dict[str, str]:
+    from cdsw_tui.services import validation as v
+
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    return v.env_pairs(lines)
+
+
+class ProjectSettingsScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    ProjectSettingsScreen { align: center middle; }
+    ProjectSettingsScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
+    ProjectSettingsScreen TextArea { height: 8; }
+    ProjectSettingsScreen Horizontal { height: auto; align-horizontal: right; }
+    ProjectSettingsScreen Button { margin-left: 2; }
+    """
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
+        Binding("ctrl+s", "save", "Save", id="form.submit"),
+    ]
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__()
+        self.project_name = project_name
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label(f"[b]Settings of project {self.project_name}[/b]")
+            yield Field(
+                "Runtime",
+                Select([("local", "local"), ("docker", "docker")], allow_blank=False, id="runtime"),
+                name="runtime",
+            )
+            yield Field("Engine image", Input(id="engine"), name="engine")
+            yield Field("Environment variables (K=V, one a line)", TextArea(id="env"), name="env")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Save (ctrl+s)", id="save", variant="primary")
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self) -> None:
+        from cdsw_tui.services import env, projects
+
+        wb = self.app.wb  # type: ignore[attr-defined]
+        project = projects.get(wb, self.project_name)
+        values = env.list_vars(wb, "project", int(project.id))
+        self.app.call_from_thread(self._fill, project, values)
+
+    def _fill(self, project, values: dict[str, str]) -> None:  # noqa: ANN001
+        self.query_one("#runtime", Select).value = project.runtime
+        self.query_one("#engine", Input).value = project.engine
+        self.query_one("#env", TextArea).text = env_text(values)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        try:
+            values = parse_env(self.query_one("#env", TextArea).text)
+        except CdswError as exc:
+            mark_error(self, "env", exc.message)
+            return
+        self._save(
+            str(self.query_one("#runtime", Select).value),
+            self.query_one("#engine", Input).value,
+            values,
+        )
+
+    @work(thread=True, exit_on_error=False)
+    def _save(self, runtime: str, engine: str, values: dict[str, str]) -> None:
+        from cdsw_tui.services import env, projects
+
+        wb = self.app.wb  # type: ignore[attr-defined]
+        try:
+            project = projects.update(wb, self.project_name, runtime=runtime, engine=engine.strip())
+            old = env.list_vars(wb, "project", int(project.id))
+            env.unset_vars(wb, "project", int(project.id), [k for k in old if k not in values])
+            env.set_vars(wb, "project", int(project.id), values)
+        except CdswError as exc:
+            self.app.call_from_thread(mark_error, self, exc.field, exc.message)
+            return
+        self.app.call_from_thread(self.notify, f"settings of {self.project_name} saved")
+        self.app.call_from_thread(self.dismiss, None)

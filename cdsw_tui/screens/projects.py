@@ -1,0 +1,121 @@
+"""The first screen: every project, with its runtime, engine, models and last build."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Label
+
+from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.widgets.status import when
+
+
+class ProjectsScreen(PollingScreen):
+    BINDINGS = [
+        Binding("n", "new_project", "New Project", id="projects.new"),
+        Binding("enter", "open", "Open", id="projects.open", show=True),
+        Binding("d", "delete", "Delete", id="projects.delete"),
+        Binding("s", "app.settings", "Settings", id="app.settings"),
+        Binding("q", "app.quit", "Quit", id="app.quit"),
+    ]
+    HELP = [
+        ("n", "new project"),
+        ("enter", "open the project"),
+        ("d", "delete the project"),
+        ("s", "settings"),
+        ("q", "quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="projects")
+        self.rows: list = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Projects", classes="screen-title")
+        table: DataTable = DataTable(id="projects-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Name", "Runtime", "Engine", "Models", "Last build")
+        yield table
+        yield Label("", id="empty-hint", classes="hint")
+        yield Footer()
+
+    def load(self) -> list:
+        from cdsw_tui.services import views
+
+        return views.projects(self.wb)
+
+    def show(self, rows: list) -> None:
+        if [(r.name, r.runtime, r.engine, r.models, r.last_build) for r in rows] == [
+            (r.name, r.runtime, r.engine, r.models, r.last_build) for r in self.rows
+        ]:
+            return
+        self.rows = rows
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for r in rows:
+            table.add_row(
+                r.name,
+                r.runtime,
+                r.engine if r.runtime == "docker" else "-",
+                str(r.models),
+                when(r.last_build),
+                key=str(r.id),
+            )
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        self.query_one("#empty-hint", Label).update(
+            "" if rows else "No projects yet. Press n to create one from the quickstart template."
+        )
+        self.refresh_bindings()
+
+    def selected(self):  # noqa: ANN201
+        table = self.query_one(DataTable)
+        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
+            return None
+        return self.rows[table.cursor_row]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("open", "delete"):
+            return self.selected() is not None
+        return True
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        row = self.selected()
+        if row is not None:
+            self.workbench.open_project(row.name)
+
+    def action_new_project(self) -> None:
+        from cdsw_tui.screens.new_project import NewProjectScreen
+
+        def created(name: str | None) -> None:
+            if name:
+                self.notify(f"project {name} created")
+                self.workbench.open_project(name)
+
+        self.app.push_screen(NewProjectScreen(), created)
+
+    def action_delete(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        from cdsw_tui.services import projects
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_service(
+                    projects.delete, self.wb, row.name, done=f"project {row.name} deleted"
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete project {row.name} with its {row.models} models, their builds and logs? "
+                "The folder itself stays.",
+                yes="Delete",
+            ),
+            answer,
+        )
