@@ -18,6 +18,8 @@ from cdsw_tui.widgets.json_editor import JsonEditor
 
 
 class TestPane(Vertical):
+    __test__ = False  # a widget, not a pytest class
+
     DEFAULT_CSS = """
     TestPane { height: auto; border: round $primary; padding: 0 1; }
     TestPane #test-row { height: auto; }
@@ -42,6 +44,7 @@ class TestPane(Vertical):
         self.model_ref = model_ref
         self.example = example
         self.border_title = "Test Model"
+        self.last_body: dict | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="test-row"):
@@ -91,6 +94,7 @@ class TestPane(Vertical):
 
     def _show(self, status: int, body: dict, latency: float, text: str) -> None:
         ok = status == 200 and body.get("success")
+        self.last_body = body
         replica = body.get("ReplicaID") or "-"
         label = self.query_one("#test-status", Label)
         if ok:

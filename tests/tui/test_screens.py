@@ -1,0 +1,239 @@
+"""Every screen, driven by keys through Pilot, against a real SQLite store."""
+
+from __future__ import annotations
+
+import tomllib
+
+from textual.widgets import DataTable, Input, Label, Select, TabbedContent, TextArea
+
+from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.screens.forms import Field
+from cdsw_tui.screens.help import HelpScreen
+from cdsw_tui.screens.model import ModelScreen
+from cdsw_tui.screens.new_model import NewModelScreen
+from cdsw_tui.screens.new_project import NewProjectScreen
+from cdsw_tui.screens.project import ProjectScreen
+from cdsw_tui.screens.projects import ProjectsScreen
+from cdsw_tui.screens.settings import SettingsScreen
+from cdsw_tui.services import models, projects
+
+SIZE = (120, 40)
+
+
+async def wait_for(pilot, predicate, tries: int = 100) -> None:
+    for _ in range(tries):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_projects_screen_lists_and_opens(app):
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ProjectsScreen)
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        assert [table.get_row_at(i)[0] for i in range(2)] == ["churn", "demo"]
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        models_table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: models_table.row_count == 2)
+        assert str(models_table.get_row_at(0)[1]) == "● deployed"
+        assert str(models_table.get_row_at(1)[1]) == "● build failed"
+        await pilot.press("escape")
+        assert isinstance(app.screen, ProjectsScreen)
+
+
+async def test_new_project_from_template_and_a_bad_name_is_marked(app, tmp_path):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewProjectScreen))
+        await pilot.press(*"bad/name", "ctrl+s")
+        field = app.screen.query_one("#field-name", Field)
+        await wait_for(pilot, lambda: field.has_class("-invalid"))
+        assert "may use letters" in str(field.query_one(".field-error", Label).render())
+        name_input = app.screen.query_one("#name", Input)
+        name_input.value = ""
+        await pilot.press(*"fresh")
+        app.screen.query_one("#path", Input).value = str(tmp_path / "fresh")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        assert (tmp_path / "fresh" / "add_numbers.py").exists()
+        assert projects.get(app.wb, "fresh").runtime == "local"
+
+
+async def test_new_model_form_marks_bad_fields_and_creates(app, tmp_path):
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "add_numbers.py").write_text(
+        "def add(args):\n    return args['a'] + args['b']\n\ndef two(a, b):\n    return a\n"
+    )
+    projects.create(app.wb, "code", path=root)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_project("code")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewModelScreen))
+        form = app.screen
+        file_select = form.query_one("#file", Select)
+        await wait_for(pilot, lambda: file_select.value == "add_numbers.py")
+        function_select = form.query_one("#function", Select)
+        await wait_for(pilot, lambda: function_select.value == "add")
+        await pilot.press(*"adder")
+        # an invalid example input is marked as you type and refuses the submit
+        editor = form.query_one("#example_input")
+        editor.text = '{"a": 3,'
+        await pilot.pause(0.1)
+        assert editor.has_class("-invalid")
+        await pilot.press("ctrl+o")
+        await wait_for(
+            pilot, lambda: form.query_one("#field-example_input", Field).has_class("-invalid")
+        )
+        editor.text = '{"a": 3, "b": 5}'
+        # replicas out of range: the service's error lands on the replicas field
+        form.query_one("#replicas", Input).value = "10"
+        await pilot.press("ctrl+o")
+        replicas = form.query_one("#field-replicas", Field)
+        await wait_for(pilot, lambda: replicas.has_class("-invalid"))
+        assert "between 1 and 9" in str(replicas.query_one(".field-error", Label).render())
+        assert models.list_models(app.wb, "code") == []
+        # a function with the wrong arity is marked on the function field
+        form.query_one("#replicas", Input).value = "2"
+        function_select.value = "two"
+        await pilot.press("ctrl+o")
+        function_field = form.query_one("#field-function", Field)
+        await wait_for(pilot, lambda: function_field.has_class("-invalid"))
+        function_select.value = "add"
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
+        created = models.resolve(app.wb, "code/adder")
+        assert (created.replicas, created.example_input) == (2, '{"a": 3, "b": 5}')
+
+
+async def test_model_screen_tabs_and_keys(app):
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        screen = app.screen
+        tabs = screen.query_one(TabbedContent)
+        for key, tab in (
+            ("2", "builds"),
+            ("3", "deployments"),
+            ("4", "monitoring"),
+            ("5", "settings"),
+            ("1", "overview"),
+        ):
+            await pilot.press(key)
+            assert tabs.active == tab
+        # the footer offers only what works here
+        assert screen.check_action("test", ()) is True
+        assert screen.check_action("reveal_key", ()) is False
+        assert screen.check_action("cancel_build", ()) is False  # nothing is building
+        await pilot.press("5")
+        key_label = screen.query_one("#access-key", Label)
+        assert "k" * 32 not in str(key_label.render())
+        await pilot.press("v")
+        assert "k" * 32 in str(key_label.render())
+        await pilot.press("v")
+        assert "k" * 32 not in str(key_label.render())
+        # model variables: a bad line is refused, a good one saved
+        area = screen.query_one("#model-env", TextArea)
+        area.text = "NOT A PAIR"
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        from cdsw_tui.services import env
+
+        assert env.list_vars(app.wb, "model", int(screen.detail.model.id)) == {}
+        area.text = "THRESHOLD=0.5"
+        await pilot.press("ctrl+s")
+        await wait_for(
+            pilot,
+            lambda: (
+                env.list_vars(app.wb, "model", int(screen.detail.model.id)) == {"THRESHOLD": "0.5"}
+            ),
+        )
+        # regenerate asks first
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        assert models.resolve(app.wb, "demo/add").access_key == "k" * 32
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: models.resolve(app.wb, "demo/add").access_key != "k" * 32)
+
+
+async def test_monitoring_shows_replica_statistics(app):
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add", "monitoring")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        table = app.screen.query_one("#replicas-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        row = table.get_row_at(0)
+        assert row[0].endswith("abcde") and list(row[2:6]) == ["12", "12", "11", "1"]
+
+
+async def test_stop_asks_and_marks_the_deployment(app):
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        app.screen.run_service = lambda fn, *a, **k: fn(
+            *a
+        )  # run inline: no controller in this test
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        from cdsw_tui.services import deployments
+
+        assert not deployments.list_deployments(app.wb)[0].stop_requested
+
+
+async def test_help_and_settings(app):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        port = app.screen.query_one("#gateway_port", Input)
+        port.value = "99999"
+        await pilot.press("ctrl+s")
+        field = app.screen.query_one("#field-gateway_port", Field)
+        await wait_for(pilot, lambda: field.has_class("-invalid"))
+        port.value = "9123"
+        app.screen.query_one("#env", TextArea).text = "REGION=eu\n"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectsScreen))
+        config = tomllib.loads((app.wb.home / "config.toml").read_text())
+        assert config["gateway_port"] == 9123
+        from cdsw_tui.services import env
+
+        assert env.list_vars(app.wb, "global") == {"REGION": "eu"}
+
+
+async def test_command_palette_jumps_to_a_model(app):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"Model demo/iris")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
+        assert app.screen.ref == "demo/iris"
+
+
+async def test_delete_project_asks_first(app):
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        await pilot.press("d")  # churn, first row
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: [p.name for p in projects.list_all(app.wb)] == ["demo"])

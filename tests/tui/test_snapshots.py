@@ -1,0 +1,60 @@
+"""Snapshots of the main screens over a seeded store (fixed names, paths and times).
+
+Update them with ``pytest tests/tui/test_snapshots.py --snapshot-update`` after a
+deliberate change of a screen, and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+from textual.widgets import Input, TextArea
+
+SIZE = (120, 36)
+
+
+async def settle(pilot) -> None:
+    for _ in range(20):
+        await pilot.pause(0.05)
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    for widget in pilot.app.screen.query(TextArea):
+        widget.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+def test_projects_screen(snap_compare, app):
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+def test_project_screen(snap_compare, app):
+    async def run_before(pilot) -> None:
+        app.open_project("demo")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_model_overview(snap_compare, app):
+    async def run_before(pilot) -> None:
+        app.open_model("demo/add")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(120, 44), run_before=run_before)
+
+
+def test_model_deployments_tab(snap_compare, app):
+    async def run_before(pilot) -> None:
+        app.open_model("demo/add", "deployments")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_new_project_form_with_an_error(snap_compare, app):
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.press(*"a/b", "ctrl+s")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
