@@ -156,8 +156,10 @@ class LogView(Vertical, can_focus=False):
             return
         if not self.follow:
             self.missed += len(fresh)
-        for line in fresh:
-            log.write(self._format_line(line), scroll_end=self.follow)
+        # one write per batch: RichLog's cost is per write far more than per line
+        log.write(
+            Text("\n").join(self._format_line(line) for line in fresh), scroll_end=self.follow
+        )
         self._update_bar()
 
     # -- drawing ------------------------------------------------------------------------
@@ -198,9 +200,9 @@ class LogView(Vertical, can_focus=False):
         self._ignore_scroll_until = time.monotonic() + 0.5  # clearing scrolls to the top
         log.clear()
         log.wrap = self.wrap
-        for line in self.buffer:
-            if self._visible(line):
-                log.write(self._format_line(line), scroll_end=False)
+        shown = [self._format_line(line) for line in self.buffer if self._visible(line)]
+        if shown:
+            log.write(Text("\n").join(shown), scroll_end=False)
         if self.follow:
             log.scroll_end(animate=False)
         self._update_bar()
