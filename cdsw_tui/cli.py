@@ -600,9 +600,13 @@ def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as
     if as_json:
         emit_json(deployments.summary(wb, d))
     else:
-        click.echo(
-            f"deployment {d.id} of {ref} (build {deployments.summary(wb, d)['build']}) pending"
-        )
+        summary = deployments.summary(wb, d)
+        click.echo(f"deployment {d.id} of {ref} (build {summary['build']}) pending")
+        if summary["advisory"]:
+            advisory = " and ".join(summary["advisory"])
+            click.echo(
+                f"note: {advisory} are advisory on this runtime; memory is enforced", err=True
+            )
     if wait:
         _wait_deployment(wb, d)
 
@@ -729,6 +733,34 @@ def logs_cmd(
             click.echo(line)
     except KeyboardInterrupt:
         pass
+
+
+@main.command("metrics")
+@click.argument("ref", metavar="MODEL")
+@json_option
+@click.pass_context
+def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Metrics the model recorded with cdsw.track_metric."""
+    from datetime import UTC, datetime
+
+    from cdsw_tui.services import logs, models
+
+    wb = _wb(ctx)
+    records = logs.tracked_metrics(wb, models.resolve(wb, ref))
+    if as_json:
+        emit_json(records)
+        return
+    rows = [
+        {
+            "time": datetime.fromtimestamp(r.get("time", 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "key": r.get("key"),
+            "value": r.get("value"),
+            "uuid": r.get("uuid"),
+            "replica": r.get("replica"),
+        }
+        for r in records
+    ]
+    table(rows, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
 
 
 # -- environment ----------------------------------------------------------------

@@ -239,7 +239,8 @@ class ModelScreen(PollingScreen):
             ("File", m.file, "Function", m.function),
             (
                 "Resources",
-                f"{(d or m).replicas} replicas · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu",
+                f"{(d or m).replicas} replicas · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu"
+                + (" (cpu, gpu advisory)" if detail.project.runtime == "local" else ""),
                 "Description",
                 dash(m.description),
             ),

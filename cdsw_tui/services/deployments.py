@@ -207,7 +207,13 @@ def summary(wb: Workbench, d: Deployment) -> dict:
         "cpu": d.cpu,
         "memory": d.memory,
         "gpu": d.gpu,
+        "advisory": advisory(build.runtime if build else "local"),
         "created_at": builds.iso(d.created_at),
         "deployed_at": builds.iso(d.deployed_at),
         "stopped_at": builds.iso(d.stopped_at),
     }
+
+
+def advisory(runtime: str) -> list[str]:
+    """Resources recorded but not enforced by the runtime (memory is, by a resource limit)."""
+    return ["cpu", "gpu"] if runtime == "local" else []

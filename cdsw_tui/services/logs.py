@@ -61,3 +61,19 @@ def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -
             positions[path] += len(complete)
             for line in complete.decode("utf-8", "replace").splitlines():
                 yield f"{path.stem} {line}"
+
+
+def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
+    """What the model's code recorded with cdsw.track_metric, oldest first."""
+    import json
+
+    path = wb.home / "logs" / "replicas" / f"m{model.id}" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash: skip it, keep the rest
+    return records

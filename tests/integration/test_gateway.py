@@ -48,6 +48,19 @@ def die(args):
 
 def env(args):
     return {k: v for k, v in os.environ.items() if k.startswith(("CDSW_", "LEVEL"))}
+
+
+def hog(args):
+    return len(bytearray(args["mb"] * 1024 * 1024))
+
+
+import cdsw
+
+
+@cdsw.model_metrics
+def scored(args):
+    cdsw.track_metric("input_a", args["a"])
+    return args["a"] * 2
 """
 
 MODELS = {
@@ -58,6 +71,7 @@ MODELS = {
     "die": "die",
     "env": "env",
     "locked": "add",
+    "scored": "scored",
 }
 
 
@@ -114,10 +128,13 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             "LEVEL_MODEL=m",
         )
     s.cli("model", "create", "srv/idle", "--file", "models.py", "--function", "add", "--no-deploy")
+    s.cli(
+        "model", "create", "srv/hog", "--file", "models.py", "--function", "hog", "--memory", "256"
+    )
     s.cli("model", "auth", "srv/locked", "on")
     s.api_key = s.cli("apikey", "create", "ci").stdout.strip()
     wb = Workbench(load_settings(s.home))
-    for name in MODELS:
+    for name in [*MODELS, "hog"]:
         model = models.resolve(wb, f"srv/{name}")
         deadline = time.monotonic() + 120
         while (d := models.active_deployment(wb, model)) is None or d.status != "deployed":
@@ -125,7 +142,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                 f"{name} did not deploy: {deployments.list_deployments(wb, model)}"
             )
             time.sleep(0.1)
-    s.keys = {name: s.key(name) for name in [*MODELS, "idle"]}
+    s.keys = {name: s.key(name) for name in [*MODELS, "idle", "hog"]}
     s.wb = wb
     yield s
     wb.close()
@@ -317,3 +334,23 @@ def test_keys_never_reach_the_logs(served: Served):
         text = path.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"{path} holds a key"
+
+
+def test_cdsw_module_metrics(served: Served):
+    body = call(served, "scored", {"a": 21}).json()
+    assert body["success"] and body["response"]["prediction"] == 42
+    uuid = body["response"]["uuid"]
+    assert len(uuid) == 36
+    records = json.loads(served.cli("metrics", "srv/scored", "--json").stdout)
+    assert {"key": "input_a", "value": 21, "uuid": uuid} == {
+        k: records[-1][k] for k in ("key", "value", "uuid")
+    }
+    assert records[-1]["replica"].startswith("scored-")
+    assert "input_a" in served.cli("metrics", "srv/scored").stdout
+
+
+def test_memory_limit_is_enforced_on_the_local_runtime(served: Served):
+    assert call(served, "hog", {"mb": 20}).json()["response"] == 20 * 1024 * 1024
+    body = assert_error(call(served, "hog", {"mb": 600}), 500, "model.error")
+    assert "MemoryError" in body["error"]["message"]
+    assert call(served, "hog", {"mb": 1}).status_code == 200  # the replica lives on
