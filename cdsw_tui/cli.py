@@ -469,15 +469,16 @@ def _print_log(wb: Workbench, build, follow: bool) -> None:  # noqa: ANN001
 @click.option("--comment", default="", help="a note kept with the build")
 @click.option("--wait", is_flag=True, help="block until the build ends; exit 1 unless built")
 @click.option("--follow", is_flag=True, help="print the build log as it grows")
+@click.option("--no-cache", "clean", is_flag=True, help="a clean build: reuse no dependency layer")
 @json_option
 @click.pass_context
-def build_cmd(ctx, ref, comment, wait, follow, as_json) -> None:  # noqa: ANN001
+def build_cmd(ctx, ref, comment, wait, follow, clean, as_json) -> None:  # noqa: ANN001
     """Build the model from the code as it is now."""
     from cdsw_tui.services import builds, models
 
     wb = _wb(ctx)
     m = models.resolve(wb, ref)
-    build = builds.request(wb, m, comment=comment)
+    build = builds.request(wb, m, comment=comment, clean=clean)
     for warning in (w for w in build.warnings.split("\n") if w):
         click.echo(f"warning: {warning}", err=True)
     _controller(wb)
@@ -761,6 +762,44 @@ def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         for r in records
     ]
     table(rows, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
+
+
+@main.group("engine")
+def engine_group() -> None:
+    """Engine images for Docker builds, made locally."""
+
+
+@engine_group.command("build")
+@click.option("--r", "with_r", is_flag=True, help="include R and jsonlite")
+@click.option("--tag", help="image name (default: the ENGINE_IMAGE setting, or its -r variant)")
+@click.pass_context
+def engine_build(ctx: click.Context, with_r: bool, tag: str | None) -> None:
+    """Make an engine image from Debian packages (debootstrap, then docker import)."""
+    from cdsw_tui.engine.images import build_engine
+
+    wb = _wb(ctx)
+    tag = tag or (
+        wb.settings.engine_image.replace(":", "-r:", 1) if with_r else wb.settings.engine_image
+    )
+    image_id = build_engine(tag, with_r=with_r, log=lambda line: click.echo(line, err=True))
+    click.echo(f"engine image {tag} ({image_id[:19]})")
+
+
+@engine_group.command("list")
+@json_option
+def engine_list(as_json: bool) -> None:
+    """Engine images on this Docker engine."""
+    from cdsw_tui.engine.images import list_engines
+
+    rows = list_engines()
+    if as_json:
+        emit_json(rows)
+    else:
+        table(
+            [{**r, "tags": ", ".join(r["tags"])} for r in rows],
+            ["tags", "id", "r", "size_mb"],
+            empty="no engine images; make one with 'cdsw-tui engine build'",
+        )
 
 
 # -- environment ----------------------------------------------------------------

@@ -57,7 +57,11 @@ def _builder_for(wb: Workbench, runtime: str):  # noqa: ANN202
         from cdsw_tui.engine.local import LocalBuilder
 
         return LocalBuilder(wb.snapshots)
-    raise BuildFailed(f"the {runtime} runtime cannot build yet; use --runtime local")
+    if runtime == "docker":
+        from cdsw_tui.engine.docker_builder import DockerBuilder
+
+        return DockerBuilder(wb.snapshots)  # job.clean turns its layer cache off
+    raise BuildFailed(f"unknown runtime {runtime!r}")
 
 
 def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build:
@@ -106,6 +110,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             timeout=wb.settings.build_timeout,
             ca_bundle=wb.settings.ca_bundle,
             warnings=[w for w in build.warnings.split("\n") if w],
+            clean=build.clean,
         )
         result = _builder_for(wb, build.runtime).build(job, blog, cancelled, on_pid)
         status = "built"
@@ -127,6 +132,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
         reason=reason,
         artifact=result.artifact,
         env_path=result.env_path,
+        image_id=result.image_id,
         dep_key=result.dep_key,
         dep_reused=result.dep_reused,
         finished_at=utcnow(),

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from cdsw_tui.engine.runtime import ReplicaExited, ReplicaSpec, Running
+from cdsw_tui.errors import CdswError
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.deployments import replica_name
@@ -129,16 +130,51 @@ class ServingManager:
             return Context(d, model, project, build)
 
     def _runtime(self, ctx: Context):  # noqa: ANN202
-        return self.runtimes[ctx.build.runtime]
+        """The runtime of the build; Docker's is made on first use (it needs a reachable engine)."""
+        name = ctx.build.runtime
+        if name not in self.runtimes:
+            if name != "docker":
+                raise CdswError(f"unknown runtime {name!r}")
+            from cdsw_tui.engine.docker_runtime import DockerRuntime
+
+            self.runtimes[name] = DockerRuntime(self.wb.home)
+        return self.runtimes[name]
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         self.router.refresh(force=True)
+        await asyncio.to_thread(self._remove_orphan_containers)
         self.runner = await start_gateway(
             self.gateway, self.wb.settings.gateway_host, self.wb.settings.gateway_port
         )
         log.info("gateway listening on %s", self.wb.settings.gateway_url)
+
+    def _remove_orphan_containers(self) -> None:
+        """Containers of this home whose replica is no longer wanted (a stop while we were down)."""
+        with self.wb.store.session() as s:
+            active = select(Deployment.id).where(col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
+            wanted = set(
+                s.exec(
+                    select(Replica.name).where(
+                        col(Replica.deployment_id).in_(active), Replica.status != "stopped"
+                    )
+                )
+            )
+            has_docker = s.exec(select(Build).where(Build.runtime == "docker")).first() is not None
+        if not has_docker:
+            return
+        try:
+            from cdsw_tui.engine.docker_runtime import DockerRuntime
+
+            runtime = self.runtimes.get("docker") or DockerRuntime(self.wb.home)
+            self.runtimes["docker"] = runtime
+        except CdswError:
+            return
+        for cid, name in runtime.ours():
+            if name not in wanted:
+                log.info("removing container %s of replica %s: no longer wanted", cid[:12], name)
+                runtime.stop(Running(port=0, container_id=cid))
 
     async def close(self) -> None:
         """Leave replicas running: a new controller adopts them."""
@@ -248,7 +284,6 @@ class ServingManager:
                 pid=running.pid,
                 port=running.port,
                 container_id=running.container_id,
-                reason="",
             )
         )
         deadline = time.monotonic() + HEALTH_TIMEOUT
@@ -298,11 +333,12 @@ class ServingManager:
             for h in handles:
                 await asyncio.to_thread(runtime.stop, h.running)
             first = errors[0]
-            reason = (
-                first.reason
-                if isinstance(first, ReplicaExited)
-                else f"{type(first).__name__}: {first}"
-            )
+            if isinstance(first, ReplicaExited):
+                reason = first.reason
+            elif isinstance(first, CdswError):
+                reason = first.message
+            else:
+                reason = f"{type(first).__name__}: {first}"
             for row_id in rows:
                 await self._db(lambda r=row_id: self._set_replica(r, status="stopped"))
             await self._db(
@@ -427,8 +463,8 @@ class ServingManager:
             else:
                 replace.append(row)
         for row in replace:
-            if row.pid:
-                getattr(runtime, "kill_stray", lambda *_: None)(row.name, row.pid)
+            if row.pid or row.container_id:
+                await asyncio.to_thread(runtime.kill_stray, row.name, row.pid)
             self._background(
                 self._restart_replica(
                     pool,
@@ -527,12 +563,20 @@ class ServingManager:
     ) -> None:
         runtime = self._runtime(ctx)
         exited = runtime.exited(handle.running)
+        for _ in range(20):  # a broken connection may arrive before the runtime's verdict
+            if exited is not None:
+                break
+            await asyncio.sleep(0.05)
+            exited = runtime.exited(handle.running)
         if exited is not None:
             reason = exited.reason
             tail = await asyncio.to_thread(log_tail, self._spec(ctx, handle.name).log_path)
             reason = failure_reason(exited, tail) if "failed to load" in "\n".join(tail) else reason
         await asyncio.to_thread(runtime.stop, handle.running)
         await self._flush_stats(pool, [handle])
+        await asyncio.to_thread(
+            self._note_in_log, ctx, handle.name, f"replica stopped: {reason}; restarting"
+        )
         log.warning("replica %s failed (%s); restarting", handle.name, reason)
         await self._restart_replica(
             pool, ctx, handle.name, handle.row_id, handle.restarts, reason, handle
@@ -590,6 +634,16 @@ class ServingManager:
                 return
         finally:
             self.failures.pop(key, None)
+
+    def _note_in_log(self, ctx: Context, name: str, text: str) -> None:
+        """The controller's own word in a replica's log, marked as such."""
+        from cdsw_tui.engine.buildlog import stamp
+
+        try:
+            with open(self._spec(ctx, name).log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp()} stderr [cdsw-tui] {text}\n")
+        except OSError:
+            pass
 
     def _clear_crash_reason(self, dep_id: int) -> None:
         with self.wb.store.session() as s:

@@ -38,12 +38,14 @@ class BuildJob:
     timeout: float
     ca_bundle: str = ""
     warnings: list[str] = field(default_factory=list)
+    clean: bool = False
 
 
 @dataclass
 class BuildResult:
     artifact: str
     env_path: str = ""
+    image_id: str = ""
     dep_key: str = ""
     dep_reused: bool = False
 

@@ -141,6 +141,8 @@ class LocalBuilder:
 
         deps = dependency_files(files)
         key = dependency_key(deps, job.variables, job.ca_bundle)
+        if job.clean:  # a fresh environment of its own; the shared one may be serving replicas
+            key = f"{key[:12]}-clean-{job.build_id}"
         env_root = job.envs_dir / key
         job.envs_dir.mkdir(parents=True, exist_ok=True)
         with open(job.envs_dir / f"{key}.lock", "a+") as lock:

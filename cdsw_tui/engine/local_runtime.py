@@ -147,9 +147,9 @@ class LocalRuntime:
         pid = running.pid
         return bool(pid) and _pid_alive(pid) and _environ_has(pid, f"CDSW_REPLICA_ID={name}")  # type: ignore[arg-type]
 
-    def kill_stray(self, name: str, pid: int) -> bool:
+    def kill_stray(self, name: str, pid: int | None) -> bool:
         """Stop a process that says it is replica ``name`` (left by a dead controller)."""
-        if _pid_alive(pid) and _environ_has(pid, f"CDSW_REPLICA_ID={name}"):
+        if pid and _pid_alive(pid) and _environ_has(pid, f"CDSW_REPLICA_ID={name}"):
             self._kill(pid)
             return True
         return False

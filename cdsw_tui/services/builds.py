@@ -23,6 +23,7 @@ def request(
     *,
     comment: str = "",
     deploy: dict | None = None,
+    clean: bool = False,
 ) -> Build:
     """Snapshot the project's code as it is now and queue a build of it.
 
@@ -57,6 +58,7 @@ def request(
                 engine=project.engine,
                 warnings="\n".join(snap.warnings),
                 deploy_request=json.dumps(deploy) if deploy is not None else "",
+                clean=clean,
             )
             s.add(build)
             try:

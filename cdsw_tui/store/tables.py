@@ -70,11 +70,13 @@ class Build(SQLModel, table=True):
     runtime: str
     engine: str = ""
     artifact: str = ""
+    image_id: str = ""
     env_path: str = ""
     dep_key: str = ""
     dep_reused: bool = False
     warnings: str = Field(default="", sa_column=Column(Text, default=""))
     cancel_requested: bool = False
+    clean: bool = False
     pid: int | None = None
     deploy_request: str = Field(default="", sa_column=Column(Text, default=""))
     created_at: datetime = Field(default_factory=utcnow)

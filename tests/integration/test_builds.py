@@ -91,6 +91,10 @@ def test_code_only_rebuild_reuses_dependencies_and_requirements_change_does_not(
     cli("build", "p/add", "--wait")
     b3 = builds.get(wb, model, 3)
     assert not b3.dep_reused and b3.dep_key != b1.dep_key
+    # --no-cache: a clean environment even though nothing changed
+    cli("build", "p/add", "--wait", "--no-cache")
+    b4 = builds.get(wb, model, 4)
+    assert not b4.dep_reused and b4.dep_key != b3.dep_key and b4.clean
 
 
 def test_built_directory_is_read_only(cli: Cli, wb, model):

@@ -1,0 +1,113 @@
+"""The Docker runtime: cold and code-only image builds, deploy to first answer with 1 and
+4 replicas, and gateway throughput to container replicas against local replicas.
+
+    python bench/docker.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from _common import Scratch, load
+
+from cdsw_tui.services import builds, deployments, models, projects
+from cdsw_tui.serving.connection import ReplicaConnection
+
+CODE = "def add(args):\n    return args['a'] + args['b']\n"
+
+
+def build(s: Scratch, model) -> tuple[float, object]:  # noqa: ANN001
+    start = time.perf_counter()
+    b = builds.request(s.wb, model)
+    while (b := builds.refresh(s.wb, b)).status not in ("built", "failed", "cancelled", "timedout"):
+        time.sleep(0.05)
+    if b.status != "built":
+        raise SystemExit(f"build {b.number} {b.status}: {b.reason}")
+    return time.perf_counter() - start, b
+
+
+def first_answer(s: Scratch, model, replicas: int) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    d = deployments.create(s.wb, model, replicas=replicas)
+    body = json.dumps({"accessKey": model.access_key, "request": {"a": 3, "b": 5}}).encode()
+
+    async def ask() -> None:
+        while True:
+            conn = ReplicaConnection("127.0.0.1", s.port)
+            try:
+                status, _ = await conn.request("POST", "/model", body)
+                if status == 200 and deployments.get(s.wb, int(d.id)).status == "deployed":
+                    return
+            finally:
+                conn.close()
+            await asyncio.sleep(0.01)
+
+    asyncio.run(ask())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    s = Scratch()
+    try:
+        root = s.root / "project"
+        root.mkdir()
+        (root / "model.py").write_text(CODE)
+        (root / "requirements.txt").write_text(
+            f"numpy\n# {time.time_ns()}\n"
+        )  # a layer nobody cached
+        (root / "cdsw-build.sh").write_text("pip install --no-input -r requirements.txt\n")
+        projects.create(s.wb, "dk", path=root, runtime="docker")
+        projects.create(s.wb, "lo", path=root, runtime="local")
+        s.start_controller()
+        docker_model = models.create(
+            s.wb, "dk", models.ModelSpec(name="add", file="model.py", function="add")
+        )
+        local_model = models.create(
+            s.wb, "lo", models.ModelSpec(name="add", file="model.py", function="add")
+        )
+        cold, _ = build(s, docker_model)
+        (root / "model.py").write_text(CODE + "# code only\n")
+        rebuild, b2 = build(s, docker_model)
+        print("docker runtime, cdsw-build.sh installs numpy")
+        print(f"  cold image build              {cold:7.2f} s")
+        print(
+            f"  code-only rebuild             {rebuild:7.2f} s   {rebuild / cold:6.1%} of cold "
+            f"(target < 5 s and <= 15%); dependency layer reused: {b2.dep_reused}"
+        )
+        one = first_answer(s, docker_model, 1)
+        deployments.stop(s.wb, docker_model)
+        while models.active_deployment(s.wb, docker_model):
+            time.sleep(0.05)
+        four = first_answer(s, docker_model, 4)
+        print(f"  deploy to first answer, 1 replica   {one:5.2f} s")
+        print(f"  deploy to first answer, 4 replicas  {four:5.2f} s   (target < 5 s)")
+        deployments.stop(s.wb, docker_model)
+        while models.active_deployment(s.wb, docker_model):
+            time.sleep(0.05)
+        first_answer(s, docker_model, 1)
+        build(s, local_model)
+        first_answer(s, local_model, 1)
+        for c in (1, 8):
+            body_d = json.dumps(
+                {"accessKey": docker_model.access_key, "request": {"a": 1, "b": 2}}
+            ).encode()
+            body_l = json.dumps(
+                {"accessKey": local_model.access_key, "request": {"a": 1, "b": 2}}
+            ).encode()
+            container = asyncio.run(load(s.port, "/model", body_d, c, args.seconds))
+            local = asyncio.run(load(s.port, "/model", body_l, c, args.seconds))
+            print(container.line(f"gateway -> container, c={c}"))
+            print(local.line(f"gateway -> local process, c={c}"))
+            print(f"  {'container / local throughput':<34} {container.rps / local.rps:8.1%}")
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The Docker runtime's builder: an image per build, from the project's engine image.
+
+The Dockerfile is a template in assets/docker. The build context holds the snapshot
+twice: the dependency files alone (``deps/``, so their layer is reused while they
+stay the same) and the whole snapshot (``src/``). Docker's output goes into the
+build log line by line as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine.buildlog import BuildLog
+from cdsw_tui.engine.local import dependency_files
+from cdsw_tui.engine.snapshot import SnapshotRepo
+from cdsw_tui.errors import CdswError
+
+RUNNER = Path(__file__).resolve().parent.parent / "serving" / "replica.py"
+
+
+def image_tag(project: str, model: str, number: int) -> str:
+    import re
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+    return f"cdsw-tui/{clean(project)}-{clean(model)}:{number}"
+
+
+def template() -> str:
+    from cdsw_tui.services.context import assets_dir
+
+    return (assets_dir() / "docker" / "Dockerfile.template").read_text()
+
+
+class DockerBuilder:
+    def __init__(self, snapshots: SnapshotRepo, *, force_clean: bool = False) -> None:
+        self.snapshots = snapshots
+        self.force_clean = force_clean
+
+    def build(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+    ) -> BuildResult:
+        from cdsw_tui.engine.images import docker_client, require_engine
+
+        deadline = time.monotonic() + job.timeout
+        log.line(f"build {job.number} of {job.project_name}/{job.model_name} on the docker runtime")
+        log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]}), engine {job.engine}")
+        for warning in job.warnings:
+            log.line(f"warning: {warning}")
+        try:
+            client = docker_client()
+            require_engine(client, job.engine)
+        except CdswError as exc:
+            raise BuildFailed(exc.message) from None
+        tag = image_tag(job.project_name, job.model_name, job.number)
+        with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
+            context = Path(tmp)
+            (context / "src").mkdir()
+            self.snapshots.export(job.snapshot, context / "src")
+            files = self.snapshots.files(job.snapshot)
+            deps = dependency_files(files)
+            (context / "deps").mkdir()
+            for rel in deps:
+                target = context / "deps" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(context / "src" / rel, target)
+            bundle = Path(job.ca_bundle) if job.ca_bundle else None
+            if bundle and bundle.is_file():
+                shutil.copy2(bundle, context / "ca-bundle.pem")
+            else:
+                (context / "ca-bundle.pem").write_text("")
+            shutil.copy2(RUNNER, context / "replica.py")
+            labels = {
+                "cdsw.project": job.project_name,
+                "cdsw.model": job.model_name,
+                "cdsw.model_id": str(job.model_id),
+                "cdsw.build": str(job.number),
+                "cdsw.snapshot": job.snapshot,
+            }
+            args = "\n".join(f"ARG {key}" for key in sorted(job.variables))
+            dockerfile = (
+                template()
+                .replace("{{ENGINE}}", job.engine)
+                .replace("{{BUILD_ARGS}}", args)
+                .replace("{{LABELS}}", " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()))
+            )
+            (context / "Dockerfile").write_text(dockerfile)
+            log.line(
+                f"docker build -t {tag} ({len(files)} files, dependency files: {', '.join(sorted(deps)) or 'none'})"
+            )
+            image_id = self._stream(client, context, tag, job, log, cancelled, deadline)
+        cached = "reused" if self._dep_layer_cached else "built"
+        log.line(f"image {image_id[:19]} tagged {tag}; dependency layer {cached}")
+        log.line(f"build {job.number} built")
+        return BuildResult(artifact=tag, image_id=image_id, dep_reused=self._dep_layer_cached)
+
+    def _stream(
+        self,
+        client,
+        context: Path,
+        tag: str,
+        job: BuildJob,
+        log: BuildLog,  # noqa: ANN001
+        cancelled: Callable[[], bool],
+        deadline: float,
+    ) -> str:
+        image_id = ""
+        self._dep_layer_cached = False
+        saw_build_step = False
+        stream = client.api.build(
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            nocache=self.force_clean or job.clean,
+            buildargs=job.variables,
+            pull=False,
+        )
+        try:
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        if line.strip():
+                            log.line(line)
+                            if "bash cdsw-build.sh" in line or "if [ -f cdsw-build.sh ]" in line:
+                                saw_build_step = True
+                            elif saw_build_step and "Using cache" in line:
+                                self._dep_layer_cached = True
+                                saw_build_step = False
+                            elif saw_build_step and line.startswith(" --->"):
+                                saw_build_step = False
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    log.line(detail)
+                    code = chunk.get("errorDetail", {}).get("code")
+                    if "cdsw-build.sh" in detail or code:
+                        raise BuildFailed(
+                            f"cdsw-build.sh exited with status {code}" if code else detail.strip()
+                        )
+                    raise BuildFailed(detail.strip().splitlines()[-1])
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if cancelled():
+                    raise BuildFailed("cancelled by the user", status="cancelled")
+                if time.monotonic() > deadline:
+                    raise BuildFailed("the build ran past its time limit", status="timedout")
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        if not image_id:
+            image_id = client.images.get(tag).id
+        return image_id

@@ -1,0 +1,130 @@
+"""Engine images made locally from Debian packages: there is no registry to pull from."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cdsw_tui.errors import CdswError
+
+PACKAGES = ["python3", "python3-venv", "python3-pip", "ca-certificates", "passwd"]
+R_PACKAGES = ["r-base-core", "r-cran-jsonlite"]
+
+
+def docker_client():  # noqa: ANN201
+    """A Docker client, or one clear line saying why there is none."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001  (any failure to reach the engine reads the same)
+        raise CdswError(
+            f"no Docker engine answers ({type(exc).__name__}); install docker.io and start dockerd, "
+            "or use the local runtime"
+        ) from None
+
+
+def debian_mirror() -> str:
+    """The host's own Debian mirror (or CDSW_TUI_DEBIAN_MIRROR): never a name written in code."""
+    if os.environ.get("CDSW_TUI_DEBIAN_MIRROR"):
+        return os.environ["CDSW_TUI_DEBIAN_MIRROR"]
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("URIs:"):
+                for uri in line.split()[1:]:
+                    if "security" not in uri:
+                        return uri
+    sources = Path("/etc/apt/sources.list")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            match = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+", line)
+            if match and "security" not in match.group(1):
+                return match.group(1)
+    raise CdswError("no Debian mirror found in /etc/apt; set CDSW_TUI_DEBIAN_MIRROR")
+
+
+def suite() -> str:
+    text = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    match = re.search(r"^VERSION_CODENAME=(\S+)", text, re.MULTILINE)
+    return match.group(1) if match else "bookworm"
+
+
+def build_engine(tag: str, *, with_r: bool = False, log: Callable[[str], None] = print) -> str:
+    """debootstrap a minimal Debian with Python (and R), import it as ``tag``; returns the image id."""
+    if shutil.which("debootstrap") is None:
+        raise CdswError("debootstrap is not installed (apt-get install -y debootstrap)")
+    client = docker_client()
+    packages = PACKAGES + (R_PACKAGES if with_r else [])
+    with tempfile.TemporaryDirectory(prefix="cdsw-engine-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            suite(),
+            str(rootfs),
+            debian_mirror(),
+        ]
+        log(f"debootstrap {suite()} with {', '.join(packages)}")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            raise CdswError(f"debootstrap failed with status {proc.returncode}: {tail[0]}")
+        subprocess.run(
+            ["chroot", str(rootfs), "useradd", "--create-home", "--uid", "1000", "cdsw"],
+            check=False,
+        )
+        shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        repository, _, version = (
+            tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+        )
+        log(f"importing {tarball.stat().st_size / 1e6:.0f} MB as {tag}")
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=version,
+            changes=[
+                "ENV LANG=C.UTF-8",
+                'CMD ["/bin/bash"]',
+                f"LABEL cdsw.engine=1 cdsw.r={int(with_r)}",
+            ],
+        )
+    image = client.images.get(tag)
+    return image.id
+
+
+def list_engines() -> list[dict]:
+    client = docker_client()
+    rows = []
+    for image in client.images.list(filters={"label": "cdsw.engine=1"}):
+        rows.append(
+            {
+                "tags": image.tags,
+                "id": image.short_id,
+                "r": image.labels.get("cdsw.r") == "1",
+                "size_mb": round(image.attrs.get("Size", 0) / 1e6),
+            }
+        )
+    return rows
+
+
+def require_engine(client, tag: str) -> None:  # noqa: ANN001
+    import docker
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        raise CdswError(
+            f"engine image {tag} does not exist here (there is no registry to pull it from); "
+            "make it with 'cdsw-tui engine build' or name another with --engine"
+        ) from None

@@ -1,0 +1,172 @@
+"""The Docker runtime for real: image builds, containers as replicas, adoption, OOM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from cdsw_tui.controller.lock import state
+from cdsw_tui.services import builds, controller, deployments, models
+from tests.conftest import Cli, write_project
+
+pytestmark = pytest.mark.docker
+
+
+def containers(home: Path) -> dict[str, str]:
+    client = docker.from_env()
+    return {c.name: c.id for c in client.containers.list(filters={"label": f"cdsw.home={home}"})}
+
+
+def call(wb, ref: str, request: dict) -> httpx.Response:
+    key = models.resolve(wb, ref).access_key
+    return httpx.post(
+        wb.settings.gateway_url + "/model", json={"accessKey": key, "request": request}, timeout=60
+    )
+
+
+def test_quickstart_on_docker_with_pip_from_pypi(cli: Cli, wb, home: Path):
+    cli("project", "create", "dk", "--template", "quickstart", "--runtime", "docker")
+    root = Path(models.projects.get(wb, "dk").path)
+    with open(root / "requirements.txt", "a") as fh:  # a fresh dependency layer: pip must run
+        fh.write(f"# {time.time_ns()}\n")
+    cli(
+        "model",
+        "create",
+        "dk/add",
+        "--file",
+        "add_numbers.py",
+        "--function",
+        "add",
+        "--example-input",
+        '{"a":3,"b":5}',
+        "--wait",
+        timeout=600,
+    )
+    out = json.loads(cli("call", "dk/add").out)
+    assert out["success"] and out["response"] == 8
+    assert out["ReplicaID"] in containers(home)  # the container is named after its replica
+    build = builds.get(wb, models.resolve(wb, "dk/add"), 1)
+    assert build.artifact == "cdsw-tui/dk-add:1" and build.image_id.startswith("sha256:")
+    image = docker.from_env().images.get(build.artifact)
+    assert image.labels["cdsw.build"] == "1" and image.labels["cdsw.snapshot"] == build.snapshot
+    log = cli("build-log", "dk/add", "1").out
+    assert "Successfully installed numpy" in log  # cdsw-build.sh ran pip behind the proxy
+    # the iris model imports numpy, installed by cdsw-build.sh inside the image
+    cli(
+        "model",
+        "create",
+        "dk/iris",
+        "--file",
+        "iris_model.py",
+        "--function",
+        "predict",
+        "--example-input",
+        '{"petal_length": 4.7, "petal_width": 1.4}',
+        "--wait",
+        timeout=600,
+    )
+    iris = json.loads(cli("call", "dk/iris").out)
+    assert iris["response"] == {"species": "versicolor", "probability": 0.97}
+    # a code-only change reuses the dependency layer
+    (root / "add_numbers.py").write_text("def add(args):\n    return args['a'] + args['b']  # v2\n")
+    cli("build", "dk/add", "--wait")
+    assert builds.get(wb, models.resolve(wb, "dk/add"), 2).dep_reused
+    # stop leaves no container behind
+    cli("stop", "dk/add", "--wait")
+    cli("stop", "dk/iris", "--wait")
+    assert containers(home) == {}
+
+
+def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Path, tmp_path: Path):
+    root = write_project(tmp_path / "p", {"m.py": "def f(args):\n    return 'ok'\n"})
+    cli("project", "create", "p", "--path", str(root), "--runtime", "docker")
+    cli(
+        "model",
+        "create",
+        "p/f",
+        "--file",
+        "m.py",
+        "--function",
+        "f",
+        "--replicas",
+        "2",
+        "--wait",
+        timeout=600,
+    )
+    before = containers(home)
+    assert len(before) == 2
+    os.kill(state(home).pid, signal.SIGKILL)
+    while state(home).running:
+        time.sleep(0.02)
+    start = time.monotonic()
+    controller.ensure(wb)
+    while True:
+        try:
+            if call(wb, "p/f", {}).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - start < 5, "no answer within 5 s"
+        time.sleep(0.05)
+    assert containers(home) == before  # the same containers, adopted
+    cli("stop", "p/f", "--wait")
+    assert containers(home) == {}
+
+
+def test_out_of_memory_is_reported_and_restarted(cli: Cli, wb, home: Path, tmp_path: Path):
+    code = "def hog(args):\n    return len(bytearray(args['mb'] * 1024 * 1024))\n"
+    root = write_project(tmp_path / "p", {"m.py": code})
+    cli("project", "create", "p", "--path", str(root), "--runtime", "docker")
+    cli(
+        "model",
+        "create",
+        "p/hog",
+        "--file",
+        "m.py",
+        "--function",
+        "hog",
+        "--memory",
+        "128",
+        "--wait",
+        timeout=600,
+    )
+    assert call(wb, "p/hog", {"mb": 10}).status_code == 200
+    response = call(wb, "p/hog", {"mb": 400})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "replica.failed"
+    d = models.active_deployment(wb, models.resolve(wb, "p/hog"))
+    deadline = time.monotonic() + 30
+    while True:
+        replica = deployments.replicas_of(wb, d)[0]
+        if replica.restarts >= 1 and replica.status == "running":
+            break
+        assert time.monotonic() < deadline, replica
+        time.sleep(0.1)
+    assert "out of memory" in replica.reason  # the last failure stays visible
+    assert "out of memory" in cli("logs", "p/hog").out
+    assert call(wb, "p/hog", {"mb": 10}).status_code == 200
+
+
+def test_missing_engine_image_says_how_to_make_one(cli: Cli, wb, tmp_path: Path):
+    root = write_project(tmp_path / "p", {"m.py": "def f(args):\n    return 1\n"})
+    cli(
+        "project",
+        "create",
+        "p",
+        "--path",
+        str(root),
+        "--runtime",
+        "docker",
+        "--engine",
+        "nowhere/engine:9",
+    )
+    cli("model", "create", "p/f", "--file", "m.py", "--function", "f", "--no-deploy")
+    result = cli("build", "p/f", "--wait", check=False)
+    assert result.code == 1
+    assert "nowhere/engine:9 does not exist" in result.err and "cdsw-tui engine build" in result.err
