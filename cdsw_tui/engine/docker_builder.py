@@ -81,6 +81,7 @@ class DockerBuilder:
             else:
                 (context / "ca-bundle.pem").write_text("")
             shutil.copy2(RUNNER, context / "replica.py")
+            shutil.copy2(RUNNER.with_suffix(".R"), context / "replica.R")
             labels = {
                 "cdsw.project": job.project_name,
                 "cdsw.model": job.model_name,

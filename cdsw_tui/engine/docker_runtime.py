@@ -93,6 +93,8 @@ class DockerRuntime:
             "0.0.0.0",
             "--port",
             str(PORT),
+            "--kernel",
+            spec.kernel,
             "--log",
             f"{LOG_MOUNT}/{rel_log}",
             "--metrics",

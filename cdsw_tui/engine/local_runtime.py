@@ -65,6 +65,8 @@ class LocalRuntime:
             str(spec.log_path),
             "--metrics",
             str(spec.metrics_path),
+            "--kernel",
+            spec.kernel,
             "--memory-mb",
             str(spec.memory),
         ]

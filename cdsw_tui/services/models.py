@@ -47,6 +47,12 @@ def validate(wb: Workbench, project: Project, spec: ModelSpec) -> ModelSpec:
             f"a model named {name!r} already exists in project {project.name}", field="name"
         )
     kernel = v.kernel(spec.kernel)
+    if kernel == "r" and project.runtime == "local" and shutil.which("Rscript") is None:
+        raise ValidationError(
+            "R is not installed here: Rscript was not found on PATH (install r-base-core and "
+            "r-cran-jsonlite, or use the docker runtime with an engine from 'engine build --r')",
+            field="kernel",
+        )
     path = v.model_file(Path(project.path), spec.file)
     if kernel == "python3" and path.suffix.lower() == ".r":
         raise ValidationError(f"{spec.file} is an R file; choose kernel r", field="kernel")

@@ -116,6 +116,74 @@ def load_function(directory: str, file: str, function: str):  # noqa: ANN201
     return fn
 
 
+class InvalidResponse(Exception):
+    """The function's result cannot be encoded as JSON."""
+
+
+class RawJSON(str):
+    """A result that is JSON text already (R encoded it): written as it is."""
+
+
+class RError(Exception):
+    """An error raised by R code; its message is R's own."""
+
+
+OK_PREFIX = b'{"ok": true, "result": '
+
+
+def load_r_function(directory: str, file: str, function: str):  # noqa: ANN201, C901
+    """Start Rscript with replica.R; requests go as JSON lines on its stdin, answers come
+    back on a pipe of their own so the model's prints reach the log untouched."""
+    import shutil
+    import subprocess
+
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        raise RuntimeError(
+            "R is not installed here: Rscript was not found on PATH "
+            "(apt-get install r-base-core r-cran-jsonlite, or use an engine made with 'engine build --r')"
+        )
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica.R")
+    answer_read, answer_write = os.pipe()
+    proc = subprocess.Popen(
+        [rscript, "--vanilla", script, file, function, str(answer_write)],
+        cwd=directory,
+        stdin=subprocess.PIPE,
+        pass_fds=(answer_write,),
+    )
+    os.close(answer_write)
+    answers = os.fdopen(answer_read, "rb")
+    ready = answers.readline()
+    if not ready:
+        raise RuntimeError(f"R stopped while loading {file} (status {proc.wait()})")
+    status = json.loads(ready)
+    if not status.get("ready"):
+        raise RuntimeError(f"R could not load {file}: {status.get('error')}")
+    assert proc.stdin is not None
+
+    def call(request: object) -> object:
+        try:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+            line = answers.readline()
+        except BrokenPipeError:
+            line = b""
+        if not line:
+            print(
+                "R stopped while handling a request; the replica ends", file=sys.stderr, flush=True
+            )
+            time.sleep(0.2)
+            os._exit(1)
+        if line.startswith(OK_PREFIX):
+            return RawJSON(line[len(OK_PREFIX) :].rstrip().removesuffix(b"}").decode())
+        reply = json.loads(line)
+        if reply.get("code") == "model.invalid_response":
+            raise InvalidResponse(reply.get("error", ""))
+        raise RError(reply.get("error", "R raised an error"))
+
+    return call
+
+
 def error_body(name: str, code: str, message: str) -> bytes:
     return json.dumps(
         {"success": False, "error": {"code": code, "message": message}, "ReplicaID": name}
@@ -159,11 +227,20 @@ def make_handler(fn, name: str):  # noqa: ANN001, ANN201
                 return
             try:
                 result = fn(request)
+            except InvalidResponse as exc:
+                self._send(500, error_body(name, "model.invalid_response", str(exc)[:2000]))
+                return
             except Exception as exc:  # the model's own failure: report it, keep serving
                 traceback.print_exc()
                 sys.stderr.flush()
                 message = f"{type(exc).__name__}: {exc}"
                 self._send(500, error_body(name, "model.error", message[:2000]))
+                return
+            if isinstance(result, RawJSON):
+                self._send(
+                    200,
+                    f'{{"success": true, "response": {result}, "ReplicaID": {json.dumps(name)}}}'.encode(),
+                )
                 return
             try:
                 payload = json.dumps(
@@ -196,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log")
     parser.add_argument("--metrics")
     parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--kernel", default="python3", choices=["python3", "r"])
     args = parser.parse_args(argv)
 
     if args.log:
@@ -217,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     install_cdsw_module(args.metrics)
     print(f"replica {args.name} loading {args.file}:{args.function}", flush=True)
     try:
-        fn = load_function(args.dir, args.file, args.function)
+        loader = load_r_function if args.kernel == "r" else load_function
+        fn = loader(args.dir, args.file, args.function)
     except BaseException as exc:  # noqa: BLE001  (any import failure ends the replica, explained)
         traceback.print_exc()
         print(

@@ -170,3 +170,40 @@ def test_missing_engine_image_says_how_to_make_one(cli: Cli, wb, tmp_path: Path)
     result = cli("build", "p/f", "--wait", check=False)
     assert result.code == 1
     assert "nowhere/engine:9 does not exist" in result.err and "cdsw-tui engine build" in result.err
+
+
+R_ENGINE = "cdsw-tui/engine-r:latest"
+
+
+def test_r_models_on_docker(cli: Cli, wb, home: Path, tmp_path: Path):
+    try:
+        docker.from_env().images.get(R_ENGINE)
+    except docker.errors.ImageNotFound:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must build {R_ENGINE} (cdsw-tui engine build --r)")
+        pytest.skip(f"{R_ENGINE} missing (cdsw-tui engine build --r)")
+    code = (
+        "add <- function(args) {\n  args$a + args$b\n}\n"
+        "describe <- function(args) {\n  x <- unlist(args$values)\n  list(n = length(x), max = max(x))\n}\n"
+        "fails <- function(args) {\n  stop('no such species')\n}\n"
+    )
+    root = write_project(tmp_path / "r", {"model.R": code})
+    cli("project", "create", "r", "--path", str(root), "--runtime", "docker", "--engine", R_ENGINE)
+    for name in ("add", "describe", "fails"):
+        cli(
+            "model",
+            "create",
+            f"r/{name}",
+            "--file",
+            "model.R",
+            "--function",
+            name,
+            "--kernel",
+            "r",
+            "--wait",
+            timeout=600,
+        )
+    assert call(wb, "r/add", {"a": 3, "b": 5}).json()["response"] == 8
+    assert call(wb, "r/describe", {"values": [4, 9]}).json()["response"] == {"n": 2, "max": 9}
+    failed = call(wb, "r/fails", {})
+    assert failed.status_code == 500 and "no such species" in failed.json()["error"]["message"]
