@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
-from cdsw_tui.screens.project_settings import env_text, parse_env
+from cdsw_tui.screens.project_settings import env_text, keep_masked, parse_env
 
 
 class DeployScreen(ModalScreen[int | None]):
@@ -84,7 +84,10 @@ class DeployScreen(ModalScreen[int | None]):
             mark_error(self, "build", "there is no built build to deploy")
             return
         try:
-            env = parse_env(self.query_one("#env", TextArea).text)
+            env = keep_masked(
+                parse_env(self.query_one("#env", TextArea).text),
+                json.loads(self.previous.env or "{}"),
+            )
         except CdswError as exc:
             mark_error(self, "env", exc.message)
             return

@@ -29,6 +29,7 @@ from textual.widgets import (
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.base import PollingScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.screens.project_settings import env_text
 from cdsw_tui.services.keys import mask
 from cdsw_tui.widgets.log_view import LogView
 from cdsw_tui.widgets.status import badge, dash, when
@@ -379,9 +380,7 @@ class ModelScreen(PollingScreen):
             "Hide key (v)" if self.key_shown else "Show key (v)"
         )
         if not self._env_loaded:
-            self.query_one("#model-env", TextArea).text = "\n".join(
-                f"{k}={v}" for k, v in detail.env.items()
-            )
+            self.query_one("#model-env", TextArea).text = env_text(detail.env)
             self._env_loaded = True
 
     @staticmethod
@@ -621,7 +620,7 @@ class ModelScreen(PollingScreen):
         )
 
     def action_save_env(self) -> None:
-        from cdsw_tui.screens.project_settings import parse_env
+        from cdsw_tui.screens.project_settings import keep_masked, parse_env
         from cdsw_tui.services import env
 
         try:
@@ -633,8 +632,9 @@ class ModelScreen(PollingScreen):
         def go() -> None:
             model = self._model()
             old = env.list_vars(self.wb, "model", int(model.id))
-            env.unset_vars(self.wb, "model", int(model.id), [k for k in old if k not in values])
-            env.set_vars(self.wb, "model", int(model.id), values)
+            kept = keep_masked(values, old)
+            env.unset_vars(self.wb, "model", int(model.id), [k for k in old if k not in kept])
+            env.set_vars(self.wb, "model", int(model.id), kept)
 
         self.run_service(
             go, done="model variables saved; they apply to the next build and deployment"

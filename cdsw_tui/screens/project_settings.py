@@ -12,9 +12,16 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 
+SECRET_MASK = "••••••"
+
 
 def env_text(values: dict[str, str]) -> str:
-    return "\n".join(f"{k}={v}" for k, v in values.items())
+    """K=V lines; values of names that look secret are masked (the mask keeps them on save)."""
+    from cdsw_tui.services.env import looks_secret
+
+    return "\n".join(
+        f"{k}={SECRET_MASK if looks_secret(k) and v else v}" for k, v in values.items()
+    )
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -26,6 +33,11 @@ def parse_env(text: str) -> dict[str, str]:
         if line.strip() and not line.strip().startswith("#")
     ]
     return v.env_pairs(lines)
+
+
+def keep_masked(values: dict[str, str], old: dict[str, str]) -> dict[str, str]:
+    """A masked value left as it was keeps the stored one."""
+    return {k: (old[k] if val == SECRET_MASK and k in old else val) for k, val in values.items()}
 
 
 class ProjectSettingsScreen(ModalScreen[None]):
@@ -101,6 +113,7 @@ class ProjectSettingsScreen(ModalScreen[None]):
         try:
             project = projects.update(wb, self.project_name, runtime=runtime, engine=engine.strip())
             old = env.list_vars(wb, "project", int(project.id))
+            values = keep_masked(values, old)
             env.unset_vars(wb, "project", int(project.id), [k for k in old if k not in values])
             env.set_vars(wb, "project", int(project.id), values)
         except CdswError as exc:

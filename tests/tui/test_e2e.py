@@ -33,11 +33,11 @@ async def test_create_build_deploy_and_test_by_keys(home: Path):
             await wait_for(pilot, lambda: isinstance(app.screen, NewModelScreen))
             form = app.screen
             file_select = form.query_one("#file", Select)
-            await wait_for(pilot, lambda: len(file_select._options) > 2)
+            await wait_for(pilot, lambda: len(file_select._options) > 3)  # prompt + 3 files
             await pilot.press(*"add")
             await pilot.press("tab", "tab")  # description, then the file picker
             assert app.focused is file_select
-            await pilot.press("enter", "down", "enter")
+            await pilot.press("enter", "down", "down", "enter")  # add_numbers.R, then add_numbers.py
             await wait_for(pilot, lambda: file_select.value == "add_numbers.py")
             await wait_for(pilot, lambda: form.query_one("#function", Select).value == "add")
             await pilot.press("ctrl+s")  # Deploy Model

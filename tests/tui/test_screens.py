@@ -237,3 +237,24 @@ async def test_delete_project_asks_first(app):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(pilot, lambda: [p.name for p in projects.list_all(app.wb)] == ["demo"])
+
+
+async def test_secret_looking_variables_are_masked_and_kept(app):
+    from cdsw_tui.services import env
+
+    model = models.resolve(app.wb, "demo/add")
+    env.set_vars(app.wb, "model", int(model.id), {"API_TOKEN": "s3cr3t-value", "REGION": "eu"})
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add", "settings")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        area = app.screen.query_one("#model-env", TextArea)
+        await wait_for(pilot, lambda: "REGION=eu" in area.text)
+        assert "s3cr3t-value" not in area.text and "API_TOKEN=••••••" in area.text
+        area.text = area.text.replace("REGION=eu", "REGION=us")
+        await pilot.press("ctrl+s")
+        await wait_for(
+            pilot, lambda: env.list_vars(app.wb, "model", int(model.id)).get("REGION") == "us"
+        )
+        assert env.list_vars(app.wb, "model", int(model.id))["API_TOKEN"] == "s3cr3t-value"
