@@ -465,6 +465,7 @@ class ServingManager:
         for row in replace:
             if row.pid or row.container_id:
                 await asyncio.to_thread(runtime.kill_stray, row.name, row.pid)
+            self._mark_restarting(dep_id, row.name)
             self._background(
                 self._restart_replica(
                     pool,
@@ -556,7 +557,13 @@ class ServingManager:
         ctx = self.contexts.get(pool.deployment_id)
         if ctx is None:
             return
+        self._mark_restarting(
+            pool.deployment_id, handle.name
+        )  # now, so scaling does not replace it
         self._background(self._replace_failed(pool, ctx, handle, reason))
+
+    def _mark_restarting(self, dep_id: int, name: str) -> None:
+        self.failures.setdefault(f"{dep_id}:restarting:{name}", deque(maxlen=1))
 
     async def _replace_failed(
         self, pool: Pool, ctx: Context, handle: ReplicaHandle, reason: str

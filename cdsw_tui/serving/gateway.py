@@ -124,6 +124,8 @@ class Gateway:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return error_response(400, "request.invalid", "the body is not valid JSON")
+        except RecursionError:
+            return error_response(400, "request.invalid", "the body is nested too deeply")
         if not isinstance(data, dict):
             return error_response(400, "request.invalid", "the body must be a JSON object")
         if "request" not in data:

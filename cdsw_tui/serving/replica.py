@@ -222,7 +222,7 @@ def make_handler(fn, name: str):  # noqa: ANN001, ANN201
             try:
                 body = json.loads(raw)
                 request = body["request"] if isinstance(body, dict) and "request" in body else body
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 self._send(400, error_body(name, "request.invalid", f"the body is not JSON: {exc}"))
                 return
             try:
@@ -246,7 +246,7 @@ def make_handler(fn, name: str):  # noqa: ANN001, ANN201
                 payload = json.dumps(
                     {"success": True, "response": result, "ReplicaID": name}, allow_nan=False
                 )
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 self._send(
                     500,
                     error_body(

@@ -37,7 +37,9 @@ async def test_create_build_deploy_and_test_by_keys(home: Path):
             await pilot.press(*"add")
             await pilot.press("tab", "tab")  # description, then the file picker
             assert app.focused is file_select
-            await pilot.press("enter", "down", "down", "enter")  # add_numbers.R, then add_numbers.py
+            await pilot.press(
+                "enter", "down", "down", "enter"
+            )  # add_numbers.R, then add_numbers.py
             await wait_for(pilot, lambda: file_select.value == "add_numbers.py")
             await wait_for(pilot, lambda: form.query_one("#function", Select).value == "add")
             await pilot.press("ctrl+s")  # Deploy Model
