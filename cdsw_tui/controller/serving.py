@@ -81,6 +81,7 @@ class ServingManager:
         self.tasks: dict[int, asyncio.Task] = {}
         self.background: set[asyncio.Task] = set()
         self.failures: dict[str, deque[float]] = {}
+        self.scale_failed_at: dict[int, float] = {}
         self.runner = None
 
     # -- store helpers (in threads) -------------------------------------------------
@@ -228,7 +229,9 @@ class ServingManager:
                 self._spawn(dep_id, self.adopt(dep_id))
             elif d.restart_requested:
                 self._spawn(dep_id, self.restart(dep_id))
-            elif d.replicas != len(pool.replicas) + self._restarting(dep_id):
+            elif d.replicas != len(pool.replicas) + self._restarting(dep_id) and (
+                time.monotonic() - self.scale_failed_at.get(dep_id, 0.0) > 5.0  # back off
+            ):
                 self._spawn(dep_id, self.scale(dep_id, d.replicas))
 
     def _restarting(self, dep_id: int) -> int:
@@ -525,10 +528,13 @@ class ServingManager:
                 *(self.start_replica(ctx, n, r) for n, r in zip(names, rows, strict=True)),
                 return_exceptions=True,
             )
+            failed = False
             for result, row_id in zip(results, rows, strict=True):
                 if isinstance(result, ReplicaHandle):
                     pool.add(result)
                 else:
+                    failed = True
+                    self.scale_failed_at[dep_id] = time.monotonic()
                     reason = getattr(result, "reason", str(result))
                     await self._db(
                         lambda r=row_id, why=reason: self._set_replica(
@@ -540,6 +546,8 @@ class ServingManager:
                             dep_id, reason=f"scaling failed: {why}"
                         )
                     )
+            if not failed and ctx.deployment.reason.startswith("scaling failed"):
+                await self._db(lambda: self._set_deployment(dep_id, reason=""))
         else:
             for handle in sorted(pool.replicas.values(), key=lambda h: h.busy)[
                 : current - replicas
@@ -628,6 +636,9 @@ class ServingManager:
                     handle = await self.start_replica(ctx, name, row_id, restarts)
                 except ReplicaExited as exc:
                     reason = exc.reason
+                    continue
+                except Exception as exc:  # noqa: BLE001  (the runtime itself is away: try again later)
+                    reason = f"cannot start: {getattr(exc, 'message', None) or exc}"[:300]
                     continue
                 if previous is not None:
                     for stat in ("received", "processed", "success", "failure", "busy_waits"):

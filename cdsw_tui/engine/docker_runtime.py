@@ -32,8 +32,12 @@ class DockerRuntime:
         threading.Thread(target=self._follow_events, daemon=True, name="docker-events").start()
 
     def _follow_events(self) -> None:
+        first = True
         while True:
             try:
+                if not first:
+                    self._resync()  # events were missed while dockerd was away
+                first = False
                 events = self.client.events(
                     decode=True,
                     filters={
@@ -57,6 +61,18 @@ class DockerRuntime:
                             self.dead[cid] = self._verdict(cid, code)
             except Exception:  # noqa: BLE001  (dockerd restarted: follow again)
                 time.sleep(1)
+
+    def _resync(self) -> None:
+        """Every container of ours that is not running is dead, whatever we heard."""
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"cdsw.home={self.home}"}
+        ):
+            if container.status != "running":
+                with self._lock:
+                    self.dead.setdefault(
+                        container.id,
+                        self._verdict(container.id, container.attrs["State"].get("ExitCode", "?")),
+                    )
 
     def _verdict(self, cid: str, code: str) -> ReplicaExited:
         try:
@@ -105,6 +121,7 @@ class DockerRuntime:
             from docker.types import DeviceRequest
 
             kwargs["device_requests"] = [DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])]
+        self._remove(spec.name)  # a container left under this name (dockerd was down at its stop)
         container = self.client.containers.run(
             spec.image,
             command=command,

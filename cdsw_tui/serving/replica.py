@@ -35,9 +35,27 @@ def _stamp() -> str:
 
 
 def capture_output(path: str) -> None:
-    """Send fd 1 and 2 through pipes into ``path``, a timestamped line at a time."""
+    """Send fd 1 and 2 through pipes into ``path``, a timestamped line at a time.
+
+    A full disk must not stop the model: lines that cannot be written are counted and
+    dropped (the pipes keep draining, so a print never blocks), and a note says so once
+    writing works again.
+    """
     log = open(path, "ab", buffering=0)
     lock = threading.Lock()
+    dropped = [0, ""]
+
+    def write(data: bytes) -> None:
+        with lock:
+            try:
+                if dropped[0]:
+                    note = f"{_stamp()} stderr [cdsw-tui] {dropped[0]} log lines dropped: {dropped[1]}\n"
+                    log.write(note.encode())
+                    dropped[0] = 0
+                log.write(data)
+            except OSError as exc:
+                dropped[0] += data.count(b"\n")
+                dropped[1] = exc.strerror or str(exc)
 
     def pump(read_fd: int, stream: str) -> None:
         pending = b""
@@ -50,11 +68,9 @@ def capture_output(path: str) -> None:
                 *lines, pending = pending.split(b"\n")
                 if lines:
                     head = f"{_stamp()} {stream} ".encode()
-                    with lock:
-                        log.write(b"".join(head + line + b"\n" for line in lines))
+                    write(b"".join(head + line + b"\n" for line in lines))
         if pending:
-            with lock:
-                log.write(f"{_stamp()} {stream} ".encode() + pending + b"\n")
+            write(f"{_stamp()} {stream} ".encode() + pending + b"\n")
 
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         read_fd, write_fd = os.pipe()

@@ -102,6 +102,11 @@ def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Pa
     )
     before = containers(home)
     assert len(before) == 2
+    info = docker.from_env().api.inspect_container(next(iter(before.values())))
+    assert info["Config"]["User"] == "1000:1000" and info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
+    assert info["HostConfig"]["Privileged"] is False
+    assert {b["HostIp"] for b in info["HostConfig"]["PortBindings"]["8080/tcp"]} == {"127.0.0.1"}
     os.kill(state(home).pid, signal.SIGKILL)
     while state(home).running:
         time.sleep(0.02)
@@ -207,3 +212,71 @@ def test_r_models_on_docker(cli: Cli, wb, home: Path, tmp_path: Path):
     assert call(wb, "r/describe", {"values": [4, 9]}).json()["response"] == {"n": 2, "max": 9}
     failed = call(wb, "r/fails", {})
     assert failed.status_code == 500 and "no such species" in failed.json()["error"]["message"]
+
+
+def _dockerd_restart() -> None:
+    """Stop dockerd (its containers stop with it) and start it again as .ci/run does."""
+    import subprocess
+
+    subprocess.run(["pkill", "-x", "dockerd"], check=False)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "dockerd did not stop"
+        time.sleep(0.2)
+    while (
+        subprocess.run(
+            ["pgrep", "-f", "docker/containerd/containerd.toml"], capture_output=True
+        ).returncode
+        == 0
+    ):
+        assert time.monotonic() < deadline, "dockerd's containerd did not stop"
+        time.sleep(0.2)
+    subprocess.Popen(
+        ["dockerd"],
+        stdout=open("/tmp/cdsw-test-dockerd.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    while True:
+        try:
+            docker.from_env(timeout=5).ping()
+            return
+        except Exception:  # noqa: BLE001
+            assert time.monotonic() < deadline, "dockerd did not come back"
+            time.sleep(0.5)
+
+
+def test_dockerd_restart_under_a_deployment(cli: Cli, wb, home: Path, tmp_path: Path):
+    """Last in this file: it restarts the Docker engine itself."""
+    root = write_project(tmp_path / "p", {"m.py": "def f(args):\n    return 'ok'\n"})
+    cli("project", "create", "p", "--path", str(root), "--runtime", "docker")
+    cli(
+        "model",
+        "create",
+        "p/f",
+        "--file",
+        "m.py",
+        "--function",
+        "f",
+        "--replicas",
+        "2",
+        "--wait",
+        timeout=600,
+    )
+    assert call(wb, "p/f", {}).status_code == 200
+    _dockerd_restart()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if call(wb, "p/f", {}).status_code == 200 and len(containers(home)) == 2:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "not recovered within 60 s of dockerd's return"
+        time.sleep(0.2)
+    d = models.active_deployment(wb, models.resolve(wb, "p/f"))
+    assert d.status == "deployed"
+    assert sum(r.restarts for r in deployments.replicas_of(wb, d)) >= 2  # restarted, not replaced
+    cli("stop", "p/f", "--wait")
+    assert containers(home) == {}
+    assert not docker.from_env().containers.list(all=True, filters={"label": f"cdsw.home={home}"})

@@ -222,3 +222,37 @@ def test_scale_without_a_new_build(cli: Cli, wb, project):
         time.sleep(0.1)
     assert call(wb, {}).status_code == 200
     assert len(deployments.list_deployments(wb)) == 1
+
+
+def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Path):
+    (project / "slow.py").write_text(
+        "import time\ntime.sleep(2)\n\ndef predict(args):\n    return 'ready'\n"
+    )
+    cli("model", "create", "p/slow", "--file", "slow.py", "--function", "predict", "--no-deploy")
+    cli("build", "p/slow", "--wait")
+    cli("deploy", "p/slow", "--replicas", "2")
+    model = models.resolve(wb, "p/slow")
+    deadline = time.monotonic() + 20
+    while not [
+        r for r in deployments.replicas_of(wb, deployments.list_deployments(wb, model)[0]) if r.pid
+    ]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(state(home).pid, signal.SIGKILL)  # replicas are importing: the rollout is half done
+    while state(home).running:
+        time.sleep(0.02)
+    first = deployments.list_deployments(wb, model)[0]
+    assert first.status == "deploying"
+    from cdsw_tui.services import controller
+
+    controller.ensure(wb)
+    final = deployments.wait(wb, first, timeout=60)
+    assert final.status == "deployed" and final.id == first.id
+    assert call(wb, {}, "p/slow").json()["response"] == "ready"
+    rows = deployments.replicas_of(wb, final, current=False)
+    live = [r for r in rows if r.status == "running"]
+    gone = [r for r in rows if r.status == "stopped"]
+    assert len(live) == 2 and len(gone) == 2
+    for r in gone:  # the half-started replicas of the dead controller were stopped
+        stat = Path(f"/proc/{r.pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
