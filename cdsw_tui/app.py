@@ -115,6 +115,14 @@ class WorkbenchApp(App[None]):
             )
             self.call_from_thread(self.notify, message, severity=severity, timeout=8)
 
+    def ensure_controller(self) -> None:
+        """For workers that just asked for work: a controller must run to do it (unless this
+        app was made without one, as tests that only look at screens do)."""
+        if self.start_controller:
+            from cdsw_tui.services import controller
+
+            controller.ensure(self.wb)
+
     # -- navigation -------------------------------------------------------------------------
 
     def open_project(self, name: str) -> None:

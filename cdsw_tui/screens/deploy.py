@@ -98,14 +98,14 @@ class DeployScreen(ModalScreen[int | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _deploy(self, build: int, values: dict[str, str], env: dict[str, str]) -> None:
-        from cdsw_tui.services import controller, deployments, models
+        from cdsw_tui.services import deployments, models
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             d = deployments.create(
                 wb, models.resolve(wb, self.ref), build_number=build, env=env, **values
             )
-            controller.ensure(wb)
+            self.app.ensure_controller()  # type: ignore[attr-defined]
         except CdswError as exc:
             self.app.call_from_thread(self._error, exc)
             return

@@ -490,7 +490,7 @@ class ModelScreen(PollingScreen):
         return models.resolve(self.wb, self.ref)
 
     def action_deploy_new_build(self) -> None:
-        from cdsw_tui.services import builds, controller
+        from cdsw_tui.services import builds
 
         def go() -> None:
             model = self._model()
@@ -509,18 +509,18 @@ class ModelScreen(PollingScreen):
                     "gpu": active.gpu,
                 }
             builds.request(self.wb, model, comment="Deploy New Build", deploy=request)
-            controller.ensure(self.wb)
+            self.workbench.ensure_controller()
 
         self.selected_build = None
         self.action_tab("builds")
         self.run_service(go, done="new build queued; it deploys once built")
 
     def action_build_only(self) -> None:
-        from cdsw_tui.services import builds, controller
+        from cdsw_tui.services import builds
 
         def go() -> None:
             builds.request(self.wb, self._model())
-            controller.ensure(self.wb)
+            self.workbench.ensure_controller()
 
         self.selected_build = None
         self.action_tab("builds")
@@ -559,12 +559,15 @@ class ModelScreen(PollingScreen):
         )
 
     def action_stop(self) -> None:
-        from cdsw_tui.services import controller, deployments
+        from cdsw_tui.services import deployments
 
         def answer(yes: bool | None) -> None:
             if yes:
                 self.run_service(
-                    lambda: (deployments.stop(self.wb, self._model()), controller.ensure(self.wb)),
+                    lambda: (
+                        deployments.stop(self.wb, self._model()),
+                        self.workbench.ensure_controller(),
+                    ),
                     done=f"{self.ref} stopping",
                 )
 
@@ -577,14 +580,14 @@ class ModelScreen(PollingScreen):
         )
 
     def action_restart(self) -> None:
-        from cdsw_tui.services import controller, deployments
+        from cdsw_tui.services import deployments
 
         def answer(yes: bool | None) -> None:
             if yes:
                 self.run_service(
                     lambda: (
                         deployments.restart(self.wb, self._model()),
-                        controller.ensure(self.wb),
+                        self.workbench.ensure_controller(),
                     ),
                     done=f"{self.ref} restarting replica by replica",
                 )

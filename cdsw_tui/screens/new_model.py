@@ -199,7 +199,7 @@ class NewModelScreen(Screen):
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
     def _submit(self, spec, comment: str, deploy: bool) -> None:  # noqa: ANN001
-        from cdsw_tui.services import builds, controller, models
+        from cdsw_tui.services import builds, models
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
@@ -217,7 +217,7 @@ class NewModelScreen(Screen):
                     "gpu": model.gpu,
                 }
                 build = builds.request(wb, model, comment=comment, deploy=request)
-                controller.ensure(wb)
+                self.app.ensure_controller()  # type: ignore[attr-defined]
             except CdswError as exc:
                 self.app.call_from_thread(
                     self.notify,

@@ -258,3 +258,63 @@ async def test_secret_looking_variables_are_masked_and_kept(app):
             pilot, lambda: env.list_vars(app.wb, "model", int(model.id)).get("REGION") == "us"
         )
         assert env.list_vars(app.wb, "model", int(model.id))["API_TOKEN"] == "s3cr3t-value"
+
+
+async def test_redeploy_form_is_prefilled_and_marks_bad_replicas(app):
+    from cdsw_tui.screens.deploy import DeployScreen
+    from cdsw_tui.services import deployments
+
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add", "deployments")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
+        form = app.screen
+        assert form.query_one("#replicas", Input).value == "2"  # the deployment's own resources
+        assert form.query_one("#build", Select).value == 1
+        form.query_one("#replicas", Input).value = "12"
+        await pilot.press("ctrl+s")
+        field = form.query_one("#field-replicas", Field)
+        await wait_for(pilot, lambda: field.has_class("-invalid"))
+        form.query_one("#replicas", Input).value = "3"
+        form.query_one("#memory", Input).value = "512"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
+    newest = deployments.list_deployments(app.wb)[0]
+    assert (newest.status, newest.replicas, newest.memory) == ("pending", 3, 512)
+
+
+async def test_project_settings_change_runtime_and_variables(app):
+    from cdsw_tui.screens.project_settings import ProjectSettingsScreen
+    from cdsw_tui.services import env
+
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_project("demo")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectSettingsScreen))
+        form = app.screen
+        await wait_for(pilot, lambda: form.query_one("#runtime", Select).value == "local")
+        form.query_one("#env", TextArea).text = "no equals sign"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: form.query_one("#field-env", Field).has_class("-invalid"))
+        form.query_one("#env", TextArea).text = "DATA_DIR=/data\n"
+        form.query_one("#runtime", Select).value = "docker"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+    project = projects.get(app.wb, "demo")
+    assert project.runtime == "docker"
+    assert env.list_vars(app.wb, "project", int(project.id)) == {"DATA_DIR": "/data"}
+
+
+def test_r_functions_are_offered_by_the_picker(seeded, tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "model.R").write_text(
+        "add <- function(args) {\n  args$a + args$b\n}\nscale = function(x) x * 2\n"
+    )
+    projects.create(seeded, "rproj", path=root)
+    assert projects.source_files(seeded, "rproj") == ["model.R"]
+    assert set(projects.functions(seeded, "rproj", "model.R")) == {"add", "scale"}
