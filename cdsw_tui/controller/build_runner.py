@@ -42,14 +42,7 @@ def claim_next(wb: Workbench, skip: set[int]) -> Build | None:
 
 
 def _update(wb: Workbench, build_id: int, **values: object) -> None:
-    with wb.store.session() as s:
-        row = s.get(Build, build_id)
-        if row is None:
-            return
-        for key, value in values.items():
-            setattr(row, key, value)
-        s.add(row)
-        s.commit()
+    wb.store.update(Build, build_id, **values)
 
 
 def _builder_for(wb: Workbench, runtime: str):  # noqa: ANN202

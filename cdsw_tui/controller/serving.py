@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,7 @@ class ServingManager:
         self.background: set[asyncio.Task] = set()
         self.failures: dict[str, deque[float]] = {}
         self.scale_failed_at: dict[int, float] = {}
+        self.restarting: Counter[tuple[int, str]] = Counter()
         self.runner = None
 
     # -- store helpers (in threads) -------------------------------------------------
@@ -90,25 +91,10 @@ class ServingManager:
         return await asyncio.to_thread(fn, *args)
 
     def _set_deployment(self, dep_id: int, **values: object) -> None:
-        with self.wb.store.session() as s:
-            row = s.get(Deployment, dep_id)
-            if row is None:
-                return
-            for key, value in values.items():
-                setattr(row, key, value)
-            s.add(row)
-            s.commit()
+        self.wb.store.update(Deployment, dep_id, **values)
 
     def _set_replica(self, row_id: int, **values: object) -> None:
-        with self.wb.store.session() as s:
-            row = s.get(Replica, row_id)
-            if row is None:
-                return
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            s.add(row)
-            s.commit()
+        self.wb.store.update(Replica, row_id, updated_at=utcnow(), **values)
 
     def _new_replica_row(self, dep_id: int, name: str) -> int:
         with self.wb.store.session() as s:
@@ -235,7 +221,7 @@ class ServingManager:
                 self._spawn(dep_id, self.scale(dep_id, d.replicas))
 
     def _restarting(self, dep_id: int) -> int:
-        return sum(1 for key in self.failures if key.startswith(f"{dep_id}:restarting:"))
+        return sum(1 for (dep, _name), n in self.restarting.items() if dep == dep_id and n > 0)
 
     # -- one replica ------------------------------------------------------------------------
 
@@ -571,7 +557,8 @@ class ServingManager:
         self._background(self._replace_failed(pool, ctx, handle, reason))
 
     def _mark_restarting(self, dep_id: int, name: str) -> None:
-        self.failures.setdefault(f"{dep_id}:restarting:{name}", deque(maxlen=1))
+        """Counted, not flagged: a replica can die again while its last restart finishes."""
+        self.restarting[(dep_id, name)] += 1
 
     async def _replace_failed(
         self, pool: Pool, ctx: Context, handle: ReplicaHandle, reason: str
@@ -607,8 +594,7 @@ class ServingManager:
         reason: str,
         previous: ReplicaHandle | None = None,
     ) -> None:
-        key = f"{pool.deployment_id}:restarting:{name}"
-        self.failures.setdefault(key, deque(maxlen=10))
+        key = (pool.deployment_id, name)
         history = self.failures.setdefault(name, deque(maxlen=10))
         try:
             while not pool.closed:
@@ -651,7 +637,9 @@ class ServingManager:
                     await self._db(lambda: self._clear_crash_reason(pool.deployment_id))
                 return
         finally:
-            self.failures.pop(key, None)
+            self.restarting[key] -= 1
+            if self.restarting[key] <= 0:
+                del self.restarting[key]
 
     def _note_in_log(self, ctx: Context, name: str, text: str) -> None:
         """The controller's own word in a replica's log, marked as such."""

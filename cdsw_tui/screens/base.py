@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.screen import Screen
+from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
 
 from cdsw_tui.errors import CdswError
@@ -72,3 +73,45 @@ class PollingScreen(Screen):
         if done:
             self.app.call_from_thread(self.notify, done)
         self.app.call_from_thread(self.reload)
+
+
+class ListScreen(PollingScreen):
+    """A screen whose heart is one table of rows: opening and deleting act on the
+    highlighted row, and only when there is one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: list = []
+        self._cells: list[tuple] = []
+
+    def fill(self, rows: list, cells: list[tuple], keys: list[str], empty_hint: str) -> None:
+        """Redraw the table only when what it shows changed, keeping the cursor."""
+        if cells == self._cells:
+            return
+        self.rows, self._cells = rows, cells
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for key, row in zip(keys, cells, strict=True):
+            table.add_row(*row, key=key)
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        self.query_one("#empty-hint", Label).update("" if rows else empty_hint)
+        self.refresh_bindings()
+
+    def selected(self):  # noqa: ANN201
+        table = self.query_one(DataTable)
+        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
+            return None
+        return self.rows[table.cursor_row]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("open", "delete"):
+            return self.selected() is not None
+        return True
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:  # pragma: no cover - overridden
+        pass

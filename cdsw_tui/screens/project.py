@@ -6,12 +6,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Label
 
-from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.base import ListScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.widgets.status import badge, dash, when
 
 
-class ProjectScreen(PollingScreen):
+class ProjectScreen(ListScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="nav.back"),
         Binding("n", "new_model", "New Model", id="project.new_model"),
@@ -30,7 +30,6 @@ class ProjectScreen(PollingScreen):
     def __init__(self, project_name: str) -> None:
         super().__init__(id=f"project-{project_name}")
         self.project_name = project_name
-        self.rows: list = []
         self.project = None
 
     def compose(self) -> ComposeResult:
@@ -58,16 +57,8 @@ class ProjectScreen(PollingScreen):
             f"{project.path}  ·  runtime {project.runtime}"
             + (f"  ·  engine {project.engine}" if project.runtime == "docker" else "")
         )
-        if [(r.name, r.status, r.build, r.deployment, r.replicas, r.updated) for r in rows] == [
-            (r.name, r.status, r.build, r.deployment, r.replicas, r.updated) for r in self.rows
-        ]:
-            return
-        self.rows = rows
-        table = self.query_one(DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for r in rows:
-            table.add_row(
+        cells = [
+            (
                 r.name,
                 badge(r.status),
                 dash(r.build),
@@ -76,28 +67,10 @@ class ProjectScreen(PollingScreen):
                 when(r.updated),
                 r.file,
                 r.function,
-                key=str(r.id),
             )
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
-        self.query_one("#empty-hint", Label).update(
-            "" if rows else "No models yet. Press n for New Model."
-        )
-        self.refresh_bindings()
-
-    def selected(self):  # noqa: ANN201
-        table = self.query_one(DataTable)
-        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
-            return None
-        return self.rows[table.cursor_row]
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action in ("open", "delete"):
-            return self.selected() is not None
-        return True
-
-    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
-        self.action_open()
+            for r in rows
+        ]
+        self.fill(rows, cells, [str(r.id) for r in rows], "No models yet. Press n for New Model.")
 
     def action_open(self) -> None:
         row = self.selected()

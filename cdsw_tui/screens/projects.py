@@ -6,12 +6,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Label
 
-from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.base import ListScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.widgets.status import when
 
 
-class ProjectsScreen(PollingScreen):
+class ProjectsScreen(ListScreen):
     BINDINGS = [
         Binding("n", "new_project", "New Project", id="projects.new"),
         Binding("enter", "open", "Open", id="projects.open", show=True),
@@ -29,7 +29,6 @@ class ProjectsScreen(PollingScreen):
 
     def __init__(self) -> None:
         super().__init__(id="projects")
-        self.rows: list = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -46,43 +45,22 @@ class ProjectsScreen(PollingScreen):
         return views.projects(self.wb)
 
     def show(self, rows: list) -> None:
-        if [(r.name, r.runtime, r.engine, r.models, r.last_build) for r in rows] == [
-            (r.name, r.runtime, r.engine, r.models, r.last_build) for r in self.rows
-        ]:
-            return
-        self.rows = rows
-        table = self.query_one(DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for r in rows:
-            table.add_row(
+        cells = [
+            (
                 r.name,
                 r.runtime,
                 r.engine if r.runtime == "docker" else "-",
                 str(r.models),
                 when(r.last_build),
-                key=str(r.id),
             )
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
-        self.query_one("#empty-hint", Label).update(
-            "" if rows else "No projects yet. Press n to create one from the quickstart template."
+            for r in rows
+        ]
+        self.fill(
+            rows,
+            cells,
+            [str(r.id) for r in rows],
+            "No projects yet. Press n to create one from the quickstart template.",
         )
-        self.refresh_bindings()
-
-    def selected(self):  # noqa: ANN201
-        table = self.query_one(DataTable)
-        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
-            return None
-        return self.rows[table.cursor_row]
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action in ("open", "delete"):
-            return self.selected() is not None
-        return True
-
-    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
-        self.action_open()
 
     def action_open(self) -> None:
         row = self.selected()

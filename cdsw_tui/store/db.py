@@ -86,5 +86,17 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
+    def update(self, table: type, row_id: int, **values: object) -> bool:
+        """Set columns of one row; False if the row is gone (deleted meanwhile)."""
+        with self.session() as s:
+            row = s.get(table, row_id)
+            if row is None:
+                return False
+            for key, value in values.items():
+                setattr(row, key, value)
+            s.add(row)
+            s.commit()
+            return True
+
     def close(self) -> None:
         self.engine.dispose()
