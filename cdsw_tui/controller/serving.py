@@ -727,9 +727,5 @@ def deploy_after_build(wb: Workbench, build: Build) -> None:
     try:
         deployments.create(wb, model, build_id=int(build.id), **request)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001  (recorded on the build; the controller goes on)
-        with wb.store.session() as s:
-            row = s.get(Build, build.id)
-            if row is not None:
-                row.reason = f"built, but not deployed: {getattr(exc, 'message', exc)}"
-                s.add(row)
-                s.commit()
+        reason = f"built, but not deployed: {getattr(exc, 'message', exc)}"
+        wb.store.update(Build, int(build.id), reason=reason)  # type: ignore[arg-type]
