@@ -596,6 +596,17 @@ class ServingManager:
     ) -> None:
         key = (pool.deployment_id, name)
         history = self.failures.setdefault(name, deque(maxlen=10))
+        pending = True
+
+        def release() -> None:
+            """Stop counting this restart: in the pool or given up, never both, never later."""
+            nonlocal pending
+            if pending:
+                pending = False
+                self.restarting[key] -= 1
+                if self.restarting[key] <= 0:
+                    del self.restarting[key]
+
         try:
             while not pool.closed:
                 now = time.monotonic()
@@ -633,13 +644,12 @@ class ServingManager:
                     await asyncio.to_thread(self._runtime(ctx).stop, handle.running)
                     return
                 pool.add(handle)
+                release()  # at once: the scaler must never count it twice
                 if recent < CRASHLOOP_COUNT:
                     await self._db(lambda: self._clear_crash_reason(pool.deployment_id))
                 return
         finally:
-            self.restarting[key] -= 1
-            if self.restarting[key] <= 0:
-                del self.restarting[key]
+            release()
 
     def _note_in_log(self, ctx: Context, name: str, text: str) -> None:
         """The controller's own word in a replica's log, marked as such."""

@@ -58,3 +58,11 @@ class Builder(Protocol):
         cancelled: Callable[[], bool],
         on_pid: Callable[[int | None], None],
     ) -> BuildResult: ...
+
+
+def log_header(job: BuildJob, log: BuildLog, runtime: str, extra: str = "") -> None:
+    """The first lines of every build log, whatever the runtime."""
+    log.line(f"build {job.number} of {job.project_name}/{job.model_name} on the {runtime} runtime")
+    log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]}){extra}")
+    for warning in job.warnings:
+        log.line(f"warning: {warning}")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.local import dependency_files
 from cdsw_tui.engine.snapshot import SnapshotRepo
@@ -54,10 +54,7 @@ class DockerBuilder:
         from cdsw_tui.engine.images import docker_client, require_engine
 
         deadline = time.monotonic() + job.timeout
-        log.line(f"build {job.number} of {job.project_name}/{job.model_name} on the docker runtime")
-        log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]}), engine {job.engine}")
-        for warning in job.warnings:
-            log.line(f"warning: {warning}")
+        log_header(job, log, "docker", f", engine {job.engine}")
         try:
             client = docker_client()
             require_engine(client, job.engine)

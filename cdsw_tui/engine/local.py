@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
 from cdsw_tui.engine.snapshot import SnapshotRepo
@@ -124,10 +124,7 @@ class LocalBuilder:
         on_pid: Callable[[int | None], None],
     ) -> BuildResult:
         deadline = time.monotonic() + job.timeout
-        log.line(f"build {job.number} of {job.project_name}/{job.model_name} on the local runtime")
-        log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]})")
-        for warning in job.warnings:
-            log.line(f"warning: {warning}")
+        log_header(job, log, "local")
         dest = job.build_dir
         if dest.exists():
             make_writable(dest)
