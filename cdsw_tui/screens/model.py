@@ -398,7 +398,7 @@ class ModelScreen(PollingScreen):
         for key, row in zip(keys, rows, strict=True):
             for col, value in zip(table.columns, row, strict=True):
                 if table.get_cell(key, col) != value:
-                    table.update_cell(key, col, value)
+                    table.update_cell(key, col, value, update_width=True)
 
     # -- logs -----------------------------------------------------------------------------------
 

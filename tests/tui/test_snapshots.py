@@ -41,14 +41,6 @@ def test_model_overview(snap_compare, app):
     assert snap_compare(app, terminal_size=(120, 44), run_before=run_before)
 
 
-def test_model_deployments_tab(snap_compare, app):
-    async def run_before(pilot) -> None:
-        app.open_model("demo/add", "deployments")
-        await settle(pilot)
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
 def test_new_project_form_with_an_error(snap_compare, app):
     async def run_before(pilot) -> None:
         await settle(pilot)
