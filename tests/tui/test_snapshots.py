@@ -18,7 +18,8 @@ async def settle(pilot) -> None:
         widget.cursor_blink = False
     for widget in pilot.app.screen.query(TextArea):
         widget.cursor_blink = False
-    await pilot.pause(0.1)
+    pilot.app.screen.set_focus(None)  # which widget holds focus depended on timing
+    await pilot.pause(0.2)
 
 
 def test_projects_screen(snap_compare, app):
