@@ -623,8 +623,7 @@ class ModelScreen(PollingScreen):
         )
 
     def action_save_env(self) -> None:
-        from cdsw_tui.screens.project_settings import keep_masked, parse_env
-        from cdsw_tui.services import env
+        from cdsw_tui.screens.project_settings import parse_env, replace_vars
 
         try:
             values = parse_env(self.query_one("#model-env", TextArea).text)
@@ -633,11 +632,7 @@ class ModelScreen(PollingScreen):
             return
 
         def go() -> None:
-            model = self._model()
-            old = env.list_vars(self.wb, "model", int(model.id))
-            kept = keep_masked(values, old)
-            env.unset_vars(self.wb, "model", int(model.id), [k for k in old if k not in kept])
-            env.set_vars(self.wb, "model", int(model.id), kept)
+            replace_vars(self.wb, "model", int(self._model().id), values)
 
         self.run_service(
             go, done="model variables saved; they apply to the next build and deployment"

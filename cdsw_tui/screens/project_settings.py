@@ -40,6 +40,16 @@ def keep_masked(values: dict[str, str], old: dict[str, str]) -> dict[str, str]:
     return {k: (old[k] if val == SECRET_MASK and k in old else val) for k, val in values.items()}
 
 
+def replace_vars(wb, scope: str, scope_id: int, values: dict[str, str]) -> None:  # noqa: ANN001
+    """Make one level's variables exactly ``values`` as edited in a form (masks kept)."""
+    from cdsw_tui.services import env
+
+    old = env.list_vars(wb, scope, scope_id)
+    values = keep_masked(values, old)
+    env.unset_vars(wb, scope, scope_id, [k for k in old if k not in values])
+    env.set_vars(wb, scope, scope_id, values)
+
+
 class ProjectSettingsScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     ProjectSettingsScreen { align: center middle; }
@@ -107,15 +117,12 @@ class ProjectSettingsScreen(ModalScreen[None]):
 
     @work(thread=True, exit_on_error=False)
     def _save(self, runtime: str, engine: str, values: dict[str, str]) -> None:
-        from cdsw_tui.services import env, projects
+        from cdsw_tui.services import projects
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             project = projects.update(wb, self.project_name, runtime=runtime, engine=engine.strip())
-            old = env.list_vars(wb, "project", int(project.id))
-            values = keep_masked(values, old)
-            env.unset_vars(wb, "project", int(project.id), [k for k in old if k not in values])
-            env.set_vars(wb, "project", int(project.id), values)
+            replace_vars(wb, "project", int(project.id), values)
         except CdswError as exc:
             self.app.call_from_thread(mark_error, self, exc.field, exc.message)
             return

@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.config import write_config
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
-from cdsw_tui.screens.project_settings import env_text, keep_masked, parse_env
+from cdsw_tui.screens.project_settings import env_text, parse_env, replace_vars
 
 
 class SettingsScreen(ModalScreen[None]):
@@ -97,15 +97,11 @@ class SettingsScreen(ModalScreen[None]):
 
     @work(thread=True, exit_on_error=False)
     def _save(self, updates: dict[str, object], values: dict[str, str]) -> None:
-        from cdsw_tui.services import env
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             write_config(wb.home / "config.toml", updates)
-            old = env.list_vars(wb, "global")
-            values = keep_masked(values, old)
-            env.unset_vars(wb, "global", 0, [k for k in old if k not in values])
-            env.set_vars(wb, "global", 0, values)
+            replace_vars(wb, "global", 0, values)
         except (CdswError, OSError) as exc:
             self.app.call_from_thread(
                 self.notify, str(getattr(exc, "message", exc)), severity="error"
