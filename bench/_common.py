@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdsw_tui.config import load_settings
-from cdsw_tui.controller.lock import state
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.lock import state
 from cdsw_tui.serving.connection import ReplicaConnection
 
 
@@ -48,7 +49,7 @@ class Scratch:
     def start_controller(self) -> None:
         log = open(self.home / "controller.out", "ab")
         self.controller = subprocess.Popen(
-            [sys.executable, "-m", "cdsw_tui", "serve"],
+            [sys.executable, "-P", "-m", "cdsw_tui", "serve"],
             stdout=log,
             stderr=log,
             env=dict(os.environ, CDSW_TUI_HOME=str(self.home)),
@@ -66,7 +67,7 @@ class Scratch:
         for model in models.list_models(self.wb):
             try:
                 deployments.stop(self.wb, model)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         deadline = time.monotonic() + 15
         while any(models.active_deployment(self.wb, m) for m in models.list_models(self.wb)):
@@ -102,8 +103,13 @@ class Figures:
         )
 
 
+def tcp(port: int) -> str:
+    """The address of something listening on a loopback port (the gateway)."""
+    return f"tcp://127.0.0.1:{port}"
+
+
 async def load(
-    port: int,
+    address: str,
     path: str,
     body: bytes,
     concurrency: int,
@@ -118,19 +124,19 @@ async def load(
     stop_at = time.perf_counter() + warmup + seconds
     measure_from = time.perf_counter() + warmup
     lock = asyncio.Lock()
-    shared_conn = ReplicaConnection("127.0.0.1", port)
+    shared_conn = ReplicaConnection(address)
 
     async def worker() -> None:
         nonlocal errors
-        conn = shared_conn if shared else ReplicaConnection("127.0.0.1", port)
+        conn = shared_conn if shared else ReplicaConnection(address)
         while (now := time.perf_counter()) < stop_at:
             if shared:
                 async with lock:
                     t0 = time.perf_counter()
-                    status, _ = await conn.request("POST", path, body)
+                    status, _, _ = await conn.request("POST", path, body)
             else:
                 t0 = now
-                status, _ = await conn.request("POST", path, body)
+                status, _, _ = await conn.request("POST", path, body)
             t1 = time.perf_counter()
             if t0 >= measure_from:
                 latencies.append(t1 - (t0 if shared else now))
@@ -142,6 +148,28 @@ async def load(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     shared_conn.close()
     return Figures(len(latencies), seconds, latencies, errors)
+
+
+def wait_first_answer(s: Scratch, model, deployment_id: int) -> None:
+    """Call the model through the gateway until it answers 200 from a deployed deployment."""
+    from cdsw_tui.services import deployments
+
+    body = json.dumps({"accessKey": model.access_key, "request": {"a": 3, "b": 5}}).encode()
+
+    async def ask() -> None:
+        while True:
+            conn = ReplicaConnection(tcp(s.port))
+            try:
+                status, _, _ = await conn.request("POST", "/model", body)
+                if status == 200 and deployments.get(s.wb, deployment_id).status == "deployed":
+                    return
+            except Exception:  # the gateway answers once the controller listens
+                pass
+            finally:
+                conn.close()
+            await asyncio.sleep(0.005)
+
+    asyncio.run(ask())
 
 
 def rss_mb(pid: int) -> float:

@@ -11,15 +11,14 @@ import asyncio
 import json
 import time
 
-from _common import Scratch, load
+from _common import Scratch, load, tcp, wait_first_answer
 
 from cdsw_tui.services import builds, deployments, models, projects
-from cdsw_tui.serving.connection import ReplicaConnection
 
 CODE = "def add(args):\n    return args['a'] + args['b']\n"
 
 
-def build(s: Scratch, model) -> tuple[float, object]:  # noqa: ANN001
+def build(s: Scratch, model) -> tuple[float, object]:
     start = time.perf_counter()
     b = builds.request(s.wb, model)
     while (b := builds.refresh(s.wb, b)).status not in ("built", "failed", "cancelled", "timedout"):
@@ -29,23 +28,10 @@ def build(s: Scratch, model) -> tuple[float, object]:  # noqa: ANN001
     return time.perf_counter() - start, b
 
 
-def first_answer(s: Scratch, model, replicas: int) -> float:  # noqa: ANN001
+def first_answer(s: Scratch, model, replicas: int) -> float:
     start = time.perf_counter()
     d = deployments.create(s.wb, model, replicas=replicas)
-    body = json.dumps({"accessKey": model.access_key, "request": {"a": 3, "b": 5}}).encode()
-
-    async def ask() -> None:
-        while True:
-            conn = ReplicaConnection("127.0.0.1", s.port)
-            try:
-                status, _ = await conn.request("POST", "/model", body)
-                if status == 200 and deployments.get(s.wb, int(d.id)).status == "deployed":
-                    return
-            finally:
-                conn.close()
-            await asyncio.sleep(0.01)
-
-    asyncio.run(ask())
+    wait_first_answer(s, model, int(d.id))
     return time.perf_counter() - start
 
 
@@ -100,8 +86,8 @@ def main() -> None:
             body_l = json.dumps(
                 {"accessKey": local_model.access_key, "request": {"a": 1, "b": 2}}
             ).encode()
-            container = asyncio.run(load(s.port, "/model", body_d, c, args.seconds))
-            local = asyncio.run(load(s.port, "/model", body_l, c, args.seconds))
+            container = asyncio.run(load(tcp(s.port), "/model", body_d, c, args.seconds))
+            local = asyncio.run(load(tcp(s.port), "/model", body_l, c, args.seconds))
             print(container.line(f"gateway -> container, c={c}"))
             print(local.line(f"gateway -> local process, c={c}"))
             print(f"  {'container / local throughput':<34} {container.rps / local.rps:8.1%}")

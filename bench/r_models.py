@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 
-from _common import Scratch, load
+from _common import Scratch, load, tcp
 
 from cdsw_tui.services import builds, deployments, models, projects
 
@@ -19,7 +19,7 @@ PY = "def add(args):\n    return args['a'] + args['b']\n"
 R = "add <- function(args) {\n  args$a + args$b\n}\n"
 
 
-def deploy(s: Scratch, name: str, file: str, kernel: str):  # noqa: ANN201
+def deploy(s: Scratch, name: str, file: str, kernel: str):
     model = models.create(
         s.wb, "bench", models.ModelSpec(name=name, file=file, function="add", kernel=kernel)
     )
@@ -49,7 +49,7 @@ def main() -> None:
         figures = {}
         for label, model in (("python", py), ("r", r)):
             body = json.dumps({"accessKey": model.access_key, "request": {"a": 3, "b": 5}}).encode()
-            figures[label] = asyncio.run(load(s.port, "/model", body, 1, args.seconds))
+            figures[label] = asyncio.run(load(tcp(s.port), "/model", body, 1, args.seconds))
         print("the add function through the gateway, concurrency 1, local runtime")
         print(figures["python"].line("Python replica"))
         print(figures["r"].line("R replica"))

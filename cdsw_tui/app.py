@@ -15,7 +15,8 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from cdsw_tui.errors import CdswError
-from cdsw_tui.services.context import Workbench, assets_dir
+from cdsw_tui.resources import assets_dir
+from cdsw_tui.services.context import Workbench
 
 
 class JumpProvider(Provider):

@@ -16,7 +16,7 @@ from cdsw_tui.services.context import Workbench
 class Group(click.Group):
     """Turns errors into one line and a non-zero exit; a traceback only on request."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CdswError as exc:
@@ -45,9 +45,9 @@ def _wb(ctx: click.Context) -> Workbench:
 
 
 def _controller(wb: Workbench) -> None:
-    from cdsw_tui.controller.spawn import ensure_running
+    from cdsw_tui.services import controller
 
-    st, started = ensure_running(wb)
+    st, started = controller.ensure(wb)
     if started:
         click.echo(f"started the controller in the background (pid {st.pid})", err=True)
 
@@ -92,10 +92,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """The controller, the gateway URL and active deployments."""
-    from cdsw_tui.controller.lock import state
+    from cdsw_tui.services import controller
 
     wb = _wb(ctx)
-    st = state(wb.home)
+    st = controller.status(wb)
     data = {
         "controller": {"running": st.running, "pid": st.pid},
         "gateway": wb.settings.gateway_url,
@@ -130,7 +130,7 @@ def project() -> None:
     """Create, list and delete projects."""
 
 
-def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:  # noqa: ANN001
+def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:
     return {
         "name": p.name,
         "runtime": p.runtime,
@@ -145,13 +145,11 @@ def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:  # noqa: ANN
 @click.argument("name")
 @click.option("--path", "path", type=click.Path(file_okay=False), help="an existing folder of code")
 @click.option("--template", type=click.Choice(["quickstart"]), help="copy a template project")
-@click.option(
-    "--runtime", type=click.Choice(["local", "docker"]), help="where builds and replicas run"
-)
+@click.option("--runtime", help="where builds and replicas run (local, docker, ...)")
 @click.option("--engine", help="the engine image of Docker builds")
 @json_option
 @click.pass_context
-def project_create(ctx, name, path, template, runtime, engine, as_json) -> None:  # noqa: ANN001
+def project_create(ctx, name, path, template, runtime, engine, as_json) -> None:
     """Register a folder, or make one from a template."""
     from cdsw_tui.services import projects
 
@@ -191,7 +189,8 @@ def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
     projects.get(wb, name)
     if not yes:
         click.confirm(f"delete project {name} with its models, builds and logs?", abort=True)
-    projects.delete(wb, name)
+    for note in projects.delete(wb, name):
+        click.echo(f"note: {note}", err=True)
     click.echo(f"project {name} deleted")
 
 
@@ -203,7 +202,7 @@ def model() -> None:
     """Create, list, show and delete models."""
 
 
-def model_row(wb: Workbench, m, *, show_key: bool = False) -> dict:  # noqa: ANN001
+def model_row(wb: Workbench, m, *, show_key: bool = False) -> dict:
     from cdsw_tui.services import models
 
     build = models.latest_build(wb, m)
@@ -257,7 +256,7 @@ def model_create(
     kernel,
     description,
     example_input,
-    example_output,  # noqa: ANN001
+    example_output,
     replicas,
     cpu,
     memory,
@@ -298,15 +297,15 @@ def model_create(
         click.echo(f"model {project_name}/{m.name} created (id {m.id})")
     if no_deploy:
         return
-    deploy = {"replicas": m.replicas, "cpu": m.cpu, "memory": m.memory, "gpu": m.gpu}
-    build = builds.request(wb, m, comment=comment, deploy=deploy)
+    from cdsw_tui.services import deployments
+
+    build = deployments.request(wb, m, new_build=True, comment=comment).build
+    assert build is not None
     _controller(wb)
     if not as_json:
         click.echo(f"build {build.number} queued")
     if wait:
         _wait_build(wb, build)
-        from cdsw_tui.services import deployments
-
         built = builds.refresh(wb, build)
         d = deployments.for_build(wb, built)
         if d is None:
@@ -367,7 +366,8 @@ def model_delete(ctx: click.Context, ref: str, yes: bool) -> None:
     m = models.resolve(wb, ref)
     if not yes:
         click.confirm(f"delete model {ref} with its builds and logs?", abort=True)
-    models.delete(wb, m)
+    for note in models.delete(wb, m):
+        click.echo(f"note: {note}", err=True)
     click.echo(f"model {ref} deleted")
 
 
@@ -448,7 +448,7 @@ def apikey_delete(ctx: click.Context, name: str) -> None:
 # -- builds -------------------------------------------------------------------
 
 
-def _wait_build(wb: Workbench, build) -> None:  # noqa: ANN001
+def _wait_build(wb: Workbench, build) -> None:
     from cdsw_tui.services import builds
 
     final = builds.wait(wb, build)
@@ -457,7 +457,7 @@ def _wait_build(wb: Workbench, build) -> None:  # noqa: ANN001
     click.echo(f"build {final.number} built in {builds.summary(wb, final)['duration']} s", err=True)
 
 
-def _print_log(wb: Workbench, build, follow: bool) -> None:  # noqa: ANN001
+def _print_log(wb: Workbench, build, follow: bool) -> None:
     from cdsw_tui.services import builds
 
     for line in builds.follow_log(wb, build, follow=follow):
@@ -472,7 +472,7 @@ def _print_log(wb: Workbench, build, follow: bool) -> None:  # noqa: ANN001
 @click.option("--no-cache", "clean", is_flag=True, help="a clean build: reuse no dependency layer")
 @json_option
 @click.pass_context
-def build_cmd(ctx, ref, comment, wait, follow, clean, as_json) -> None:  # noqa: ANN001
+def build_cmd(ctx, ref, comment, wait, follow, clean, as_json) -> None:
     """Build the model from the code as it is now."""
     from cdsw_tui.services import builds, models
 
@@ -548,7 +548,7 @@ def cancel_cmd(ctx: click.Context, ref: str, number: int | None) -> None:
 # -- deployments ---------------------------------------------------------------
 
 
-def _wait_deployment(wb: Workbench, deployment) -> None:  # noqa: ANN001
+def _wait_deployment(wb: Workbench, deployment) -> None:
     from cdsw_tui.services import deployments
 
     final = deployments.wait(wb, deployment)
@@ -559,7 +559,7 @@ def _wait_deployment(wb: Workbench, deployment) -> None:  # noqa: ANN001
     click.echo(f"deployment {final.id} deployed with {final.replicas} replicas", err=True)
 
 
-def resource_options(f):  # noqa: ANN001, ANN202
+def resource_options(f):
     for option in reversed(
         [
             click.option("--replicas", type=int, help="1 to 9 (default: the model's)"),
@@ -580,14 +580,14 @@ def resource_options(f):  # noqa: ANN001, ANN202
 @click.option("--wait", is_flag=True, help="block until deployed; exit 1 if it fails")
 @json_option
 @click.pass_context
-def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as_json) -> None:  # noqa: ANN001
+def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as_json) -> None:
     """Deploy a build; the running deployment stops once the new one answers."""
     from cdsw_tui.services import deployments, models
     from cdsw_tui.services import validation as v
 
     wb = _wb(ctx)
     m = models.resolve(wb, ref)
-    d = deployments.create(
+    d = deployments.request(
         wb,
         m,
         build_number=build_number,
@@ -596,7 +596,8 @@ def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as
         memory=memory,
         gpu=gpu,
         env=v.env_pairs(env),
-    )
+    ).deployment
+    assert d is not None
     _controller(wb)
     if as_json:
         emit_json(deployments.summary(wb, d))
@@ -605,9 +606,8 @@ def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as
         click.echo(f"deployment {d.id} of {ref} (build {summary['build']}) pending")
         if summary["advisory"]:
             advisory = " and ".join(summary["advisory"])
-            click.echo(
-                f"note: {advisory} are advisory on this runtime; memory is enforced", err=True
-            )
+            verb = "is" if len(summary["advisory"]) == 1 else "are"
+            click.echo(f"note: {advisory} {verb} advisory on this runtime (not enforced)", err=True)
     if wait:
         _wait_deployment(wb, d)
 
@@ -775,13 +775,13 @@ def engine_group() -> None:
 @click.pass_context
 def engine_build(ctx: click.Context, with_r: bool, tag: str | None) -> None:
     """Make an engine image from Debian packages (debootstrap, then docker import)."""
-    from cdsw_tui.engine.images import build_engine
+    from cdsw_tui.services import engines
 
     wb = _wb(ctx)
     tag = tag or (
         wb.settings.engine_image.replace(":", "-r:", 1) if with_r else wb.settings.engine_image
     )
-    image_id = build_engine(tag, with_r=with_r, log=lambda line: click.echo(line, err=True))
+    image_id = engines.build(tag, with_r=with_r, log=lambda line: click.echo(line, err=True))
     click.echo(f"engine image {tag} ({image_id[:19]})")
 
 
@@ -789,9 +789,9 @@ def engine_build(ctx: click.Context, with_r: bool, tag: str | None) -> None:
 @json_option
 def engine_list(as_json: bool) -> None:
     """Engine images on this Docker engine."""
-    from cdsw_tui.engine.images import list_engines
+    from cdsw_tui.services import engines
 
-    rows = list_engines()
+    rows = engines.list_engines()
     if as_json:
         emit_json(rows)
     else:
@@ -829,7 +829,7 @@ scope_options = [
 ]
 
 
-def _with_scope(f):  # noqa: ANN001, ANN202
+def _with_scope(f):
     for option in reversed(scope_options):
         f = option(f)
     return f
@@ -840,7 +840,7 @@ def _with_scope(f):  # noqa: ANN001, ANN202
 @click.option("--show-secrets", is_flag=True, help="print values whose names look secret")
 @json_option
 @click.pass_context
-def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:  # noqa: ANN001
+def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:
     """Variables of one level (global unless --project or --model)."""
     from cdsw_tui.services import env
 
@@ -864,7 +864,7 @@ def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:  # no
 @_with_scope
 @click.argument("pairs", nargs=-1, required=True, metavar="K=V...")
 @click.pass_context
-def env_set(ctx, project_name, model_ref, pairs) -> None:  # noqa: ANN001
+def env_set(ctx, project_name, model_ref, pairs) -> None:
     """Set variables."""
     from cdsw_tui.services import env
     from cdsw_tui.services import validation as v
@@ -879,7 +879,7 @@ def env_set(ctx, project_name, model_ref, pairs) -> None:  # noqa: ANN001
 @_with_scope
 @click.argument("keys", nargs=-1, required=True, metavar="K...")
 @click.pass_context
-def env_unset(ctx, project_name, model_ref, keys) -> None:  # noqa: ANN001
+def env_unset(ctx, project_name, model_ref, keys) -> None:
     """Remove variables."""
     from cdsw_tui.services import env
 
@@ -888,10 +888,6 @@ def env_unset(ctx, project_name, model_ref, keys) -> None:  # noqa: ANN001
     if missing:
         raise CdswError(f"not set at the {scope} level: {', '.join(missing)}")
     click.echo(f"unset {', '.join(keys)} ({scope})")
-
-
-def run() -> None:
-    main(prog_name="cdsw-tui")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cdsw_tui.config import load_settings
-from cdsw_tui.controller.lock import state
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.lock import state
 
 
 def free_port() -> int:
@@ -51,28 +50,22 @@ def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:
             time.sleep(0.05)
 
 
+def replica_pid(replica) -> int | None:
+    """The process of a local replica, from its runtime handle (``pid:start:name``)."""
+    head = (replica.handle or "").split(":", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def stop_replicas(path: Path) -> None:
     """Replicas outlive their controller by design; a test must not leave them behind."""
-    db = path / "cdsw.db"
-    if not db.exists():
+    if not path.exists():
         return
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT pid FROM replica WHERE pid IS NOT NULL").fetchall()
-    except sqlite3.OperationalError:
-        rows = []
-    finally:
-        con.close()
-    for (pid,) in rows:
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if b"CDSW_REPLICA_ID=" in environ:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    from cdsw_tui.engine.backends.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime(path)
+    for found in runtime.list():
+        runtime.stop(found.handle)
+        runtime.remove(found.handle)
 
 
 @pytest.fixture

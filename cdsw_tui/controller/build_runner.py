@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 from sqlmodel import select
 
-from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
+from cdsw_tui.engine import backends
+from cdsw_tui.engine.builder import Builder, BuildFailed, BuildJob, BuildResult, build_marker
 from cdsw_tui.engine.buildlog import BuildLog
-from cdsw_tui.engine.process import kill_group
+from cdsw_tui.engine.process import kill_tree
+from cdsw_tui.errors import CdswError
+from cdsw_tui.services import deployments
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build, Model, Project, utcnow
@@ -45,16 +47,11 @@ def _update(wb: Workbench, build_id: int, **values: object) -> None:
     wb.store.update(Build, build_id, **values)
 
 
-def _builder_for(wb: Workbench, runtime: str):  # noqa: ANN202
-    if runtime == "local":
-        from cdsw_tui.engine.local import LocalBuilder
-
-        return LocalBuilder(wb.snapshots)
-    if runtime == "docker":
-        from cdsw_tui.engine.docker_builder import DockerBuilder
-
-        return DockerBuilder(wb.snapshots)  # job.clean turns its layer cache off
-    raise BuildFailed(f"unknown runtime {runtime!r}")
+def _builder_for(wb: Workbench, runtime: str) -> Builder:
+    try:
+        return backends.get(runtime).builder(wb.snapshots)
+    except CdswError as exc:
+        raise BuildFailed(exc.message) from None
 
 
 def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build:
@@ -98,6 +95,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             kernel=build.kernel,
             engine=build.engine,
             build_dir=wb.build_dir(build.model_id, build.number),
+            home=wb.home,
             envs_dir=wb.envs_dir(),
             variables=env_service.resolve(wb, model),
             timeout=wb.settings.build_timeout,
@@ -133,19 +131,9 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
     )
     with wb.store.session() as s:
         final = s.get(Build, build_id)
-    if final is not None and final.status == "built" and final.deploy_request:
-        from cdsw_tui.controller.serving import deploy_after_build
-
-        deploy_after_build(wb, final)
+    if final is not None:
+        deployments.deploy_built(wb, final)
     return final  # type: ignore[return-value]
-
-
-def _is_our_build(pid: int, build_id: int) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"CDSW_TUI_BUILD={build_id}".encode() in environ
 
 
 def reconcile(wb: Workbench) -> list[int]:
@@ -153,8 +141,8 @@ def reconcile(wb: Workbench) -> list[int]:
     failed = []
     with wb.store.session() as s:
         for build in s.exec(select(Build).where(Build.status == "building")):
-            if build.pid and _is_our_build(build.pid, int(build.id)):  # type: ignore[arg-type]
-                kill_group(build.pid)
+            # every process of the build (its daemons too), found by its environment
+            kill_tree(0, build_marker(wb.home, int(build.id)).encode(), grace=0)  # type: ignore[arg-type]
             build.status = "failed"
             build.reason = "interrupted"
             build.finished_at = utcnow()

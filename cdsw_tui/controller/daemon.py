@@ -9,12 +9,11 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from cdsw_tui.controller import build_runner
-from cdsw_tui.controller.lock import ControllerLock
+from cdsw_tui.controller import build_runner, converge
 from cdsw_tui.controller.serving import ServingManager
-from cdsw_tui.engine.local_runtime import LocalRuntime
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.lock import ControllerLock, state
 
 log = logging.getLogger("cdsw_tui.controller")
 
@@ -32,8 +31,6 @@ class Controller:
 
     async def run(self) -> None:
         if not self.lock.acquire():
-            from cdsw_tui.controller.lock import state
-
             raise CdswError(
                 f"a controller already runs for {self.wb.home} (pid {state(self.wb.home).pid})"
             )
@@ -46,20 +43,24 @@ class Controller:
                 log.warning(
                     "builds %s were interrupted by a previous controller's end", interrupted
                 )
-            self.serving = ServingManager(self.wb, {"local": LocalRuntime()})
+            self.serving = ServingManager(self.wb)
             try:
-                await self.serving.start()
+                await converge.start(self.serving)
             except OSError as exc:
                 raise CdswError(
                     f"the gateway cannot listen on {self.wb.settings.gateway_url}: "
                     f"{exc.strerror or exc}"
                 ) from None
-            stats = asyncio.create_task(self.serving.stats_loop())
+            loops = [
+                asyncio.create_task(self.serving.stats_loop()),
+                asyncio.create_task(self.serving.ship_loop()),
+            ]
             log.info("controller running, pid %s", os.getpid())
             try:
                 await self._loop()
             finally:
-                stats.cancel()
+                for task in loops:
+                    task.cancel()
                 await self.serving.close()
         finally:
             self.shutdown.set()
@@ -74,14 +75,14 @@ class Controller:
         while not self._stop.is_set():
             try:
                 await self._dispatch_builds()
-                await self.serving.reconcile()
-                await self.serving.sweep()
+                await converge.converge(self.serving)
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=poll)
-            except TimeoutError:
-                pass
+            stop = asyncio.ensure_future(self._stop.wait())
+            wake = asyncio.ensure_future(self.serving.wake.wait())
+            await asyncio.wait([stop, wake], timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            wake.cancel()
 
     async def _dispatch_builds(self) -> None:
         while len(self.running_builds) < self.wb.settings.build_workers:

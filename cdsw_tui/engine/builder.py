@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from cdsw_tui.engine.buildlog import BuildLog
+
+BUILD_SCRIPT = "cdsw-build.sh"
 
 
 class BuildFailed(Exception):
@@ -36,6 +39,7 @@ class BuildJob:
     envs_dir: Path
     variables: dict[str, str]
     timeout: float
+    home: Path = Path(".")
     ca_bundle: str = ""
     warnings: list[str] = field(default_factory=list)
     clean: bool = False
@@ -66,3 +70,19 @@ def log_header(job: BuildJob, log: BuildLog, runtime: str, extra: str = "") -> N
     log.line(f"snapshot {job.snapshot[:12]} (tree {job.tree[:12]}){extra}")
     for warning in job.warnings:
         log.line(f"warning: {warning}")
+
+
+def dependency_files(files: dict[str, str]) -> dict[str, str]:
+    """The snapshot files that decide the dependency environment: path -> blob id."""
+    return {
+        path: blob
+        for path, blob in files.items()
+        if path == BUILD_SCRIPT
+        or (os.path.basename(path).startswith("requirements") and path.endswith(".txt"))
+    }
+
+
+def build_marker(home: Path, build_id: int) -> str:
+    """``K=V`` in the environment of every process of a build (daemons included), so the
+    build's end, a cancel or a restarted controller finds them all."""
+    return f"CDSW_TUI_BUILD={home}:{build_id}"

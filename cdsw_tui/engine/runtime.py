@@ -1,57 +1,127 @@
-"""The runtime interface: starts, finds and stops replicas (one implementation per backend)."""
+"""The runtime contract: how the controller starts, reaches, watches and stops replicas.
+
+One implementation per backend folder (``engine/backends/<name>/runtime.py``). The
+controller knows a replica only through what this module defines: the spec it asks
+for, the address the gateway dials, one opaque ``handle`` string (stored as is), an
+``Exit`` when it ended, and its output read from an offset. No backend's words (pid,
+container id, host path) leave its folder.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 
 @dataclass
 class ReplicaSpec:
+    """Everything a backend needs to start one replica of a build."""
+
     name: str
     deployment_id: int
     model_id: int
-    artifact: Path
+    artifact: str  # the build's artifact: a folder (local) or an image id (docker)
     env_path: str
     file: str
     function: str
     kernel: str
     environment: dict[str, str]
-    log_path: Path
-    metrics_path: Path
-    run_dir: Path
     cpu: float = 1.0
     memory: int = 2048
     gpu: int = 0
-    image: str = ""
 
 
-@dataclass
-class Running:
-    """Where a started replica answers, and how to find it again after a restart."""
+@dataclass(frozen=True)
+class Placed:
+    """A started (or adopted) replica: where the gateway reaches it, and its handle.
 
-    port: int
-    pid: int | None = None
-    container_id: str = ""
-    advisory: list[str] = field(default_factory=list)
+    ``address`` is ``unix:/path/to/socket`` (or ``tcp://host:port`` for a backend whose
+    replicas live on other hosts); only the gateway's channel may dial it."""
+
+    address: str
+    handle: str
 
 
-class ReplicaExited(Exception):
-    def __init__(self, reason: str, oom: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.oom = oom
+@dataclass(frozen=True)
+class Exit:
+    """Why a replica is no longer running, in one line."""
+
+    reason: str
+    code: int | None = None  # the exit status, negative for a signal; None if unknown
+    oom: bool = False  # the runtime itself saw an out-of-memory kill
+
+
+@dataclass(frozen=True)
+class Found:
+    """A replica this home's runtime has, running or not (for adoption and GC)."""
+
+    name: str
+    handle: str
+    running: bool
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a replica wrote after ``offset``: whole lines, and the offset to ask next."""
+
+    data: bytes
+    offset: int
+
+
+class RuntimeUnavailable(Exception):
+    """The backend itself cannot be reached (an engine is down); try again later."""
 
 
 class Runtime(Protocol):
-    def start(self, spec: ReplicaSpec, timeout: float) -> Running:
-        """Start a replica and return once it listens (not necessarily ready)."""
+    """A backend's replicas. Every method may block: the controller calls them in threads."""
 
-    def exited(self, running: Running) -> ReplicaExited | None:
+    name: str
+
+    def start(self, spec: ReplicaSpec) -> Placed:
+        """Start a replica; returns at once (readiness is the gateway's probe)."""
+
+    def inspect(self, handle: str) -> Exit | None:
         """None while it runs; why it ended otherwise."""
 
-    def stop(self, running: Running) -> None: ...
+    def stop(self, handle: str) -> None:
+        """Stop it and everything it started (process tree or cgroup): no survivor.
+        Its output stays readable until ``remove``."""
 
-    def adopt(self, name: str, running: Running) -> bool:
-        """True if the replica ``name`` still runs there and is ours."""
+    def remove(self, handle: str) -> None:
+        """Forget a stopped replica: its output, socket and records."""
+
+    def adopt(self, name: str, handle: str) -> Placed | None:
+        """The replica ``name`` if it still runs there and is ours (after a restart)."""
+
+    def list(self) -> list[Found]:
+        """Every replica of this home the backend has."""
+
+    def collect(self, keep: set[str]) -> list[str]:
+        """Stop and remove every replica whose name is not in ``keep``; their names."""
+
+    def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
+        """Stamped output lines (runner format) written after ``offset``."""
+
+
+class RuntimeBase:
+    """What every backend's runtime shares: garbage collection on top of list/stop/remove."""
+
+    name = ""
+
+    def list(self) -> list[Found]:  # pragma: no cover - every backend defines it
+        raise NotImplementedError
+
+    def stop(self, handle: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def remove(self, handle: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def collect(self, keep: set[str]) -> list[str]:
+        removed = []
+        for found in self.list():
+            if found.name not in keep:
+                self.stop(found.handle)
+                self.remove(found.handle)
+                removed.append(found.name)
+        return removed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import work
 from textual.screen import Screen
@@ -11,9 +11,6 @@ from textual.worker import get_current_worker
 
 from cdsw_tui.errors import CdswError
 
-if TYPE_CHECKING:
-    from cdsw_tui.app import WorkbenchApp
-
 
 class PollingScreen(Screen):
     """Subclasses define ``load`` (runs in a thread) and ``show`` (runs on the UI)."""
@@ -21,11 +18,12 @@ class PollingScreen(Screen):
     POLL_SECONDS = 1.0
 
     @property
-    def workbench(self) -> WorkbenchApp:
-        return self.app  # type: ignore[return-value]
+    def workbench(self) -> Any:
+        """The WorkbenchApp (not imported: screens sit below the app)."""
+        return self.app
 
     @property
-    def wb(self):  # noqa: ANN201
+    def wb(self):
         return self.workbench.wb
 
     def on_mount(self) -> None:
@@ -59,12 +57,12 @@ class PollingScreen(Screen):
     def show(self, data: Any) -> None:  # pragma: no cover - overridden
         pass
 
-    def run_service(self, fn, *args, done: str | None = None, **kwargs) -> None:  # noqa: ANN001
+    def run_service(self, fn, *args, done: str | None = None, **kwargs) -> None:
         """Run a service call in a thread; its error becomes a notification."""
         self._service_worker(fn, args, kwargs, done)
 
     @work(thread=True, group="service", exit_on_error=False)
-    def _service_worker(self, fn, args, kwargs, done) -> None:  # noqa: ANN001
+    def _service_worker(self, fn, args, kwargs, done) -> None:
         try:
             fn(*args, **kwargs)
         except CdswError as exc:
@@ -99,7 +97,7 @@ class ListScreen(PollingScreen):
         self.query_one("#empty-hint", Label).update("" if rows else empty_hint)
         self.refresh_bindings()
 
-    def selected(self):  # noqa: ANN201
+    def selected(self):
         table = self.query_one(DataTable)
         if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
             return None

@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
-from cdsw_tui.screens.project_settings import env_text, keep_masked, parse_env
+from cdsw_tui.screens.project_settings import env_text, parse_env
 
 
 class DeployScreen(ModalScreen[int | None]):
@@ -31,7 +31,7 @@ class DeployScreen(ModalScreen[int | None]):
         Binding("ctrl+s", "deploy", "Deploy", id="form.submit"),
     ]
 
-    def __init__(self, ref: str, build: int | None, previous, built: list[int]) -> None:  # noqa: ANN001
+    def __init__(self, ref: str, build: int | None, previous, built: list[int]) -> None:
         super().__init__()
         self.ref = ref
         self.build = build
@@ -79,12 +79,14 @@ class DeployScreen(ModalScreen[int | None]):
 
     @on(Button.Pressed, "#deploy")
     def action_deploy(self) -> None:
+        from cdsw_tui.services import env as env_service
+
         build = self.query_one("#build", Select).value
         if build in (Select.BLANK, None):
             mark_error(self, "build", "there is no built build to deploy")
             return
         try:
-            env = keep_masked(
+            env = env_service.keep_masked(
                 parse_env(self.query_one("#env", TextArea).text),
                 json.loads(self.previous.env or "{}"),
             )
@@ -102,13 +104,15 @@ class DeployScreen(ModalScreen[int | None]):
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
-            d = deployments.create(
+            asked = deployments.request(
                 wb, models.resolve(wb, self.ref), build_number=build, env=env, **values
             )
             self.app.ensure_controller()  # type: ignore[attr-defined]
         except CdswError as exc:
             self.app.call_from_thread(self._error, exc)
             return
+        d = asked.deployment
+        assert d is not None
         self.app.call_from_thread(self.notify, f"deployment {d.id} of build {build} pending")
         self.app.call_from_thread(self.dismiss, int(d.id))
 

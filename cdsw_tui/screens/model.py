@@ -30,6 +30,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.base import PollingScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.screens.project_settings import env_text
+from cdsw_tui.services import runtimes
 from cdsw_tui.services.keys import mask
 from cdsw_tui.widgets.log_view import LogView
 from cdsw_tui.widgets.status import badge, dash, when
@@ -185,12 +186,12 @@ class ModelScreen(PollingScreen):
 
     # -- data ---------------------------------------------------------------------------------
 
-    def load(self):  # noqa: ANN201
+    def load(self):
         from cdsw_tui.services import views
 
         return views.model_detail(self.wb, self.ref)
 
-    def show(self, detail) -> None:  # noqa: ANN001
+    def show(self, detail) -> None:
         first = self.detail is None
         self.detail = detail
         m = detail.model
@@ -208,7 +209,7 @@ class ModelScreen(PollingScreen):
         self._show_settings(detail)
         self.refresh_bindings()
 
-    def _show_details(self, detail) -> None:  # noqa: ANN001
+    def _show_details(self, detail) -> None:
         m, d = detail.model, detail.active
         build = detail.builds[0] if detail.builds else None
         deployed_build = detail.build_numbers.get(d.build_id) if d else None
@@ -235,13 +236,19 @@ class ModelScreen(PollingScreen):
                 "Kernel",
                 m.kernel,
                 "Engine",
-                detail.project.engine if detail.project.runtime == "docker" else "local runtime",
+                detail.project.engine
+                if runtimes.uses_engine(detail.project.runtime)
+                else f"{detail.project.runtime} runtime",
             ),
             ("File", m.file, "Function", m.function),
             (
                 "Resources",
                 f"{(d or m).replicas} replicas · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu"
-                + (" (cpu, gpu advisory)" if detail.project.runtime == "local" else ""),
+                + (
+                    f" ({', '.join(runtimes.advisory(detail.project.runtime))} advisory)"
+                    if runtimes.advisory(detail.project.runtime)
+                    else ""
+                ),
                 "Description",
                 dash(m.description),
             ),
@@ -274,7 +281,7 @@ class ModelScreen(PollingScreen):
             Group(example, Syntax(text, lexer, theme="ansi_dark", word_wrap=True), response)
         )
 
-    def _show_builds(self, detail) -> None:  # noqa: ANN001
+    def _show_builds(self, detail) -> None:
         from cdsw_tui.services.builds import summary
 
         table = self.query_one("#builds-table", DataTable)
@@ -298,7 +305,7 @@ class ModelScreen(PollingScreen):
             self.selected_build = detail.builds[0].number
             self._build_log_changed()
 
-    def _show_deployments(self, detail) -> None:  # noqa: ANN001
+    def _show_deployments(self, detail) -> None:
         table = self.query_one("#deployments-table", DataTable)
         keys = [str(d.id) for d in detail.deployments]
         rows = [
@@ -318,13 +325,14 @@ class ModelScreen(PollingScreen):
         ]
         self._fill(table, keys, rows)
 
-    def _show_replicas(self, detail) -> None:  # noqa: ANN001
+    def _show_replicas(self, detail) -> None:
         from datetime import UTC, datetime
 
         table = self.query_one("#replicas-table", DataTable)
         now = datetime.now(UTC)
         rows = []
-        for r in detail.replicas:
+        shown = [*detail.replicas, *detail.replaced]  # replaced ones keep their counts
+        for r in shown:
             started = (
                 r.started_at.replace(tzinfo=UTC)
                 if r.started_at and r.started_at.tzinfo is None
@@ -348,8 +356,8 @@ class ModelScreen(PollingScreen):
                     uptime,
                 )
             )
-        self._fill(table, [r.name for r in detail.replicas], rows)
-        processed = sum(r.processed for r in detail.replicas)
+        self._fill(table, [r.name for r in shown], rows)
+        processed = sum(r.processed for r in shown)
         now_t = time.monotonic()
         if self._last_processed is not None:
             then, count = self._last_processed
@@ -366,7 +374,7 @@ class ModelScreen(PollingScreen):
             else "test latency ms (Test Model fills this)"
         )
 
-    def _show_settings(self, detail) -> None:  # noqa: ANN001
+    def _show_settings(self, detail) -> None:
         key = detail.model.access_key if self.key_shown else mask(detail.model.access_key)
         self.query_one("#access-key", Label).update(
             f"Access key  [b]{key}[/b]   "
@@ -484,7 +492,7 @@ class ModelScreen(PollingScreen):
         )
         self.notify(f"{self.lang} sample copied (with the access key)")
 
-    def _model(self):  # noqa: ANN202
+    def _model(self):
         from cdsw_tui.services import models
 
         return models.resolve(self.wb, self.ref)
@@ -623,7 +631,8 @@ class ModelScreen(PollingScreen):
         )
 
     def action_save_env(self) -> None:
-        from cdsw_tui.screens.project_settings import parse_env, replace_vars
+        from cdsw_tui.screens.project_settings import parse_env
+        from cdsw_tui.services import env
 
         try:
             values = parse_env(self.query_one("#model-env", TextArea).text)
@@ -632,7 +641,7 @@ class ModelScreen(PollingScreen):
             return
 
         def go() -> None:
-            replace_vars(self.wb, "model", int(self._model().id), values)
+            env.replace_vars(self.wb, "model", int(self._model().id), values)
 
         self.run_service(
             go, done="model variables saved; they apply to the next build and deployment"

@@ -198,7 +198,7 @@ class NewModelScreen(Screen):
         self._submit(spec, self._value("#comment"), deploy)
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
-    def _submit(self, spec, comment: str, deploy: bool) -> None:  # noqa: ANN001
+    def _submit(self, spec, comment: str, deploy: bool) -> None:
         from cdsw_tui.services import builds, models
 
         wb = self.app.wb  # type: ignore[attr-defined]

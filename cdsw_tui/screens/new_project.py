@@ -11,6 +11,7 @@ from textual.widgets import Button, Input, Label, Select
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.services import runtimes
 
 
 class NewProjectScreen(ModalScreen[str | None]):
@@ -45,7 +46,7 @@ class NewProjectScreen(ModalScreen[str | None]):
             yield Field(
                 "Runtime",
                 Select(
-                    [("local (virtual environment)", "local"), ("docker", "docker")],
+                    runtimes.choices(),
                     value="local",
                     allow_blank=False,
                     id="runtime",

@@ -8,6 +8,7 @@ from textual.widgets import DataTable, Footer, Header, Label
 
 from cdsw_tui.screens.base import ListScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.status import badge, dash, when
 
 
@@ -55,7 +56,7 @@ class ProjectScreen(ListScreen):
         self.project = project
         self.query_one("#project-info", Label).update(
             f"{project.path}  ·  runtime {project.runtime}"
-            + (f"  ·  engine {project.engine}" if project.runtime == "docker" else "")
+            + (f"  ·  engine {project.engine}" if runtimes.uses_engine(project.runtime) else "")
         )
         cells = [
             (

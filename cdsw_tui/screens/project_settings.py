@@ -11,13 +11,12 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
-
-SECRET_MASK = "••••••"
+from cdsw_tui.services import runtimes
 
 
 def env_text(values: dict[str, str]) -> str:
     """K=V lines; values of names that look secret are masked (the mask keeps them on save)."""
-    from cdsw_tui.services.env import looks_secret
+    from cdsw_tui.services.env import SECRET_MASK, looks_secret
 
     return "\n".join(
         f"{k}={SECRET_MASK if looks_secret(k) and v else v}" for k, v in values.items()
@@ -33,21 +32,6 @@ def parse_env(text: str) -> dict[str, str]:
         if line.strip() and not line.strip().startswith("#")
     ]
     return v.env_pairs(lines)
-
-
-def keep_masked(values: dict[str, str], old: dict[str, str]) -> dict[str, str]:
-    """A masked value left as it was keeps the stored one."""
-    return {k: (old[k] if val == SECRET_MASK and k in old else val) for k, val in values.items()}
-
-
-def replace_vars(wb, scope: str, scope_id: int, values: dict[str, str]) -> None:  # noqa: ANN001
-    """Make one level's variables exactly ``values`` as edited in a form (masks kept)."""
-    from cdsw_tui.services import env
-
-    old = env.list_vars(wb, scope, scope_id)
-    values = keep_masked(values, old)
-    env.unset_vars(wb, scope, scope_id, [k for k in old if k not in values])
-    env.set_vars(wb, scope, scope_id, values)
 
 
 class ProjectSettingsScreen(ModalScreen[None]):
@@ -72,7 +56,7 @@ class ProjectSettingsScreen(ModalScreen[None]):
             yield Label(f"[b]Settings of project {self.project_name}[/b]")
             yield Field(
                 "Runtime",
-                Select([("local", "local"), ("docker", "docker")], allow_blank=False, id="runtime"),
+                Select(runtimes.choices(), allow_blank=False, id="runtime"),
                 name="runtime",
             )
             yield Field("Engine image", Input(id="engine"), name="engine")
@@ -93,7 +77,7 @@ class ProjectSettingsScreen(ModalScreen[None]):
         values = env.list_vars(wb, "project", int(project.id))
         self.app.call_from_thread(self._fill, project, values)
 
-    def _fill(self, project, values: dict[str, str]) -> None:  # noqa: ANN001
+    def _fill(self, project, values: dict[str, str]) -> None:
         self.query_one("#runtime", Select).value = project.runtime
         self.query_one("#engine", Input).value = project.engine
         self.query_one("#env", TextArea).text = env_text(values)
@@ -117,12 +101,12 @@ class ProjectSettingsScreen(ModalScreen[None]):
 
     @work(thread=True, exit_on_error=False)
     def _save(self, runtime: str, engine: str, values: dict[str, str]) -> None:
-        from cdsw_tui.services import projects
+        from cdsw_tui.services import env, projects
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             project = projects.update(wb, self.project_name, runtime=runtime, engine=engine.strip())
-            replace_vars(wb, "project", int(project.id), values)
+            env.replace_vars(wb, "project", int(project.id), values)
         except CdswError as exc:
             self.app.call_from_thread(mark_error, self, exc.field, exc.message)
             return

@@ -8,6 +8,7 @@ from textual.widgets import DataTable, Footer, Header, Label
 
 from cdsw_tui.screens.base import ListScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.status import when
 
 
@@ -49,7 +50,7 @@ class ProjectsScreen(ListScreen):
             (
                 r.name,
                 r.runtime,
-                r.engine if r.runtime == "docker" else "-",
+                r.engine if runtimes.uses_engine(r.runtime) else "-",
                 str(r.models),
                 when(r.last_build),
             )

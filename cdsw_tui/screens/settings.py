@@ -16,7 +16,8 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.config import write_config
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
-from cdsw_tui.screens.project_settings import env_text, parse_env, replace_vars
+from cdsw_tui.screens.project_settings import env_text, parse_env
+from cdsw_tui.services import runtimes
 
 
 class SettingsScreen(ModalScreen[None]):
@@ -44,7 +45,7 @@ class SettingsScreen(ModalScreen[None]):
             yield Field(
                 "Default runtime of new projects",
                 Select(
-                    [("local", "local"), ("docker", "docker")],
+                    runtimes.choices(),
                     value=s.runtime,
                     allow_blank=False,
                     id="runtime",
@@ -97,11 +98,12 @@ class SettingsScreen(ModalScreen[None]):
 
     @work(thread=True, exit_on_error=False)
     def _save(self, updates: dict[str, object], values: dict[str, str]) -> None:
+        from cdsw_tui.services import env
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             write_config(wb.home / "config.toml", updates)
-            replace_vars(wb, "global", 0, values)
+            env.replace_vars(wb, "global", 0, values)
         except (CdswError, OSError) as exc:
             self.app.call_from_thread(
                 self.notify, str(getattr(exc, "message", exc)), severity="error"

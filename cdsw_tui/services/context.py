@@ -11,15 +11,6 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.store import Store
 
 
-def assets_dir() -> Path:
-    """Installed wheels carry the assets inside the package; a source checkout beside it."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "assets", here.parent / "assets"):
-        if candidate.is_dir():
-            return candidate
-    raise CdswError("the cdsw-tui assets are missing from this installation")
-
-
 class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
@@ -33,6 +24,12 @@ class Workbench:
             raise CdswError(
                 f"cannot write to CDSW_TUI_HOME {home}: {exc.strerror or exc}"
             ) from None
+        from cdsw_tui.services import validation
+
+        try:
+            validation.runtime(self.settings.runtime)
+        except CdswError as exc:
+            raise CdswError(f"setting RUNTIME: {exc.message}") from None
         self.store = Store(self.settings.db_path)
 
     @property
@@ -40,7 +37,7 @@ class Workbench:
         return self.settings.home
 
     @cached_property
-    def snapshots(self):  # noqa: ANN201  (engine type kept out of the faces' imports)
+    def snapshots(self):  # engine type kept out of the faces' imports
         from cdsw_tui.engine.snapshot import SnapshotRepo
 
         return SnapshotRepo(self.home / "snapshots.git")

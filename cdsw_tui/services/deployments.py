@@ -6,12 +6,13 @@ import json
 import secrets
 import string
 import time
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from cdsw_tui.errors import CdswError, Conflict, NotFound
-from cdsw_tui.services import builds, models
+from cdsw_tui.services import builds, models, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Replica
@@ -83,6 +84,42 @@ def create(
             ) from None
         s.refresh(deployment)
     return deployment
+
+
+@dataclass
+class Requested:
+    """What a deploy request made: a deployment now, or a build that deploys once built."""
+
+    build: Build | None = None
+    deployment: Deployment | None = None
+
+
+def request(
+    wb: Workbench,
+    model: Model,
+    *,
+    new_build: bool = False,
+    build_number: int | None = None,
+    comment: str = "",
+    replicas: int | str | None = None,
+    cpu: float | str | None = None,
+    memory: int | str | None = None,
+    gpu: int | str | None = None,
+    env: dict[str, str] | None = None,
+) -> Requested:
+    """The one way faces ask for a deployment (the CLI's deploy and model create, the
+    Deploy Model, Deploy New Build and re-deploy forms): of a built build now, or of a
+    new build once it is built. Every field is checked before anything is written."""
+    resources = {
+        "replicas": v.replicas(model.replicas if replicas is None else replicas),
+        "cpu": v.cpu(model.cpu if cpu is None else cpu),
+        "memory": v.memory(model.memory if memory is None else memory),
+        "gpu": v.gpu(model.gpu if gpu is None else gpu),
+        "env": {v.env_key(k): val for k, val in (env or {}).items()},
+    }
+    if new_build:
+        return Requested(build=builds.request(wb, model, comment=comment, deploy=resources))
+    return Requested(deployment=create(wb, model, build_number=build_number, **resources))
 
 
 def get(wb: Workbench, deployment_id: int) -> Deployment:
@@ -207,13 +244,21 @@ def summary(wb: Workbench, d: Deployment) -> dict:
         "cpu": d.cpu,
         "memory": d.memory,
         "gpu": d.gpu,
-        "advisory": advisory(build.runtime if build else "local"),
+        "advisory": runtimes.advisory(build.runtime) if build else [],
         "created_at": builds.iso(d.created_at),
         "deployed_at": builds.iso(d.deployed_at),
         "stopped_at": builds.iso(d.stopped_at),
     }
 
 
-def advisory(runtime: str) -> list[str]:
-    """Resources recorded but not enforced by the runtime (memory is, by a resource limit)."""
-    return ["cpu", "gpu"] if runtime == "local" else []
+def deploy_built(wb: Workbench, build: Build) -> None:
+    """A build asked for by 'Deploy Model' becomes a pending deployment once built; a
+    refusal is recorded on the build (the controller calls this and goes on)."""
+    if build.status != "built" or not build.deploy_request:
+        return
+    request = json.loads(build.deploy_request)
+    model = models.get_by_id(wb, build.model_id)
+    try:
+        create(wb, model, build_id=int(build.id), **request)  # type: ignore[arg-type]
+    except CdswError as exc:
+        wb.store.update(Build, int(build.id), reason=f"built, but not deployed: {exc.message}")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, EnvVar, Model, Project
 
 SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+SECRET_MASK = "••••••"
 
 
 def looks_secret(key: str) -> bool:
@@ -68,6 +69,33 @@ def unset_vars(wb: Workbench, scope: str, scope_id: int, keys: list[str]) -> lis
                 s.delete(row)
         s.commit()
     return missing
+
+
+def keep_masked(values: dict[str, str], old: dict[str, str]) -> dict[str, str]:
+    """A masked value left as it was in a form keeps the stored one."""
+    return {k: (old[k] if val == SECRET_MASK and k in old else val) for k, val in values.items()}
+
+
+def replace_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str]) -> None:
+    """Make one level's variables exactly ``values`` as edited in a form (masked values
+    kept), in one transaction: a failure leaves the old set whole."""
+    values = {v.env_key(k): val for k, val in values.items()}
+    with wb.store.session() as s:
+        rows = {
+            row.key: row
+            for row in s.exec(
+                select(EnvVar).where(EnvVar.scope == scope, EnvVar.scope_id == scope_id)
+            )
+        }
+        values = keep_masked(values, {k: row.value for k, row in rows.items()})
+        for key, row in rows.items():
+            if key not in values:
+                s.delete(row)
+        for key, value in values.items():
+            row = rows.get(key) or EnvVar(scope=scope, scope_id=scope_id, key=key)
+            row.value = value
+            s.add(row)
+        s.commit()
 
 
 def resolve(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import string
 
@@ -12,10 +11,6 @@ KEY_LENGTH = 32
 
 def new_access_key() -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(KEY_LENGTH))
-
-
-def keys_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def mask(key: str) -> str:

@@ -13,8 +13,18 @@ from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, Model
 
 
+def replica_log(home: Path, model_id: int, deployment_id: int, name: str) -> Path:
+    """A replica's log: written by the controller only, kept until the model is deleted."""
+    return home / "logs" / "replicas" / f"m{model_id}" / f"d{deployment_id}" / f"{name}.log"
+
+
+def metrics_file(home: Path, model_id: int) -> Path:
+    """What the model's code recorded with cdsw.track_metric, one JSON object a line."""
+    return home / "logs" / "replicas" / f"m{model_id}" / "metrics.jsonl"
+
+
 def replica_log_dir(wb: Workbench, model: Model, deployment: Deployment) -> Path:
-    return wb.home / "logs" / "replicas" / f"m{model.id}" / f"d{deployment.id}"
+    return replica_log(wb.home, int(model.id), int(deployment.id), "x").parent  # type: ignore[arg-type]
 
 
 def log_files(wb: Workbench, model: Model, replica: str | None = None) -> list[Path]:
@@ -67,7 +77,7 @@ def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
     """What the model's code recorded with cdsw.track_metric, oldest first."""
     import json
 
-    path = wb.home / "logs" / "replicas" / f"m{model.id}" / "metrics.jsonl"
+    path = metrics_file(wb.home, int(model.id))  # type: ignore[arg-type]
     if not path.exists():
         return []
     records = []

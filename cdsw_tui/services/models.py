@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from cdsw_tui.errors import Conflict, NotFound, ValidationError
-from cdsw_tui.services import projects
+from cdsw_tui.services import artifacts, projects, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.keys import new_access_key
@@ -47,7 +47,7 @@ def validate(wb: Workbench, project: Project, spec: ModelSpec) -> ModelSpec:
             f"a model named {name!r} already exists in project {project.name}", field="name"
         )
     kernel = v.kernel(spec.kernel)
-    if kernel == "r" and project.runtime == "local" and shutil.which("Rscript") is None:
+    if kernel == "r" and runtimes.r_from_host(project.runtime) and shutil.which("Rscript") is None:
         raise ValidationError(
             "R is not installed here: Rscript was not found on PATH (install r-base-core and "
             "r-cran-jsonlite, or use the docker runtime with an engine from 'engine build --r')",
@@ -200,34 +200,19 @@ def regenerate_key(wb: Workbench, model: Model) -> Model:
         return row
 
 
-def delete(wb: Workbench, model: Model) -> None:
-    """Refused while a deployment is active; removes builds, artifacts and logs."""
-    if active_deployment(wb, model) is not None:
-        raise Conflict(f"model {model.name} has an active deployment; stop it first")
+def delete(wb: Workbench, model: Model) -> list[str]:
+    """Refused while a deployment is active; removes builds, artifacts and logs.
+    Returns notes on what could not be removed (an engine that is away)."""
+    artifacts.refuse_if_deployed(wb, [model])
+    runtimes = artifacts.runtimes_of(wb, int(model.id))  # type: ignore[arg-type]
     with wb.store.session() as s:
         row = s.get(Model, model.id)
         if row is None:
-            return
+            return []
         for env in s.exec(
             select(EnvVar).where(EnvVar.scope == "model", EnvVar.scope_id == model.id)
         ):
             s.delete(env)
         s.delete(row)
         s.commit()
-    for folder in (
-        wb.builds_dir() / f"m{model.id}",
-        wb.home / "logs" / "builds" / f"m{model.id}",
-        wb.home / "logs" / "replicas" / f"m{model.id}",
-    ):
-        if folder.exists():
-            _make_writable(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _make_writable(folder: Path) -> None:
-    for path in [folder, *folder.rglob("*")]:
-        if not path.is_symlink():
-            try:
-                path.chmod(path.stat().st_mode | 0o200)
-            except OSError:
-                pass
+    return artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]

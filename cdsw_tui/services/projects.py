@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sqlmodel import select
+from sqlalchemy import and_, or_
+from sqlmodel import col, select
 
 from cdsw_tui.errors import Conflict, NotFound, ValidationError
+from cdsw_tui.resources import assets_dir
+from cdsw_tui.services import artifacts
 from cdsw_tui.services import validation as v
-from cdsw_tui.services.context import Workbench, assets_dir
-from cdsw_tui.store import Model, Project
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import EnvVar, Model, Project
 
 TEMPLATES = ("quickstart",)
 
@@ -100,20 +103,32 @@ def update(
         return row
 
 
-def delete(wb: Workbench, name: str) -> None:
-    """Removes the project's models (and their builds and logs); the user's folder stays."""
-    from cdsw_tui.services import models
-
+def delete(wb: Workbench, name: str) -> list[str]:
+    """Removes the project's models (and their builds, images and logs); the user's folder
+    stays. Refused, before anything is deleted, if one of its models is deployed."""
     project = get(wb, name)
     with wb.store.session() as s:
         model_rows = list(s.exec(select(Model).where(Model.project_id == project.id)))
-    for model in model_rows:
-        models.delete(wb, model)
+    artifacts.refuse_if_deployed(wb, model_rows)
+    runtimes = {int(m.id): artifacts.runtimes_of(wb, int(m.id)) for m in model_rows}  # type: ignore[arg-type]
     with wb.store.session() as s:
+        for env in s.exec(
+            select(EnvVar).where(
+                or_(
+                    and_(EnvVar.scope == "project", EnvVar.scope_id == project.id),
+                    and_(EnvVar.scope == "model", col(EnvVar.scope_id).in_(list(runtimes))),
+                )
+            )
+        ):
+            s.delete(env)
         row = s.get(Project, project.id)
         if row is not None:
-            s.delete(row)
-            s.commit()
+            s.delete(row)  # its models, builds and deployments go with it (foreign keys)
+        s.commit()
+    notes: list[str] = []
+    for model_id, used in runtimes.items():
+        notes.extend(artifacts.forget(wb, model_id, used))
+    return notes
 
 
 def model_counts(wb: Workbench) -> dict[int, int]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from cdsw_tui.errors import ValidationError
 
 KERNELS = ("python3", "r")
-RUNTIMES = ("local", "docker")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 R_FUNCTION_RE = re.compile(
@@ -43,9 +42,9 @@ def kernel(value: str) -> str:
 
 
 def runtime(value: str) -> str:
-    if value not in RUNTIMES:
-        raise ValidationError(f"runtime must be local or docker, not {value!r}", field="runtime")
-    return value
+    from cdsw_tui.engine import backends
+
+    return backends.get(value).name
 
 
 def replicas(value: int | str) -> int:

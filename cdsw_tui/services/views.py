@@ -106,6 +106,7 @@ class ModelDetail:
     deployments: list
     active: object | None
     replicas: list
+    replaced: list  # the shown deployment's stopped replicas: their counts are its history
     env: dict[str, str]
     build_numbers: dict[int, int]
 
@@ -126,7 +127,9 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
         None,
     )
     shown = active or (deployment_list[0] if deployment_list else None)
-    replicas = deployments.replicas_of(wb, shown, current=True) if shown else []
+    every = deployments.replicas_of(wb, shown, current=False) if shown else []
+    replicas = [r for r in every if r.status != "stopped"]
+    replaced = [r for r in reversed(every) if r.status == "stopped"][:20]
     return ModelDetail(
         model=model,
         project=project,
@@ -135,6 +138,7 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
         deployments=deployment_list,
         active=active,
         replicas=replicas,
+        replaced=replaced,
         env=env.list_vars(wb, "model", int(model.id)),
         build_numbers={int(b.id): b.number for b in build_list},
     )

@@ -13,7 +13,7 @@ from aiohttp import web
 from cdsw_tui.config import Settings
 from cdsw_tui.serving.connection import ReplicaConnectionError
 from cdsw_tui.serving.metrics import GatewayMetrics
-from cdsw_tui.serving.pool import Pool, ReplicaHandle
+from cdsw_tui.serving.pool import Pool, PoolClosed, ReplicaHandle
 from cdsw_tui.serving.router import Router
 
 log = logging.getLogger("cdsw_tui.gateway")
@@ -143,24 +143,11 @@ class Gateway:
                 "auth.api_key_required",
                 "this model needs an API key: send 'Authorization: Bearer <API key>'",
             )
-        pool = self.router.pools.get(route.model_id)
-        if pool is None or not pool.replicas:
-            self.metrics.requests.labels(label, "", "model.not_deployed").inc()
-            return error_response(
-                503, "model.not_deployed", f"model {label} has no deployed replica"
-            )
+        acquired = await self._acquire(route.model_id, label)
+        if isinstance(acquired, web.Response):
+            return acquired
+        pool, handle, waited = acquired
         deployment = str(pool.deployment_id)
-        try:
-            handle, waited = await pool.acquire(settings.busy_timeout)
-        except TimeoutError:
-            self.metrics.requests.labels(label, deployment, "model.busy").inc()
-            self.metrics.busy_waits.labels(label, deployment).inc()
-            return error_response(
-                429,
-                "model.busy",
-                f"no replica of {label} became free within {settings.busy_timeout:g} s; "
-                "deploy it with more replicas",
-            )
         if waited:
             handle.busy_waits += 1
             self.metrics.busy_waits.labels(label, deployment).inc()
@@ -168,7 +155,7 @@ class Gateway:
         code = "ok"
         try:
             async with asyncio.timeout(settings.request_timeout):
-                status, payload = await handle.conn.request("POST", "/call", body)
+                status, payload, closing = await handle.conn.request("POST", "/call", body)
         except TimeoutError:
             code = "model.timeout"
             self.on_replica_failed(pool, handle, "timed out")
@@ -203,6 +190,8 @@ class Gateway:
             )
         finally:
             pool.release(handle)
+        if closing:  # the replica answered, and ends (its memory ran out): replace it now
+            self.on_replica_failed(pool, handle, "it ran out of memory")
         handle.processed += 1
         if status == 200:
             handle.success += 1
@@ -214,6 +203,35 @@ class Gateway:
                 code = "model.error"
         response = web.Response(status=status, body=payload, content_type="application/json")
         return self._finish(response, None, label, deployment, code, start)
+
+    async def _acquire(
+        self, model_id: int, label: str
+    ) -> tuple[Pool, ReplicaHandle, bool] | web.Response:
+        """A free replica of the model's deployment, waiting up to the busy timeout; a
+        deployment that is starting, adopted or replacing its replicas is waited for too,
+        and a caller whose deployment is replaced meanwhile moves on to the new one."""
+        settings = self.settings
+        pool = self.router.pools.get(model_id)
+        deadline = time.monotonic() + settings.busy_timeout
+        while pool is not None:
+            try:
+                handle, waited = await pool.acquire(max(0.0, deadline - time.monotonic()))
+                return pool, handle, waited
+            except PoolClosed:
+                following = self.router.pools.get(model_id)
+                pool = None if following is pool else following
+            except TimeoutError:
+                deployment = str(pool.deployment_id)
+                self.metrics.requests.labels(label, deployment, "model.busy").inc()
+                self.metrics.busy_waits.labels(label, deployment).inc()
+                return error_response(
+                    429,
+                    "model.busy",
+                    f"no replica of {label} became free within {settings.busy_timeout:g} s; "
+                    "deploy it with more replicas",
+                )
+        self.metrics.requests.labels(label, "", "model.not_deployed").inc()
+        return error_response(503, "model.not_deployed", f"model {label} has no deployed replica")
 
     def _finish(
         self,

@@ -6,17 +6,25 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from cdsw_tui.engine.runtime import Running
 from cdsw_tui.serving.connection import ReplicaConnection
 
+STATS = ("received", "processed", "success", "failure", "busy_waits")
 
-@dataclass
+
+class PoolClosed(Exception):
+    """The deployment stopped (or failed) while the caller waited for a replica."""
+
+
+@dataclass(eq=False)
 class ReplicaHandle:
+    """One replica as the gateway sees it: where to send calls, and their counts.
+
+    The handle lives as long as the replica's name: a restart gives it a new address
+    and keeps its statistics."""
+
     name: str
-    row_id: int
+    address: str
     deployment_id: int
-    running: Running
-    host: str = "127.0.0.1"
     alive: bool = True
     busy: bool = False
     received: int = 0
@@ -24,22 +32,35 @@ class ReplicaHandle:
     success: int = 0
     failure: int = 0
     busy_waits: int = 0
-    restarts: int = 0
     started: float = field(default_factory=time.time)
     conn: ReplicaConnection = field(init=False)
 
     def __post_init__(self) -> None:
-        self.conn = ReplicaConnection(self.host, self.running.port)
+        self.conn = ReplicaConnection(self.address)
+
+    def moved(self, address: str) -> None:
+        """The replica was started again, somewhere new."""
+        self.conn.close()
+        self.address = address
+        self.conn = ReplicaConnection(address)
+        self.started = time.time()
+
+    def stats(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in STATS}
 
 
 class Pool:
-    """Free replicas wait in a queue; callers wait on it in arrival order."""
+    """Free replicas wait in a queue; callers wait on it in arrival order.
+
+    An empty pool is a deployment that is starting, being adopted, or replacing its
+    replicas: callers wait for a replica there (up to the busy timeout) rather than
+    being told the model is not deployed."""
 
     def __init__(self, deployment_id: int, model_id: int) -> None:
         self.deployment_id = deployment_id
         self.model_id = model_id
         self.replicas: dict[str, ReplicaHandle] = {}
-        self._free: asyncio.Queue[ReplicaHandle] = asyncio.Queue()
+        self._free: asyncio.Queue[ReplicaHandle | None] = asyncio.Queue()
         self.inflight = 0
         self.waiting = 0
         self.closed = False
@@ -59,24 +80,40 @@ class Pool:
     def healthy(self) -> int:
         return sum(1 for h in self.replicas.values() if h.alive)
 
+    def close(self) -> None:
+        """No replica will come: wake every waiting caller with PoolClosed."""
+        self.closed = True
+        for _ in range(self.waiting + 1):
+            self._free.put_nowait(None)
+
+    def _take(self, handle: ReplicaHandle | None) -> bool:
+        if handle is None:
+            if self.closed:
+                self._free.put_nowait(None)  # for the next caller too
+                raise PoolClosed
+            return False
+        if handle.alive and self.replicas.get(handle.name) is handle:
+            handle.busy = True
+            self.inflight += 1
+            return True
+        return False
+
     async def acquire(self, timeout: float) -> tuple[ReplicaHandle, bool]:
         """A free replica, and whether the caller had to wait for it."""
+        if self.closed:
+            raise PoolClosed
         # fast path: a free replica and nobody queued before us
         while not self.waiting and not self._free.empty():
             handle = self._free.get_nowait()
-            if handle.alive and self.replicas.get(handle.name) is handle:
-                handle.busy = True
-                self.inflight += 1
-                return handle, False
+            if self._take(handle):
+                return handle, False  # type: ignore[return-value]
         self.waiting += 1
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
                 while True:
                     handle = await self._free.get()
-                    if handle.alive and self.replicas.get(handle.name) is handle:
-                        handle.busy = True
-                        self.inflight += 1
-                        return handle, True
+                    if self._take(handle):
+                        return handle, True  # type: ignore[return-value]
         finally:
             self.waiting -= 1
 
@@ -85,9 +122,3 @@ class Pool:
         handle.busy = False
         if handle.alive and self.replicas.get(handle.name) is handle:
             self._free.put_nowait(handle)
-
-    async def drain(self, timeout: float) -> None:
-        """Wait until nothing is in flight or waiting (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        while (self.inflight or self.waiting) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)

@@ -1,15 +1,23 @@
-"""The replica runner: serves one model function over HTTP, one request at a time.
+"""The replica runner: serves one model function over HTTP, one call at a time.
 
 Standard library only, so it runs inside any engine image or virtual environment:
 
     python replica.py --dir BUILD_DIR --file F --function FN --name REPLICA
-                      [--port 0] [--port-file P] [--log FILE] [--memory-mb N]
+                      (--socket PATH | --port N [--port-file P]) [--memory-mb N]
 
-``POST /call`` takes the gateway's body (``{"accessKey": ..., "request": ...}``) and
-answers SPEC's JSON with this replica's name as ``ReplicaID``. ``GET /health`` answers
-only once the model file imported. With ``--log``, everything written to stdout and
-stderr (by Python or by C code) lands in that file, one timestamped line each, marked
-with its stream, so the log survives whoever started the replica.
+It listens on a Unix socket (``--socket``) that only the gateway can reach, or, for a
+benchmark's direct baseline, on a loopback TCP port. ``POST /call`` takes the
+gateway's body (``{"accessKey": ..., "request": ...}``) and answers SPEC's JSON with
+this replica's name as ``ReplicaID``; calls run one at a time, while ``GET /health``
+answers on its own connection at any moment, so a held connection cannot starve the
+controller's probe.
+
+Output leaves through the process's own stdout, which the runtime captures (a file of
+the controller's, or ``docker logs``): every line written on fd 1 or 2, by Python or by
+C code, becomes ``<UTC time> <stream> <text>``. Streams other than stdout and stderr
+carry the runner's own records (``metric``, ``event``), which the controller files
+elsewhere. The exit statuses and stream names below are the contract with the
+controller, which imports them from here.
 """
 
 from __future__ import annotations
@@ -18,74 +26,107 @@ import argparse
 import importlib.util
 import json
 import os
+import socketserver
 import sys
 import threading
 import time
 import traceback
 import types
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 EXIT_IMPORT_FAILED = 3
+EXIT_OUT_OF_MEMORY = 4
+STREAM_METRIC = "metric"  # a cdsw.track_metric record (JSON)
+STREAM_EVENT = "event"  # the runner's own verdict (JSON), e.g. why the model did not load
+EVENT_LOAD_FAILED = "load_failed"
+EVENT_OUT_OF_MEMORY = "out_of_memory"
+STAMP_LENGTH = len("2024-01-01T00:00:00.000Z")
+PR_SET_CHILD_SUBREAPER = 36
 
 
-def _stamp() -> str:
+def stamp() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def capture_output(path: str) -> None:
-    """Send fd 1 and 2 through pipes into ``path``, a timestamped line at a time.
+class Output:
+    """Writes stamped lines to the runtime's capture (the original fd 1).
 
     A full disk must not stop the model: lines that cannot be written are counted and
     dropped (the pipes keep draining, so a print never blocks), and a note says so once
     writing works again.
     """
-    log = open(path, "ab", buffering=0)
-    lock = threading.Lock()
-    dropped = [0, ""]
 
-    def write(data: bytes) -> None:
-        with lock:
+    def __init__(self) -> None:
+        self.fd = os.dup(1)
+        os.set_inheritable(self.fd, False)
+        self.lock = threading.Lock()
+        self.dropped = 0
+        self.why = ""
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
             try:
-                if dropped[0]:
-                    note = f"{_stamp()} stderr [cdsw-tui] {dropped[0]} log lines dropped: {dropped[1]}\n"
-                    log.write(note.encode())
-                    dropped[0] = 0
-                log.write(data)
+                if self.dropped:
+                    note = f"{stamp()} stderr [cdsw-tui] {self.dropped} log lines dropped: {self.why}\n"
+                    self._write_all(note.encode())
+                    self.dropped = 0
+                self._write_all(data)
             except OSError as exc:
-                dropped[0] += data.count(b"\n")
-                dropped[1] = exc.strerror or str(exc)
+                self.dropped += max(1, data.count(b"\n"))
+                self.why = exc.strerror or str(exc)
 
-    def pump(read_fd: int, stream: str) -> None:
-        pending = b""
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            while True:
-                chunk = pipe.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                if lines:
-                    head = f"{_stamp()} {stream} ".encode()
-                    write(b"".join(head + line + b"\n" for line in lines))
-        if pending:
-            write(f"{_stamp()} {stream} ".encode() + pending + b"\n")
+    def record(self, stream: str, payload: object) -> None:
+        self.write(f"{stamp()} {stream} {json.dumps(payload, default=str)}\n".encode())
 
-    for fd, stream in ((1, "stdout"), (2, "stderr")):
-        read_fd, write_fd = os.pipe()
-        os.dup2(write_fd, fd)
-        os.close(write_fd)
-        threading.Thread(target=pump, args=(read_fd, stream), daemon=True).start()
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    def capture(self) -> None:
+        """Send fd 1 and 2 through pipes that stamp each line with its time and stream."""
+
+        def pump(read_fd: int, stream: str) -> None:
+            pending = b""
+            with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+                while True:
+                    chunk = pipe.read(65536)
+                    if not chunk:
+                        break
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    if lines:
+                        head = f"{stamp()} {stream} ".encode()
+                        self.write(b"".join(head + line + b"\n" for line in lines))
+            if pending:
+                self.write(f"{stamp()} {stream} ".encode() + pending + b"\n")
+
+        for fd, stream in ((1, "stdout"), (2, "stderr")):
+            read_fd, write_fd = os.pipe()
+            os.dup2(write_fd, fd)
+            os.close(write_fd)
+            threading.Thread(target=pump, args=(read_fd, stream), daemon=True).start()
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
-def install_cdsw_module(metrics_path: str | None) -> None:
+def become_subreaper() -> None:
+    """Orphans of the model's processes (daemons, setsid children) stay below us, so a
+    stop finds every one of them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def install_cdsw_module(output: Output | None) -> None:
     """``import cdsw`` as real CDSW/CML model scripts do: model_metrics and track_metric."""
     module = types.ModuleType("cdsw")
     state = threading.local()
-    lock = threading.Lock()
 
     def track_metric(key: str, value: object) -> None:
         record = {
@@ -95,13 +136,11 @@ def install_cdsw_module(metrics_path: str | None) -> None:
             "uuid": getattr(state, "uuid", None),
             "replica": os.environ.get("CDSW_REPLICA_ID", ""),
         }
-        if metrics_path:
-            line = json.dumps(record, default=str) + "\n"
-            with lock, open(metrics_path, "a", encoding="utf-8") as fh:
-                fh.write(line)
+        if output is not None:
+            output.record(STREAM_METRIC, record)
 
-    def model_metrics(fn):  # noqa: ANN001, ANN202
-        def wrapper(args):  # noqa: ANN001, ANN202
+    def model_metrics(fn):
+        def wrapper(args):
             state.uuid = str(uuid.uuid4())
             try:
                 return {"uuid": state.uuid, "prediction": fn(args)}
@@ -117,7 +156,7 @@ def install_cdsw_module(metrics_path: str | None) -> None:
     sys.modules["cdsw"] = module
 
 
-def load_function(directory: str, file: str, function: str):  # noqa: ANN201
+def load_function(directory: str, file: str, function: str):
     path = os.path.join(directory, file)
     sys.path.insert(0, os.path.dirname(path))
     spec = importlib.util.spec_from_file_location("__cdsw_model__", path)
@@ -147,7 +186,7 @@ class RError(Exception):
 OK_PREFIX = b'{"ok": true, "result": '
 
 
-def load_r_function(directory: str, file: str, function: str):  # noqa: ANN201, C901
+def load_r_function(directory: str, file: str, function: str):
     """Start Rscript with replica.R; requests go as JSON lines on its stdin, answers come
     back on a pipe of their own so the model's prints reach the log untouched."""
     import shutil
@@ -206,75 +245,134 @@ def error_body(name: str, code: str, message: str) -> bytes:
     ).encode()
 
 
-def make_handler(fn, name: str):  # noqa: ANN001, ANN201
+class Replica:
+    """The model function, called by one request at a time."""
+
+    def __init__(self, name: str, output: Output | None, memory_mb: int) -> None:
+        self.name = name
+        self.output = output
+        self.memory_mb = memory_mb
+        self.fn = None
+        self.lock = threading.Lock()
+
+    def call(self, raw: bytes) -> tuple[int, bytes, bool]:
+        """(status, body, close): close means the replica ends after this answer."""
+        name = self.name
+        try:
+            body = json.loads(raw)
+            request = body["request"] if isinstance(body, dict) and "request" in body else body
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return 400, error_body(name, "request.invalid", f"the body is not JSON: {exc}"), False
+        try:
+            with self.lock:
+                result = self.fn(request)  # type: ignore[misc]
+        except MemoryError:
+            return self._out_of_memory()
+        except InvalidResponse as exc:
+            return 500, error_body(name, "model.invalid_response", str(exc)[:2000]), False
+        except Exception as exc:  # the model's own failure: report it, keep serving
+            traceback.print_exc()
+            sys.stderr.flush()
+            message = f"{type(exc).__name__}: {exc}"
+            return 500, error_body(name, "model.error", message[:2000]), False
+        if isinstance(result, RawJSON):
+            payload = f'{{"success": true, "response": {result}, "ReplicaID": {json.dumps(name)}}}'
+            return 200, payload.encode(), False
+        try:
+            payload = json.dumps(
+                {"success": True, "response": result, "ReplicaID": name}, allow_nan=False
+            )
+        except MemoryError:
+            return self._out_of_memory()
+        except (TypeError, ValueError, RecursionError) as exc:
+            message = f"the function returned something that is not JSON: {exc}"
+            return 500, error_body(name, "model.invalid_response", message), False
+        return 200, payload.encode(), False
+
+    def _out_of_memory(self) -> tuple[int, bytes, bool]:
+        """The heap is at its limit: this process cannot be trusted to serve again."""
+        limit = f" of {self.memory_mb} MB" if self.memory_mb else ""
+        message = f"MemoryError: the model ran out of memory (limit{limit}); the replica restarts"
+        print(f"replica {self.name}: {message}", file=sys.stderr, flush=True)
+        if self.output is not None:
+            self.output.record(STREAM_EVENT, {"event": EVENT_OUT_OF_MEMORY, "reason": message})
+        return 500, error_body(self.name, "model.error", message), True
+
+
+def make_handler(replica: Replica, tcp: bool):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
+        disable_nagle_algorithm = tcp
         server_version = "cdsw-replica"
         sys_version = ""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # the gateway logs requests; the replica log is the model's own output
 
-        def _send(self, status: int, body: bytes) -> None:
+        def address_string(self) -> str:
+            return "gateway"
+
+        def _send(self, status: int, body: bytes, close: bool = False) -> None:
             head = (
                 f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                + ("Connection: close\r\n" if close else "")
+                + "\r\n"
             ).encode()
             self.wfile.write(head + body)  # one send: no Nagle wait between head and body
+            if close:
+                self.close_connection = True
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/health":
-                self._send(
-                    200,
-                    json.dumps({"status": "ready", "replica": name, "pid": os.getpid()}).encode(),
-                )
+                ready = replica.fn is not None
+                body = {"status": "ready" if ready else "loading", "replica": replica.name}
+                self._send(200 if ready else 503, json.dumps(body).encode())
             else:
-                self._send(404, error_body(name, "request.invalid", "unknown path"))
+                self._send(404, error_body(replica.name, "request.invalid", "unknown path"))
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            try:
-                body = json.loads(raw)
-                request = body["request"] if isinstance(body, dict) and "request" in body else body
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                self._send(400, error_body(name, "request.invalid", f"the body is not JSON: {exc}"))
+            if replica.fn is None:
+                self._send(503, error_body(replica.name, "model.not_deployed", "still loading"))
                 return
-            try:
-                result = fn(request)
-            except InvalidResponse as exc:
-                self._send(500, error_body(name, "model.invalid_response", str(exc)[:2000]))
-                return
-            except Exception as exc:  # the model's own failure: report it, keep serving
-                traceback.print_exc()
-                sys.stderr.flush()
-                message = f"{type(exc).__name__}: {exc}"
-                self._send(500, error_body(name, "model.error", message[:2000]))
-                return
-            if isinstance(result, RawJSON):
-                self._send(
-                    200,
-                    f'{{"success": true, "response": {result}, "ReplicaID": {json.dumps(name)}}}'.encode(),
-                )
-                return
-            try:
-                payload = json.dumps(
-                    {"success": True, "response": result, "ReplicaID": name}, allow_nan=False
-                )
-            except (TypeError, ValueError, RecursionError) as exc:
-                self._send(
-                    500,
-                    error_body(
-                        name,
-                        "model.invalid_response",
-                        f"the function returned something that is not JSON: {exc}",
-                    ),
-                )
-                return
-            self._send(200, payload.encode())
+            status, body, close = replica.call(raw)
+            self._send(status, body, close)
+            if close:
+                self.wfile.flush()
+                time.sleep(0.1)  # let the log pump write what the model printed
+                os._exit(EXIT_OUT_OF_MEMORY)
 
     return Handler
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """One thread per connection: the gateway keeps one, probes open their own."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type, mode: int) -> None:
+        self.mode = mode
+        super().__init__(path, handler)
+
+    def server_bind(self) -> None:
+        # bind by a relative name: a socket path holds at most 107 bytes, the home may be deep
+        folder, base = os.path.split(self.server_address)  # type: ignore[arg-type]
+        here = os.getcwd()
+        os.chdir(folder or ".")
+        try:
+            try:
+                os.unlink(base)
+            except FileNotFoundError:
+                pass
+            old = os.umask(0o777 & ~self.mode)
+            try:
+                self.socket.bind(base)
+            finally:
+                os.umask(old)
+        finally:
+            os.chdir(here)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,50 +381,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", required=True)
     parser.add_argument("--function", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--socket", help="listen on this Unix socket")
+    parser.add_argument("--socket-mode", default="600", help="octal mode of the socket")
+    parser.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead (benchmarks)")
     parser.add_argument("--port-file")
-    parser.add_argument("--log")
-    parser.add_argument("--metrics")
     parser.add_argument("--memory-mb", type=int, default=0)
     parser.add_argument("--kernel", default="python3", choices=["python3", "r"])
     args = parser.parse_args(argv)
 
-    if args.log:
-        capture_output(args.log)
+    output = Output()
+    output.capture()
+    become_subreaper()
     if args.memory_mb > 0:
         import resource
 
         limit = args.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    replica = Replica(args.name, output, args.memory_mb)
+    if args.socket:
+        server: socketserver.BaseServer = UnixHTTPServer(
+            os.path.abspath(args.socket), make_handler(replica, tcp=False), int(args.socket_mode, 8)
+        )
+        where = args.socket
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", args.port or 0), make_handler(replica, tcp=True))
+        server.daemon_threads = True
+        where = f"127.0.0.1:{server.server_address[1]}"
+        if args.port_file:
+            tmp = args.port_file + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(str(server.server_address[1]))
+            os.replace(tmp, args.port_file)
     os.chdir(args.dir)
-    server = HTTPServer(
-        (args.host, args.port), make_handler(None, args.name), bind_and_activate=True
-    )
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(server.server_address[1]))
-        os.replace(tmp, args.port_file)
-    install_cdsw_module(args.metrics)
+    install_cdsw_module(output)
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
+    ).start()
     print(f"replica {args.name} loading {args.file}:{args.function}", flush=True)
     try:
         loader = load_r_function if args.kernel == "r" else load_function
-        fn = loader(args.dir, args.file, args.function)
-    except BaseException as exc:  # noqa: BLE001  (any import failure ends the replica, explained)
+        replica.fn = loader(args.dir, args.file, args.function)
+    except BaseException as exc:  # any import failure ends the replica, explained
         traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}"
         print(
-            f"replica {args.name} failed to load the model: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-            flush=True,
+            f"replica {args.name} failed to load the model: {reason}", file=sys.stderr, flush=True
         )
-        sys.stderr.flush()
+        if output is not None:
+            output.record(STREAM_EVENT, {"event": EVENT_LOAD_FAILED, "reason": reason[:2000]})
         time.sleep(0.2)  # let the log pump write the traceback
         os._exit(EXIT_IMPORT_FAILED)
-    server.RequestHandlerClass = make_handler(fn, args.name)
-    print(f"replica {args.name} ready on port {server.server_address[1]}", flush=True)
+    print(f"replica {args.name} ready on {where}", flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
 

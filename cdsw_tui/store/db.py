@@ -22,8 +22,34 @@ def _migration_1(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+
+
+def _migration_2(conn: Connection) -> None:
+    """Replicas are known by one opaque runtime handle (and an output offset), not by a
+    pid, a port or a container id."""
+    have = _columns(conn, "replica")
+    if "handle" not in have:
+        conn.execute(text("ALTER TABLE replica ADD COLUMN handle VARCHAR NOT NULL DEFAULT ''"))
+        if "container_id" in have:
+            conn.execute(
+                text(
+                    "UPDATE replica SET handle = CASE WHEN container_id != '' THEN container_id "
+                    "WHEN pid IS NOT NULL THEN pid || ':0:' || name ELSE '' END"
+                )
+            )
+    if "output_offset" not in have:
+        conn.execute(
+            text("ALTER TABLE replica ADD COLUMN output_offset INTEGER NOT NULL DEFAULT 0")
+        )
+    for old in ("pid", "port", "container_id"):
+        if old in have:
+            conn.execute(text(f"ALTER TABLE replica DROP COLUMN {old}"))
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
@@ -49,8 +50,16 @@ class Model(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-BUILD_FINAL = ("built", "failed", "cancelled", "timedout")
-BUILD_STATUSES = ("queued", "building", *BUILD_FINAL)
+class BuildStatus(StrEnum):
+    QUEUED = "queued"
+    BUILDING = "building"
+    BUILT = "built"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEDOUT = "timedout"
+
+
+BUILD_FINAL = (BuildStatus.BUILT, BuildStatus.FAILED, BuildStatus.CANCELLED, BuildStatus.TIMEDOUT)
 
 
 class Build(SQLModel, table=True):
@@ -84,8 +93,33 @@ class Build(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
-DEPLOYMENT_ACTIVE = ("pending", "deploying", "deployed", "stopping")
-DEPLOYMENT_STATUSES = (*DEPLOYMENT_ACTIVE, "stopped", "failed")
+class DeploymentStatus(StrEnum):
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    DEPLOYED = "deployed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+DEPLOYMENT_ACTIVE = (
+    DeploymentStatus.PENDING,
+    DeploymentStatus.DEPLOYING,
+    DeploymentStatus.DEPLOYED,
+    DeploymentStatus.STOPPING,
+)
+
+
+class ReplicaStatus(StrEnum):
+    """A replica's state as the controller keeps it (Ray Serve's replica states)."""
+
+    STARTING = "starting"  # started, not yet answering its health probe
+    READY = "running"  # in the pool, answering calls
+    DRAINING = "draining"  # out of the pool, finishing its call in flight
+    RESTARTING = "restarting"  # died or failed; a new one starts after a back-off
+    STOPPING = "stopping"  # being stopped by the runtime
+    STOPPED = "stopped"
+    FAILED = "failed"  # did not start during a rollout
 
 
 class Deployment(SQLModel, table=True):
@@ -126,11 +160,10 @@ class Replica(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     deployment_id: int = Field(foreign_key="deployment.id", index=True, ondelete="CASCADE")
     name: str = Field(unique=True)
-    status: str = "starting"
+    status: str = ReplicaStatus.STARTING
     reason: str = ""
-    pid: int | None = None
-    port: int | None = None
-    container_id: str = ""
+    handle: str = ""  # the runtime's own name for it: opaque here
+    output_offset: int = 0  # how far its output was filed into the log
     restarts: int = 0
     received: int = 0
     processed: int = 0

@@ -115,7 +115,7 @@ class LogView(Vertical, can_focus=False):
             batch: list[str] = []
             try:
                 paths = self.files()
-            except Exception:  # noqa: BLE001  (a model deleted under us: show nothing)
+            except Exception:  # a model deleted under us: show nothing
                 paths = []
             for path in paths:
                 try:

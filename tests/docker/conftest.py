@@ -16,11 +16,11 @@ def _problem() -> str | None:
 
         client = docker.from_env(timeout=10)
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"no Docker engine reachable ({type(exc).__name__})"
     try:
         client.images.get(ENGINE)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return f"engine image {ENGINE} missing (cdsw-tui engine build)"
     return None
 

@@ -12,8 +12,9 @@ import docker
 import httpx
 import pytest
 
-from cdsw_tui.controller.lock import state
+from cdsw_tui.engine.backends.docker.runtime import home_id
 from cdsw_tui.services import builds, controller, deployments, models
+from cdsw_tui.services.lock import state
 from tests.conftest import Cli, write_project
 
 pytestmark = pytest.mark.docker
@@ -52,8 +53,13 @@ def test_quickstart_on_docker_with_pip_from_pypi(cli: Cli, wb, home: Path):
     out = json.loads(cli("call", "dk/add").out)
     assert out["success"] and out["response"] == 8
     assert out["ReplicaID"] in containers(home)  # the container is named after its replica
-    build = builds.get(wb, models.resolve(wb, "dk/add"), 1)
-    assert build.artifact == "cdsw-tui/dk-add:1" and build.image_id.startswith("sha256:")
+    model = models.resolve(wb, "dk/add")
+    build = builds.get(wb, model, 1)
+    assert build.artifact == f"cdsw-tui/{home_id(home)}-m{model.id}-add:1"
+    assert build.image_id.startswith("sha256:")
+    # the replica runs the image recorded on the build, whatever its tag names now
+    container = docker.from_env().containers.get(out["ReplicaID"])
+    assert container.attrs["Image"] == build.image_id
     image = docker.from_env().images.get(build.artifact)
     assert image.labels["cdsw.build"] == "1" and image.labels["cdsw.snapshot"] == build.snapshot
     log = cli("build-log", "dk/add", "1").out
@@ -106,7 +112,9 @@ def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Pa
     assert info["Config"]["User"] == "1000:1000" and info["HostConfig"]["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
     assert info["HostConfig"]["Privileged"] is False
-    assert {b["HostIp"] for b in info["HostConfig"]["PortBindings"]["8080/tcp"]} == {"127.0.0.1"}
+    assert not info["HostConfig"]["PortBindings"]  # reached through its socket only
+    assert info["HostConfig"]["PidsLimit"] > 0
+    assert [m["Destination"] for m in info["Mounts"]] == ["/run/cdsw"]
     os.kill(state(home).pid, signal.SIGKILL)
     while state(home).running:
         time.sleep(0.02)
@@ -241,7 +249,7 @@ def _dockerd_restart() -> None:
         try:
             docker.from_env(timeout=5).ping()
             return
-        except Exception:  # noqa: BLE001
+        except Exception:
             assert time.monotonic() < deadline, "dockerd did not come back"
             time.sleep(0.5)
 

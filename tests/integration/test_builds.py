@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdsw_tui.controller.lock import state
 from cdsw_tui.services import builds, models, projects
+from cdsw_tui.services.lock import state
 from tests.conftest import ADD, Cli, write_project
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdsw_tui.controller.lock import state
 from cdsw_tui.services import deployments, models, projects
-from tests.conftest import Cli, write_project
+from cdsw_tui.services.lock import state
+from tests.conftest import Cli, replica_pid, write_project
 
 CODE = """\
 import os
@@ -104,7 +104,7 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
 def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, project, home: Path):
     create(cli, "--replicas", "2")
     before = {
-        r.name: r.pid
+        r.name: replica_pid(r)
         for r in deployments.replicas_of(
             wb, models.active_deployment(wb, models.resolve(wb, "p/m"))
         )
@@ -146,7 +146,7 @@ def test_two_deploys_at_once_one_wins(cli: Cli, wb, project, home: Path):
         barrier.wait()
         try:
             return f"deployment {deployments.create(wb, model).id}"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -186,7 +186,7 @@ def test_stop_drains_requests_in_flight(cli: Cli, wb, project):
     assert r.status_code == 503 and r.json()["error"]["code"] == "model.not_deployed"
     assert json.loads(cli("deployments", "p/m", "--json").out)[0]["status"] == "stopped"
     pids = [
-        r.pid
+        replica_pid(r)
         for r in deployments.replicas_of(wb, deployments.list_deployments(wb)[0], current=False)
     ]
     time.sleep(0.2)
@@ -234,7 +234,9 @@ def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Pa
     model = models.resolve(wb, "p/slow")
     deadline = time.monotonic() + 20
     while not [
-        r for r in deployments.replicas_of(wb, deployments.list_deployments(wb, model)[0]) if r.pid
+        r
+        for r in deployments.replicas_of(wb, deployments.list_deployments(wb, model)[0])
+        if r.handle
     ]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -243,6 +245,10 @@ def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Pa
         time.sleep(0.02)
     first = deployments.list_deployments(wb, model)[0]
     assert first.status == "deploying"
+    started = [
+        replica_pid(r) for r in deployments.replicas_of(wb, first, current=False) if r.handle
+    ]
+    assert started
     from cdsw_tui.services import controller
 
     controller.ensure(wb)
@@ -253,6 +259,6 @@ def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Pa
     live = [r for r in rows if r.status == "running"]
     gone = [r for r in rows if r.status == "stopped"]
     assert len(live) == 2 and len(gone) == 2
-    for r in gone:  # the half-started replicas of the dead controller were stopped
-        stat = Path(f"/proc/{r.pid}/stat")
+    for pid in started:  # the half-started replicas of the dead controller were stopped
+        stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

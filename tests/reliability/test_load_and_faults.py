@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from cdsw_tui.services import deployments, models
+from tests.conftest import replica_pid
 from tests.reliability.conftest import Cluster, running_replicas, wait_for_replicas
 
 pytestmark = pytest.mark.slow
@@ -126,11 +127,12 @@ def test_a_replica_killed_every_second_under_load(cluster: Cluster):
             replicas = running_replicas(cluster)
             if replicas:
                 victim = rng.choice(replicas)
-                if any(pid == victim.pid for _, pid in kills):
+                pid = replica_pid(victim)
+                if any(pid == killed for _, killed in kills):
                     continue  # killed already; its row says running until the supervisor notices
                 try:
-                    os.killpg(victim.pid, signal.SIGKILL)
-                    kills.append((victim.name, victim.pid))
+                    os.killpg(pid, signal.SIGKILL)
+                    kills.append((victim.name, pid))
                 except (ProcessLookupError, TypeError):
                     pass
 
@@ -173,7 +175,7 @@ def test_a_replica_killed_every_second_under_load(cluster: Cluster):
         if time.monotonic() > deadline:
             d = models.active_deployment(cluster.wb, cluster.model)
             rows = [
-                (r.name, r.status, r.restarts, r.pid, r.reason)
+                (r.name, r.status, r.restarts, r.handle, r.reason)
                 for r in deployments.replicas_of(cluster.wb, d)
             ]
             raise AssertionError(f"kills {kills}, replicas {rows}")

@@ -17,15 +17,15 @@ PACKAGES = ["python3", "python3-venv", "python3-pip", "ca-certificates", "passwd
 R_PACKAGES = ["r-base-core", "r-cran-jsonlite"]
 
 
-def docker_client():  # noqa: ANN201
+def docker_client(timeout: int = 120):
     """A Docker client, or one clear line saying why there is none."""
     try:
         import docker
 
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=timeout)
         client.ping()
         return client
-    except Exception as exc:  # noqa: BLE001  (any failure to reach the engine reads the same)
+    except Exception as exc:  # any failure to reach the engine reads the same
         raise CdswError(
             f"no Docker engine answers ({type(exc).__name__}); install docker.io and start dockerd, "
             "or use the local runtime"
@@ -107,6 +107,8 @@ def list_engines() -> list[dict]:
     client = docker_client()
     rows = []
     for image in client.images.list(filters={"label": "cdsw.engine=1"}):
+        if "cdsw.model_id" in image.labels:
+            continue  # a model's build inherits its engine's labels; it is not an engine
         rows.append(
             {
                 "tags": image.tags,
@@ -118,7 +120,7 @@ def list_engines() -> list[dict]:
     return rows
 
 
-def require_engine(client, tag: str) -> None:  # noqa: ANN001
+def require_engine(client, tag: str) -> None:
     import docker
 
     try:

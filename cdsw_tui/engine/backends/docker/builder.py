@@ -15,28 +15,53 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult, log_header
+from cdsw_tui.engine.backends.docker.runtime import home_id
+from cdsw_tui.engine.builder import (
+    BuildFailed,
+    BuildJob,
+    BuildResult,
+    dependency_files,
+    log_header,
+)
 from cdsw_tui.engine.buildlog import BuildLog
-from cdsw_tui.engine.local import dependency_files
 from cdsw_tui.engine.snapshot import SnapshotRepo
 from cdsw_tui.errors import CdswError
+from cdsw_tui.resources import RUNNER, RUNNER_R, assets_dir
 
-RUNNER = Path(__file__).resolve().parent.parent / "serving" / "replica.py"
 
-
-def image_tag(project: str, model: str, number: int) -> str:
+def image_tag(home: Path, model_id: int, model: str, number: int) -> str:
+    """Named by the model's id and the home: no two models, and no two homes, share one.
+    Replicas start from the image id recorded on the build, never from this tag."""
     import re
 
-    def clean(text: str) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-    return f"cdsw-tui/{clean(project)}-{clean(model)}:{number}"
+    name = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:40] or "model"
+    return f"cdsw-tui/{home_id(home)}-m{model_id}-{name}:{number}"
 
 
 def template() -> str:
-    from cdsw_tui.services.context import assets_dir
-
     return (assets_dir() / "docker" / "Dockerfile.template").read_text()
+
+
+def forget_model(home: Path, model_id: int) -> list[str]:
+    """Remove the images of a deleted model's builds; a note for each that stays."""
+    from docker.errors import DockerException
+
+    from cdsw_tui.engine.backends.docker.images import docker_client
+
+    try:
+        client = docker_client(timeout=30)
+        images = client.images.list(
+            filters={"label": [f"cdsw.home={home}", f"cdsw.model_id={model_id}"]}
+        )
+    except (CdswError, DockerException) as exc:
+        return [f"the model's images stay: {getattr(exc, 'message', exc)}"]
+    notes = []
+    for image in images:
+        try:
+            client.images.remove(image.id, force=True)
+        except DockerException as exc:
+            notes.append(f"image {image.short_id} stays: {exc}")
+    return notes
 
 
 class DockerBuilder:
@@ -51,7 +76,7 @@ class DockerBuilder:
         cancelled: Callable[[], bool],
         on_pid: Callable[[int | None], None],
     ) -> BuildResult:
-        from cdsw_tui.engine.images import docker_client, require_engine
+        from cdsw_tui.engine.backends.docker.images import docker_client, require_engine
 
         deadline = time.monotonic() + job.timeout
         log_header(job, log, "docker", f", engine {job.engine}")
@@ -60,7 +85,7 @@ class DockerBuilder:
             require_engine(client, job.engine)
         except CdswError as exc:
             raise BuildFailed(exc.message) from None
-        tag = image_tag(job.project_name, job.model_name, job.number)
+        tag = image_tag(job.home, job.model_id, job.model_name, job.number)
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
             context = Path(tmp)
             (context / "src").mkdir()
@@ -78,8 +103,10 @@ class DockerBuilder:
             else:
                 (context / "ca-bundle.pem").write_text("")
             shutil.copy2(RUNNER, context / "replica.py")
-            shutil.copy2(RUNNER.with_suffix(".R"), context / "replica.R")
+            shutil.copy2(RUNNER_R, context / "replica.R")
             labels = {
+                "cdsw.engine": "0",  # built from an engine, not one
+                "cdsw.home": str(job.home),
                 "cdsw.project": job.project_name,
                 "cdsw.model": job.model_name,
                 "cdsw.model_id": str(job.model_id),
@@ -109,7 +136,7 @@ class DockerBuilder:
         context: Path,
         tag: str,
         job: BuildJob,
-        log: BuildLog,  # noqa: ANN001
+        log: BuildLog,
         cancelled: Callable[[], bool],
         deadline: float,
     ) -> str:
@@ -161,3 +188,7 @@ class DockerBuilder:
         if not image_id:
             image_id = client.images.get(tag).id
         return image_id
+
+
+def make_builder(snapshots: SnapshotRepo) -> DockerBuilder:
+    return DockerBuilder(snapshots)

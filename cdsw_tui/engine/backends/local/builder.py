@@ -19,12 +19,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult, log_header
+from cdsw_tui.engine.builder import (
+    BUILD_SCRIPT,
+    BuildFailed,
+    BuildJob,
+    BuildResult,
+    build_marker,
+    dependency_files,
+    log_header,
+)
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
 from cdsw_tui.engine.snapshot import SnapshotRepo
 
-BUILD_SCRIPT = "cdsw-build.sh"
 META_FILE = ".cdsw-build.json"
 PASSTHROUGH = (
     "HOME",
@@ -49,16 +56,6 @@ PASSTHROUGH = (
     "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE",
 )
-
-
-def dependency_files(files: dict[str, str]) -> dict[str, str]:
-    """The snapshot files that decide the dependency environment: path -> blob id."""
-    return {
-        path: blob
-        for path, blob in files.items()
-        if path == BUILD_SCRIPT
-        or (os.path.basename(path).startswith("requirements") and path.endswith(".txt"))
-    }
 
 
 def dependency_key(dep_files: dict[str, str], variables: dict[str, str], ca_bundle: str) -> str:
@@ -202,6 +199,7 @@ class LocalBuilder:
                 cancelled=cancelled,
                 deadline=deadline,
                 on_pid=on_pid,
+                marker=build_marker(job.home, job.build_id),
             )
             if code != 0:
                 shutil.rmtree(env_root, ignore_errors=True)
@@ -287,9 +285,14 @@ class LocalBuilder:
             for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
                 env[name] = job.ca_bundle
         env.update(job.variables)
-        env["CDSW_TUI_BUILD"] = str(job.build_id)
+        key, _, value = build_marker(job.home, job.build_id).partition("=")
+        env[key] = value
         env["CDSW_PROJECT"] = job.project_name
         env["CDSW_MODEL_NAME"] = job.model_name
         env["CDSW_MODEL_ID"] = str(job.model_id)
         env["CDSW_BUILD_NUMBER"] = str(job.number)
         return env
+
+
+def make_builder(snapshots: SnapshotRepo) -> LocalBuilder:
+    return LocalBuilder(snapshots)

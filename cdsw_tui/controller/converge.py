@@ -1,0 +1,77 @@
+"""The controller's pass: what the store wants, compared with what runs, every time.
+
+A pass reads the active deployments (in a thread), admits the ones it meets for the
+first time (adoption), asks the runtimes which ready replicas died (one thread call),
+steps every deployment (rollout), and writes what changed in one transaction.
+Kubernetes controllers and Ray Serve's DeploymentState work this way: level-triggered,
+so a missed event or a failed step is simply seen again on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cdsw_tui.controller import adoption, rollout
+from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.serving.gateway import start_gateway
+from cdsw_tui.store import DeploymentStatus, ReplicaStatus
+
+log = logging.getLogger("cdsw_tui.controller")
+
+
+async def start(mgr: ServingManager) -> None:
+    """Take over what runs before the gateway answers: calls to a deployment being
+    adopted wait for its replicas instead of hearing 'not deployed'."""
+    mgr.router.refresh(force=True)
+    await mgr.db(adoption.collect, mgr)
+    await converge(mgr)
+    mgr.runner = await start_gateway(
+        mgr.gateway, mgr.settings.gateway_host, mgr.settings.gateway_port
+    )
+    log.info("gateway listening on %s", mgr.settings.gateway_url)
+
+
+async def converge(mgr: ServingManager) -> None:
+    mgr.wake.clear()
+    rows = await mgr.db(mgr.active_deployments)
+    for dep_id, row in rows.items():
+        if dep_id not in mgr.states:
+            found = await mgr.db(adoption.load, mgr, row)
+            if found is None:
+                mgr.write(
+                    dep_id, status=DeploymentStatus.FAILED, reason="its model or build is gone"
+                )
+                continue
+            mgr.states[dep_id] = adoption.admit(mgr, row, found)
+    await watch(mgr)
+    for st in list(mgr.states.values()):
+        rollout.step(mgr, st, rows.get(st.id))
+    await mgr.flush_writes()
+
+
+async def watch(mgr: ServingManager) -> None:
+    """Ask the runtimes, in one thread, whether the ready replicas still run."""
+    ready = [
+        (st, r)
+        for st in mgr.states.values()
+        for r in st.replicas.values()
+        if r.status == ReplicaStatus.READY and r.handle and not r.working and not r.failed
+    ]
+    if not ready:
+        return
+
+    def inspect() -> list:
+        verdicts = []
+        for st, r in ready:
+            runtime = mgr.runtimes.made.get(st.ctx.build.runtime)
+            try:
+                verdicts.append(runtime.inspect(r.handle) if runtime else None)
+            except Exception:  # cannot tell now: ask again next pass
+                verdicts.append(None)
+        return verdicts
+
+    for (st, r), exit in zip(ready, await asyncio.to_thread(inspect), strict=True):
+        if exit is not None and r.status == ReplicaStatus.READY and not r.working:
+            st.pool.remove(r.name)
+            r.failed, r.exit = exit.reason, exit

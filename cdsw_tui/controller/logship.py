@@ -1,0 +1,110 @@
+"""Replica output into the home's log files: the only writer of those files.
+
+A replica's output leaves through its runtime (a spool file, ``docker logs``), in the
+runner's format: ``<time> <stream> <text>``. Lines of ``stdout`` and ``stderr`` go
+into ``logs/replicas/m<model>/d<deployment>/<replica>.log``; ``metric`` records into
+the model's ``metrics.jsonl``; ``event`` records (why a replica ended) stay with the
+replica's state. The folders and files are made here, by the controller, and opened
+without following links; nothing a model can write is ever mounted or chmodded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from cdsw_tui.controller.state import ReplicaState
+from cdsw_tui.engine.buildlog import stamp
+from cdsw_tui.engine.runtime import Runtime
+from cdsw_tui.services.logs import metrics_file, replica_log
+from cdsw_tui.serving.replica import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
+
+OUTPUT_STREAMS = (b"stdout", b"stderr")
+
+
+class Shipper:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._lock = threading.Lock()
+        self.dropped: dict[Path, tuple[int, str]] = {}
+
+    def _append(self, path: Path, data: bytes) -> None:
+        """Append whole lines; on a full disk, count them and say so once it has room."""
+        with self._lock:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(
+                    path,
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+                try:
+                    lost = self.dropped.pop(path, None)
+                    if lost:
+                        note = (
+                            f"{stamp()} stderr [cdsw-tui] {lost[0]} log lines dropped: {lost[1]}\n"
+                        )
+                        data = note.encode() + data
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                count, _ = self.dropped.get(path, (0, ""))
+                self.dropped[path] = (count + data.count(b"\n"), exc.strerror or str(exc))
+
+    def note(self, model_id: int, deployment_id: int, name: str, text: str) -> None:
+        """The controller's own word in a replica's log, marked as such."""
+        line = f"{stamp()} stderr [cdsw-tui] {text}\n".encode()
+        self._append(replica_log(self.home, model_id, deployment_id, name), line)
+
+    def ship(self, runtime: Runtime, r: ReplicaState, model_id: int, deployment_id: int) -> bool:
+        """File what the replica wrote since the last time; True if there was something."""
+        if not r.handle:
+            return False
+        with r.ship_lock:
+            shipped = False
+            while True:
+                out = runtime.read_output(r.handle, r.output_offset)
+                if not out.data:
+                    r.output_offset = out.offset
+                    return shipped
+                self._route(r, out.data, model_id, deployment_id)
+                r.output_offset = out.offset
+                shipped = True
+
+    def _route(self, r: ReplicaState, data: bytes, model_id: int, deployment_id: int) -> None:
+        log: list[bytes] = []
+        metrics: list[bytes] = []
+        for line in data.splitlines():
+            if not line:
+                continue
+            stream = line[STAMP_LENGTH + 1 :].split(b" ", 1)[0]
+            if len(line) > STAMP_LENGTH and line[STAMP_LENGTH : STAMP_LENGTH + 1] == b" ":
+                rest = line[STAMP_LENGTH + 2 + len(stream) :]
+                if stream in OUTPUT_STREAMS:
+                    log.append(line + b"\n")
+                    if stream == b"stderr" and rest.strip():
+                        r.last_stderr = rest.decode("utf-8", "replace").strip()[:500]
+                    continue
+                if stream == STREAM_METRIC.encode():
+                    metrics.append(rest + b"\n")
+                    continue
+                if stream == STREAM_EVENT.encode():
+                    try:
+                        r.events.append(json.loads(rest))
+                    except ValueError:
+                        pass
+                    continue
+            # what the interpreter printed before the runner took over (a crash at start)
+            text = line.decode("utf-8", "replace")
+            log.append(f"{stamp()} stderr {text}\n".encode())
+            if text.strip():
+                r.last_stderr = text.strip()[:500]
+        if log:
+            self._append(replica_log(self.home, model_id, deployment_id, r.name), b"".join(log))
+        if metrics:
+            self._append(metrics_file(self.home, model_id), b"".join(metrics))

@@ -1,0 +1,329 @@
+"""The Docker runtime: each replica is a container of the build's image.
+
+A container runs as the unprivileged cdsw user with every capability dropped,
+``no-new-privileges`` and a pids limit, and publishes no port: its runner listens on a
+Unix socket in a folder of its own, mounted at /run/cdsw, which the controller dials
+without following links (the container can write there, and nothing else of the
+host). Logs leave through ``docker logs``; a thread per replica follows them, and the
+controller reads from an offset (the nanosecond time of the last line it took).
+Labels let a restarted controller adopt its containers and remove those no deployment
+wants. A thread follows Docker's events, so noticing a dead container costs no API call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cdsw_tui.engine import process
+from cdsw_tui.engine.runtime import (
+    Exit,
+    Found,
+    Output,
+    Placed,
+    ReplicaSpec,
+    RuntimeBase,
+    RuntimeUnavailable,
+)
+
+SOCKET_DIR = "/run/cdsw"
+UID = 1000
+PIDS_LIMIT = 1024
+STOP_GRACE = 2
+RUNNER = "/usr/local/lib/cdsw/replica.py"
+PYTHON = "/home/cdsw/.venv/bin/python"
+
+
+def home_id(home: Path) -> str:
+    """A short name of the home, so that two homes never share a tag or a container."""
+    return hashlib.sha256(str(home).encode()).hexdigest()[:10]
+
+
+def parse_stamp(text: bytes) -> int:
+    """Docker's RFC 3339 time with nanoseconds, as nanoseconds since the epoch."""
+    whole, _, rest = text.partition(b".")
+    fraction = rest.rstrip(b"Z")[:9].ljust(9, b"0")
+    seconds = datetime.strptime(whole.decode(), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return int(seconds.timestamp()) * 1_000_000_000 + int(fraction or b"0")
+
+
+class _Follower:
+    """``docker logs --follow --timestamps`` of one container, into a buffer."""
+
+    def __init__(self, api, cid: str, since_ns: int) -> None:
+        self.buf = bytearray()
+        self.lock = threading.Lock()
+        self.done = False
+        since = since_ns / 1e9 if since_ns else None
+        self.stream = api.logs(
+            cid, stdout=True, stderr=True, stream=True, follow=True, timestamps=True, since=since
+        )
+        threading.Thread(target=self._pump, daemon=True, name=f"logs-{cid[:12]}").start()
+
+    def _pump(self) -> None:
+        try:
+            for chunk in self.stream:
+                with self.lock:
+                    self.buf += chunk
+        except Exception:  # the container went, or dockerd did
+            pass
+        finally:
+            self.done = True
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except Exception:  # already closed
+            pass
+
+
+class DockerRuntime(RuntimeBase):
+    name = "docker"
+
+    def __init__(self, home: Path) -> None:
+        from cdsw_tui.engine.backends.docker.images import docker_client
+
+        self.client = docker_client(timeout=30)
+        self.home = str(home)
+        self.sockets = home / "run" / "docker"
+        self.dead: dict[str, Exit] = {}
+        self.names: dict[str, str] = {}
+        self.followers: dict[str, _Follower] = {}
+        self._lock = threading.Lock()
+        events = self._events()  # subscribed before any start: no death goes unheard
+        threading.Thread(
+            target=self._follow_events, args=(events,), daemon=True, name="docker-events"
+        ).start()
+
+    # -- deaths, from Docker's event stream ---------------------------------------------
+
+    def _events(self):
+        return self.client.events(
+            decode=True,
+            filters={
+                "type": "container",
+                "event": ["die", "oom"],
+                "label": [f"cdsw.home={self.home}"],
+            },
+        )
+
+    def _follow_events(self, events) -> None:
+        while True:
+            try:
+                for event in events:
+                    cid = event.get("id", "")
+                    if event.get("status") == "oom" or event.get("Action") == "oom":
+                        with self._lock:
+                            self.dead[cid] = Exit("out of memory: killed by the kernel", oom=True)
+                        continue
+                    code = event.get("Actor", {}).get("Attributes", {}).get("exitCode", "")
+                    verdict = self._verdict(cid, code)
+                    with self._lock:
+                        self.dead.setdefault(cid, verdict)
+            except Exception:  # dockerd restarted: follow again
+                pass
+            time.sleep(1)
+            try:
+                events = self._events()
+                self._resync()  # deaths missed while dockerd was away
+            except Exception:  # still away: try again
+                continue
+
+    def _resync(self) -> None:
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"cdsw.home={self.home}"}
+        ):
+            if container.status != "running":
+                code = container.attrs["State"].get("ExitCode", "")
+                with self._lock:
+                    self.dead.setdefault(container.id, self._verdict(container.id, str(code)))
+
+    def _verdict(self, cid: str, code: str) -> Exit:
+        try:
+            state = self.client.api.inspect_container(cid)["State"]
+        except Exception:  # gone already
+            state = {}
+        if state.get("OOMKilled"):
+            return Exit("out of memory: killed by the kernel", oom=True)
+        try:
+            status: int | None = int(code)
+        except (TypeError, ValueError):
+            status = None
+        return Exit(f"the container exited with status {code or '?'}", status)
+
+    # -- the contract ------------------------------------------------------------------
+
+    def _socket_dir(self, name: str) -> Path:
+        return self.sockets / name
+
+    def start(self, spec: ReplicaSpec) -> Placed:
+        from docker.errors import DockerException
+
+        process.private_dir(self.sockets)
+        folder = self._socket_dir(spec.name)
+        shutil.rmtree(folder, ignore_errors=True)  # unlinks what a container left, follows nothing
+        os.mkdir(folder, 0o700)  # new: nothing planted here can be followed
+        if os.geteuid() == 0:
+            os.chown(folder, UID, UID, follow_symlinks=False)
+        else:
+            os.chmod(folder, 0o777)  # inside our 0700 folder: only the container gets in
+        command = [
+            PYTHON,
+            RUNNER,
+            "--dir",
+            "/home/cdsw",
+            "--file",
+            spec.file,
+            "--function",
+            spec.function,
+            "--name",
+            spec.name,
+            "--socket",
+            f"{SOCKET_DIR}/replica.sock",
+            "--socket-mode",
+            "666",
+            "--kernel",
+            spec.kernel,
+        ]
+        kwargs: dict = {}
+        if spec.gpu:
+            from docker.types import DeviceRequest
+
+            kwargs["device_requests"] = [DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])]
+        try:
+            self._remove_container(spec.name)  # left under this name while dockerd was away
+            container = self.client.containers.run(
+                spec.artifact,
+                command=command,
+                name=spec.name,
+                detach=True,
+                environment=spec.environment,
+                user=f"{UID}:{UID}",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=PIDS_LIMIT,
+                nano_cpus=int(spec.cpu * 1e9),
+                mem_limit=f"{spec.memory}m",
+                memswap_limit=f"{spec.memory}m",
+                volumes={str(folder): {"bind": SOCKET_DIR, "mode": "rw"}},
+                labels={
+                    "cdsw.home": self.home,
+                    "cdsw.replica": spec.name,
+                    "cdsw.deployment": str(spec.deployment_id),
+                    "cdsw.model_id": str(spec.model_id),
+                },
+                **kwargs,
+            )
+        except DockerException as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeUnavailable(f"docker could not start the container: {exc}") from None
+        self.names[container.id] = spec.name
+        return Placed(address=f"unix:{folder}/replica.sock", handle=container.id)
+
+    def inspect(self, handle: str) -> Exit | None:
+        with self._lock:
+            return self.dead.get(handle)
+
+    def stop(self, handle: str) -> None:
+        from docker.errors import DockerException, NotFound
+
+        try:
+            self.client.api.stop(handle, timeout=STOP_GRACE)  # the container's whole cgroup
+        except NotFound:
+            pass
+        except DockerException as exc:
+            raise RuntimeUnavailable(f"docker could not stop the container: {exc}") from None
+
+    def remove(self, handle: str) -> None:
+        from docker.errors import DockerException, NotFound
+
+        follower = self.followers.pop(handle, None)
+        if follower is not None:
+            follower.close()
+        name = self.names.pop(handle, None) or self._label(handle, "cdsw.replica")
+        try:
+            self.client.api.remove_container(handle, force=True)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            raise RuntimeUnavailable(f"docker could not remove the container: {exc}") from None
+        if name:
+            shutil.rmtree(self._socket_dir(name), ignore_errors=True)
+        with self._lock:
+            self.dead.pop(handle, None)
+
+    def _label(self, handle: str, key: str) -> str:
+        try:
+            return self.client.api.inspect_container(handle)["Config"]["Labels"].get(key, "")
+        except Exception:  # gone
+            return ""
+
+    def _remove_container(self, name: str) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self.client.api.remove_container(name, force=True)
+        except NotFound:
+            pass
+
+    def adopt(self, name: str, handle: str) -> Placed | None:
+        try:
+            info = self.client.api.inspect_container(handle)
+        except Exception:  # not ours, or dockerd is away
+            return None
+        labels = info.get("Config", {}).get("Labels", {})
+        if (
+            not info.get("State", {}).get("Running", False)
+            or labels.get("cdsw.replica") != name
+            or labels.get("cdsw.home") != self.home
+        ):
+            return None
+        self.names[handle] = name
+        return Placed(address=f"unix:{self._socket_dir(name)}/replica.sock", handle=handle)
+
+    def list(self) -> list[Found]:
+        return [
+            Found(c.labels.get("cdsw.replica", ""), c.id, c.status == "running")
+            for c in self.client.containers.list(
+                all=True, filters={"label": f"cdsw.home={self.home}"}
+            )
+        ]
+
+    def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
+        follower = self.followers.get(handle)
+        if follower is None or (
+            follower.done and not follower.buf and self.inspect(handle) is None
+        ):
+            try:
+                follower = _Follower(self.client.api, handle, offset)
+            except Exception:  # gone, or dockerd is away: nothing to read now
+                return Output(b"", offset)
+            self.followers[handle] = follower
+        with follower.lock:
+            cut = follower.buf.rfind(b"\n", 0, limit) + 1
+            if not cut and follower.done:
+                cut = len(follower.buf)
+            chunk = bytes(follower.buf[:cut])
+            del follower.buf[:cut]
+        lines = []
+        for line in chunk.splitlines(keepends=True):
+            stamp, _, text = line.partition(b" ")
+            try:
+                ns = parse_stamp(stamp)
+            except ValueError:
+                lines.append(line)
+                continue
+            if ns <= offset:
+                continue  # taken before: the follower restarted from that time
+            offset = ns
+            lines.append(text)
+        return Output(b"".join(lines), offset)
+
+
+def make_runtime(home: Path) -> DockerRuntime:
+    return DockerRuntime(home)

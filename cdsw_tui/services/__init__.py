@@ -1,0 +1,1 @@
+"""The operations both faces call: they write intents to the store and read state."""

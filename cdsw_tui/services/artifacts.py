@@ -1,0 +1,67 @@
+"""What a deleted model leaves behind: build folders, logs, and its runtime's artifacts
+(a Docker image per build). Removed with the model, never before."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from cdsw_tui.engine import backends
+from cdsw_tui.errors import Conflict
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model
+
+
+def refuse_if_deployed(wb: Workbench, models: list[Model]) -> None:
+    """One clear refusal before anything is deleted, naming every deployed model."""
+    ids = [m.id for m in models]
+    with wb.store.session() as s:
+        busy = set(
+            s.exec(
+                select(Deployment.model_id).where(
+                    col(Deployment.model_id).in_(ids), col(Deployment.status).in_(DEPLOYMENT_ACTIVE)
+                )
+            )
+        )
+    names = [m.name for m in models if m.id in busy]
+    if names:
+        which = "model " + names[0] if len(names) == 1 else "models " + ", ".join(names)
+        raise Conflict(
+            f"{which} {'has' if len(names) == 1 else 'have'} an active deployment; stop it first"
+        )
+
+
+def runtimes_of(wb: Workbench, model_id: int) -> set[str]:
+    with wb.store.session() as s:
+        return set(s.exec(select(Build.runtime).where(Build.model_id == model_id).distinct()))
+
+
+def forget(wb: Workbench, model_id: int, runtimes: set[str]) -> list[str]:
+    """Remove a deleted model's files and its runtimes' artifacts; notes on what stayed."""
+    notes: list[str] = []
+    for folder in (
+        wb.builds_dir() / f"m{model_id}",
+        wb.home / "logs" / "builds" / f"m{model_id}",
+        wb.home / "logs" / "replicas" / f"m{model_id}",
+    ):
+        if folder.exists():
+            _make_writable(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    for name in sorted(runtimes):
+        try:
+            notes.extend(backends.get(name).forget_model(wb.home, model_id))
+        except Exception as exc:  # the model is gone; say what stayed
+            notes.append(f"{name} artifacts stay: {getattr(exc, 'message', exc)}")
+    return notes
+
+
+def _make_writable(folder: Path) -> None:
+    """Builds are read-only; folders of ours only, links are not followed."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            try:
+                path.chmod(path.stat().st_mode | 0o700)
+            except OSError:
+                pass

@@ -1,0 +1,17 @@
+"""Engine images for the runtimes that build from one (Docker's): make and list them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def build(tag: str, *, with_r: bool, log: Callable[[str], None]) -> str:
+    from cdsw_tui.engine.backends.docker.images import build_engine
+
+    return build_engine(tag, with_r=with_r, log=log)
+
+
+def list_engines() -> list[dict]:
+    from cdsw_tui.engine.backends.docker.images import list_engines as listing
+
+    return listing()

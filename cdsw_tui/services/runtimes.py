@@ -1,0 +1,37 @@
+"""The runtimes the faces may offer, and what each enforces, from the backend registry."""
+
+from __future__ import annotations
+
+from cdsw_tui.engine import backends
+
+
+def names() -> tuple[str, ...]:
+    return backends.names()
+
+
+def choices() -> list[tuple[str, str]]:
+    """(label, name) of every runtime, for a form's select."""
+    return [(b.label, b.name) for b in backends.all_backends()]
+
+
+def advisory(runtime: str) -> list[str]:
+    """Resources recorded but not enforced on ``runtime`` (empty for an unknown one)."""
+    try:
+        return backends.get(runtime).advisory()
+    except Exception:  # a runtime no longer registered: nothing to say
+        return []
+
+
+def uses_engine(runtime: str) -> bool:
+    try:
+        return backends.get(runtime).engine_image
+    except Exception:  # a runtime no longer registered
+        return False
+
+
+def r_from_host(runtime: str) -> bool:
+    """R models of ``runtime`` use this machine's Rscript (not an engine's)."""
+    try:
+        return backends.get(runtime).r == "host"
+    except Exception:  # a runtime no longer registered
+        return False
