@@ -103,24 +103,26 @@ async def adopt(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
 
 
 def wanted(mgr: ServingManager) -> tuple[set[str], set[str]]:
-    """(names of replicas active deployments still count on, runtimes any build used)."""
+    """(handles of the replicas active deployments still count on, runtimes any build used)."""
     with mgr.store.session() as s:
         active = select(Deployment.id).where(col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
-        names = set(
+        handles = set(
             s.exec(
-                select(Replica.name).where(
+                select(Replica.handle).where(
                     col(Replica.deployment_id).in_(active),
                     Replica.status != ReplicaStatus.STOPPED,
+                    Replica.handle != "",
                 )
             )
         )
         runtimes = set(s.exec(select(Build.runtime).distinct()))
-    return names, runtimes
+    return handles, runtimes
 
 
 def collect(mgr: ServingManager) -> None:
-    """Stop and remove replicas no deployment wants (a stop or a start a dead controller
-    left half done). Runs once, before the first pass starts anything (in a thread)."""
+    """Stop and remove replicas no deployment knows: a stop a dead controller left half
+    done, or a start whose handle it never wrote down. Runs once, before the first pass
+    starts anything (in a thread)."""
     keep, runtimes = wanted(mgr)
     for name in sorted(runtimes):
         try:

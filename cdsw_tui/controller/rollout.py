@@ -62,11 +62,10 @@ def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> None:
 def _retire_leftovers(mgr: ServingManager, st: DeploymentState) -> None:
     now = time.monotonic()
     for r in st.replicas.values():
-        if (
-            r.status in (ReplicaStatus.DRAINING, ReplicaStatus.STOPPING)
-            and not r.working
-            and now >= r.not_before
-        ):
+        leaving = r.status in (ReplicaStatus.DRAINING, ReplicaStatus.STOPPING) or (
+            r.status == ReplicaStatus.RESTARTING and r.abort  # told to stop while it restarted
+        )
+        if leaving and not r.working and now >= r.not_before:
             mgr.spawn(r, supervision.retire(mgr, st, r))
 
 

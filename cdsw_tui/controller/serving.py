@@ -58,10 +58,16 @@ class RuntimeSet:
         self.home = wb.home
         self.made: dict[str, Runtime] = dict(made or {})
         self._failed: dict[str, tuple[float, str]] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Runtime:
-        with self._lock:
+        runtime = self.made.get(name)
+        if runtime is not None:
+            return runtime
+        with self._lock:  # one lock per backend: a hung engine must not block the others
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
             if name in self.made:
                 return self.made[name]
             failed = self._failed.get(name)

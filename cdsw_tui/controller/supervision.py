@@ -77,11 +77,15 @@ async def _placed_and_ready(mgr: ServingManager, st: DeploymentState, r: Replica
     r.events.clear()
     r.last_stderr = ""
     r.gateway.moved(placed.address)
-    await mgr.db(
-        mgr.set_replica, r.row_id, status=ReplicaStatus.STARTING, handle=r.handle, output_offset=0
-    )
     deadline = time.monotonic() + mgr.health_timeout
     try:
+        await mgr.db(
+            mgr.set_replica,
+            r.row_id,
+            status=ReplicaStatus.STARTING,
+            handle=r.handle,
+            output_offset=0,
+        )
         while True:
             if r.abort:
                 raise Aborted
@@ -94,7 +98,7 @@ async def _placed_and_ready(mgr: ServingManager, st: DeploymentState, r: Replica
             if time.monotonic() > deadline:
                 raise StartFailed(f"the replica was not ready within {mgr.health_timeout:g} s")
             await asyncio.sleep(0.02)
-    except (Aborted, StartFailed, OSError):
+    except Exception:  # it must not outlive a start that did not succeed
         try:
             await _dispose(mgr, st, r, runtime)
         except Exception as exc:  # the runtime is away: the next start removes it
@@ -144,6 +148,13 @@ async def _failed_to_start(
     mgr: ServingManager, st: DeploymentState, r: ReplicaState, reason: str
 ) -> None:
     r.reason = reason
+    if r.abort or st.goal == Goal.STOP:
+        r.status = ReplicaStatus.STOPPED  # nothing runs (it was disposed of): nothing to retry
+        if r.row_id is not None:
+            await mgr.db(
+                mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, reason=reason, handle=""
+            )
+        return
     if st.goal == Goal.ROLLOUT and not r.restarts:
         r.status = ReplicaStatus.FAILED  # the rollout fails with this reason
         if r.row_id is not None:

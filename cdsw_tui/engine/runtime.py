@@ -97,7 +97,7 @@ class Runtime(Protocol):
         """Every replica of this home the backend has."""
 
     def collect(self, keep: set[str]) -> list[str]:
-        """Stop and remove every replica whose name is not in ``keep``; their names."""
+        """Stop and remove every replica whose handle is not in ``keep``; their names."""
 
     def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
         """Stamped output lines (runner format) written after ``offset``."""
@@ -120,7 +120,7 @@ class RuntimeBase:
     def collect(self, keep: set[str]) -> list[str]:
         removed = []
         for found in self.list():
-            if found.name not in keep:
+            if found.handle not in keep:
                 self.stop(found.handle)
                 self.remove(found.handle)
                 removed.append(found.name)

@@ -498,25 +498,24 @@ class ModelScreen(PollingScreen):
         return models.resolve(self.wb, self.ref)
 
     def action_deploy_new_build(self) -> None:
-        from cdsw_tui.services import builds
+        import json
+
+        from cdsw_tui.services import deployments
 
         def go() -> None:
-            model = self._model()
-            request = {
-                "replicas": model.replicas,
-                "cpu": model.cpu,
-                "memory": model.memory,
-                "gpu": model.gpu,
-            }
             active = self.detail.active if self.detail else None
+            keep = {}  # the running deployment's resources and variables carry over
             if active is not None:
-                request = {
+                keep = {
                     "replicas": active.replicas,
                     "cpu": active.cpu,
                     "memory": active.memory,
                     "gpu": active.gpu,
+                    "env": json.loads(active.env or "{}"),
                 }
-            builds.request(self.wb, model, comment="Deploy New Build", deploy=request)
+            deployments.request(
+                self.wb, self._model(), new_build=True, comment="Deploy New Build", **keep
+            )
             self.workbench.ensure_controller()
 
         self.selected_build = None

@@ -199,7 +199,7 @@ class NewModelScreen(Screen):
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
     def _submit(self, spec, comment: str, deploy: bool) -> None:
-        from cdsw_tui.services import builds, models
+        from cdsw_tui.services import deployments, models
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
@@ -210,13 +210,8 @@ class NewModelScreen(Screen):
         ref = f"{self.project_name}/{model.name}"
         if deploy:
             try:
-                request = {
-                    "replicas": model.replicas,
-                    "cpu": model.cpu,
-                    "memory": model.memory,
-                    "gpu": model.gpu,
-                }
-                build = builds.request(wb, model, comment=comment, deploy=request)
+                build = deployments.request(wb, model, new_build=True, comment=comment).build
+                assert build is not None
                 self.app.ensure_controller()  # type: ignore[attr-defined]
             except CdswError as exc:
                 self.app.call_from_thread(

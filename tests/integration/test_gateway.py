@@ -349,8 +349,20 @@ def test_cdsw_module_metrics(served: Served):
     assert "input_a" in served.cli("metrics", "srv/scored").stdout
 
 
-def test_memory_limit_is_enforced_on_the_local_runtime(served: Served):
+def test_memory_limit_is_enforced_and_the_replica_recovers(served: Served):
     assert call(served, "hog", {"mb": 20}).json()["response"] == 20 * 1024 * 1024
+    model = models.resolve(served.wb, "srv/hog")
+    [before] = deployments.replicas_of(served.wb, models.active_deployment(served.wb, model))
     body = assert_error(call(served, "hog", {"mb": 600}), 500, "model.error")
     assert "MemoryError" in body["error"]["message"]
-    assert call(served, "hog", {"mb": 1}).status_code == 200  # the replica lives on
+    # a heap at its limit is not trusted again: the replica is replaced, and says why
+    deadline = time.monotonic() + 15
+    while True:
+        [replica] = deployments.replicas_of(served.wb, models.active_deployment(served.wb, model))
+        if replica.restarts > before.restarts and replica.status == "running":
+            break
+        assert time.monotonic() < deadline, replica
+        time.sleep(0.1)
+    assert "out of memory" in replica.reason
+    assert call(served, "hog", {"mb": 20}).json()["response"] == 20 * 1024 * 1024
+    assert "out of memory" in served.cli("logs", "srv/hog").stdout

@@ -186,7 +186,7 @@ class DockerRuntime(RuntimeBase):
             "--socket",
             f"{SOCKET_DIR}/replica.sock",
             "--socket-mode",
-            "666",
+            "600" if os.geteuid() == 0 else "666",  # a controller not root needs the others bit
             "--kernel",
             spec.kernel,
         ]
