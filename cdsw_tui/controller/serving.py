@@ -39,6 +39,7 @@ from cdsw_tui.store import (
 
 log = logging.getLogger("cdsw_tui.controller")
 SHIP_INTERVAL = 0.1
+HEALTH_TIMEOUT = 120.0  # how long a new replica may take to load its model
 SHIPPED = (
     ReplicaStatus.STARTING,
     ReplicaStatus.READY,
@@ -95,7 +96,7 @@ class ServingManager:
         self.settings = wb.settings
         self.runtimes = runtimes or RuntimeSet(wb)
         self.probe = probe
-        self.health_timeout = 120.0
+        self.health_timeout = HEALTH_TIMEOUT
         self.router = Router(wb.settings.db_path)
         self.metrics = GatewayMetrics()
         self.gateway = Gateway(

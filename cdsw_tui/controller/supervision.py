@@ -21,7 +21,6 @@ from cdsw_tui.serving.replica import (
 from cdsw_tui.store import Deployment, ReplicaStatus, utcnow
 
 log = logging.getLogger("cdsw_tui.controller")
-HEALTH_TIMEOUT = 120.0
 RETRY_STOP = 2.0
 TIMED_OUT = "timed out"
 

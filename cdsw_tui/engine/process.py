@@ -133,13 +133,6 @@ def kill_tree(
             return
 
 
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_logged(
     cmd: list[str],
     *,

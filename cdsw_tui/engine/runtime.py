@@ -31,6 +31,24 @@ class ReplicaSpec:
     gpu: int = 0
 
 
+def runner_arguments(spec: ReplicaSpec, directory: str, socket: str) -> list[str]:
+    """What every backend passes the replica runner (serving/replica.py), after its path."""
+    return [
+        "--dir",
+        directory,
+        "--file",
+        spec.file,
+        "--function",
+        spec.function,
+        "--name",
+        spec.name,
+        "--socket",
+        socket,
+        "--kernel",
+        spec.kernel,
+    ]
+
+
 @dataclass(frozen=True)
 class Placed:
     """A started (or adopted) replica: where the gateway reaches it, and its handle.

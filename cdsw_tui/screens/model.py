@@ -36,7 +36,6 @@ from cdsw_tui.widgets.log_view import LogView
 from cdsw_tui.widgets.status import badge, dash, when
 from cdsw_tui.widgets.test_pane import TestPane
 
-TABS = ("overview", "builds", "deployments", "monitoring", "settings")
 LANGS = ("shell", "python", "r")
 
 

@@ -80,3 +80,38 @@ def test_foreign_keys_cascade_and_unique_numbers(tmp_path: Path):
         s.delete(s.get(Model, m.id))
         s.commit()
         assert not s.exec(select(Build)).all() and not s.exec(select(Deployment)).all()
+
+
+def test_a_version_1_store_keeps_its_replicas_by_handle(tmp_path: Path):
+    """Replicas of a store from before the runtime contract had a pid, a port and a
+    container id; they come out with one opaque handle each, other columns gone."""
+    path = tmp_path / "cdsw.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        """
+        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE replica (
+            id INTEGER PRIMARY KEY, deployment_id INTEGER, name VARCHAR UNIQUE,
+            status VARCHAR, reason VARCHAR, pid INTEGER, port INTEGER,
+            container_id VARCHAR, restarts INTEGER, received INTEGER, processed INTEGER,
+            success INTEGER, failure INTEGER, busy_waits INTEGER, started_at DATETIME,
+            updated_at DATETIME);
+        INSERT INTO replica (id, deployment_id, name, status, reason, pid, port, container_id,
+            restarts, received, processed, success, failure, busy_waits, updated_at)
+        VALUES (1, 1, 'a-1-1-xxxxx', 'running', '', 4242, 40000, '', 0, 0, 0, 0, 0, 0, '2026-01-01'),
+               (2, 2, 'b-2-2-yyyyy', 'running', '', NULL, 40001, 'c0ffee', 0, 0, 0, 0, 0, 0, '2026-01-01');
+        """
+    )
+    con.commit()
+    con.close()
+    Store(path).close()
+    con = sqlite3.connect(path)
+    columns = {r[1] for r in con.execute("PRAGMA table_info(replica)")}
+    assert {"handle", "output_offset"} <= columns
+    assert not columns & {"pid", "port", "container_id"}
+    handles = dict(con.execute("SELECT name, handle FROM replica"))
+    assert handles == {"a-1-1-xxxxx": "4242:0:a-1-1-xxxxx", "b-2-2-yyyyy": "c0ffee"}
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )

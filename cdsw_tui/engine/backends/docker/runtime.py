@@ -29,6 +29,7 @@ from cdsw_tui.engine.runtime import (
     ReplicaSpec,
     RuntimeBase,
     RuntimeUnavailable,
+    runner_arguments,
 )
 
 SOCKET_DIR = "/run/cdsw"
@@ -175,20 +176,9 @@ class DockerRuntime(RuntimeBase):
         command = [
             PYTHON,
             RUNNER,
-            "--dir",
-            "/home/cdsw",
-            "--file",
-            spec.file,
-            "--function",
-            spec.function,
-            "--name",
-            spec.name,
-            "--socket",
-            f"{SOCKET_DIR}/replica.sock",
+            *runner_arguments(spec, "/home/cdsw", f"{SOCKET_DIR}/replica.sock"),
             "--socket-mode",
             "600" if os.geteuid() == 0 else "666",  # a controller not root needs the others bit
-            "--kernel",
-            spec.kernel,
         ]
         kwargs: dict = {}
         if spec.gpu:

@@ -16,7 +16,15 @@ import subprocess
 from pathlib import Path
 
 from cdsw_tui.engine import process
-from cdsw_tui.engine.runtime import Exit, Found, Output, Placed, ReplicaSpec, RuntimeBase
+from cdsw_tui.engine.runtime import (
+    Exit,
+    Found,
+    Output,
+    Placed,
+    ReplicaSpec,
+    RuntimeBase,
+    runner_arguments,
+)
 from cdsw_tui.resources import RUNNER
 
 STOP_GRACE = 2.0
@@ -45,12 +53,16 @@ class LocalRuntime(RuntimeBase):
 
     def _ours(self, pid: int, start: int, name: str) -> bool:
         """The very process we started: same pid, same start time (or, for a handle
-        without one, the replica's name in its environment)."""
+        without one, from before the handle had it, the replica's name in its environment)."""
         if not process.alive(pid):
             return False
         if start:
             return process.start_time(pid) == start
-        return process.has_marker(pid, self._marker(name))
+        return process.has_marker(pid, self._legacy_marker(name))
+
+    @staticmethod
+    def _legacy_marker(name: str) -> bytes:
+        return f"CDSW_REPLICA_ID={name}".encode()
 
     # -- the contract ------------------------------------------------------------------
 
@@ -74,19 +86,8 @@ class LocalRuntime(RuntimeBase):
             python,
             "-s",
             str(RUNNER),
-            "--dir",
-            spec.artifact,
-            "--file",
-            spec.file,
-            "--function",
-            spec.function,
-            "--name",
-            spec.name,
-            "--socket",
-            str(sock),
-            "--kernel",
-            spec.kernel,
-            "--memory-mb",
+            *runner_arguments(spec, spec.artifact, str(sock)),
+            "--memory-mb",  # enforced by a resource limit in the runner
             str(spec.memory),
         ]
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
@@ -134,7 +135,7 @@ class LocalRuntime(RuntimeBase):
             root = -1  # the process itself is gone; its descendants may not be
         else:
             root = pid
-        marker = self._marker(name)
+        marker = self._marker(name) if start else self._legacy_marker(name)
         reap = (lambda: proc.poll()) if proc is not None else None
         process.kill_tree(root, marker, grace=STOP_GRACE if root > 0 else 0, reap=reap)
         if proc is not None:
