@@ -61,6 +61,8 @@ class WorkbenchApp(App[None]):
         from cdsw_tui.screens.projects import ProjectsScreen
 
         self.push_screen(ProjectsScreen())
+        for warning in getattr(self.wb, "warnings", []):
+            self.notify(warning, severity="warning", timeout=10)
         if self.start_controller:
             self._ensure_controller()
         self.set_interval(2.0, self._watch_events)

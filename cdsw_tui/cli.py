@@ -41,6 +41,8 @@ def _wb(ctx: click.Context) -> Workbench:
     if ctx.obj is None:
         ctx.obj = Workbench()
         ctx.call_on_close(ctx.obj.close)
+        for warning in ctx.obj.warnings:
+            click.echo(f"warning: {warning}", err=True)
     return ctx.obj
 
 
@@ -686,15 +688,16 @@ def scale_cmd(ctx: click.Context, ref: str, replicas: int) -> None:
 @main.command("call")
 @click.argument("ref", metavar="MODEL")
 @click.argument("request_json", metavar="[JSON]", required=False)
+@click.option("--api-key", help="for a model with authentication on (or CDSW_TUI_API_KEY)")
 @click.pass_context
-def call_cmd(ctx: click.Context, ref: str, request_json: str | None) -> None:
+def call_cmd(ctx: click.Context, ref: str, request_json: str | None, api_key: str | None) -> None:
     """Call the model through the gateway (default: its example input)."""
     import json as _json
 
     from cdsw_tui.services import calls, models
 
     wb = _wb(ctx)
-    result = calls.call(wb, models.resolve(wb, ref), request_json)
+    result = calls.call(wb, models.resolve(wb, ref), request_json, api_key=api_key)
     click.echo(_json.dumps(result.body))
     if not result.ok:
         ctx.exit(1)

@@ -26,6 +26,7 @@ class Settings:
     gateway_port: int = 8787
     busy_timeout: float = 30.0
     request_timeout: float = 30.0
+    header_timeout: float = 10.0  # for a request's head to arrive (slow-header callers)
     max_request_bytes: int = 5 * 1024 * 1024
     runtime: str = "local"
     engine_image: str = "cdsw-tui/engine:latest"

@@ -14,6 +14,7 @@ import logging
 
 from cdsw_tui.controller import adoption, rollout
 from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.services import calls
 from cdsw_tui.serving.gateway import start_gateway
 from cdsw_tui.store import DeploymentStatus, ReplicaStatus
 
@@ -24,6 +25,7 @@ async def start(mgr: ServingManager) -> None:
     """Take over what runs before the gateway answers: calls to a deployment being
     adopted wait for its replicas instead of hearing 'not deployed'."""
     mgr.router.refresh(force=True)
+    mgr.gateway.identity = await mgr.db(calls.new_identity, mgr.wb.home)
     await mgr.db(adoption.collect, mgr)
     await converge(mgr)
     mgr.runner = await start_gateway(

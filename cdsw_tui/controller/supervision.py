@@ -122,8 +122,6 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
     if r.abort or st.goal == Goal.STOP:
         r.status = ReplicaStatus.STOPPING  # the pass retires it
         return
-    r.status = ReplicaStatus.READY
-    st.pool.add(r.gateway)
     await mgr.db(
         mgr.set_replica,
         r.row_id,
@@ -131,6 +129,11 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
         started_at=utcnow(),
         restarts=r.restarts,
     )
+    if r.abort or st.goal == Goal.STOP:  # a stop came while the row was written
+        r.status = ReplicaStatus.STOPPING
+        return
+    r.status = ReplicaStatus.READY
+    st.pool.add(r.gateway)
     if st.crash_reason and not any(
         x.status == ReplicaStatus.RESTARTING for x in st.replicas.values()
     ):
@@ -147,19 +150,14 @@ async def _failed_to_start(
     mgr: ServingManager, st: DeploymentState, r: ReplicaState, reason: str
 ) -> None:
     r.reason = reason
-    if r.abort or st.goal == Goal.STOP:
-        r.status = ReplicaStatus.STOPPED  # nothing runs (it was disposed of): nothing to retry
-        if r.row_id is not None:
+    stopping = r.abort or st.goal == Goal.STOP
+    if stopping or (st.goal == Goal.ROLLOUT and not r.restarts):
+        if r.row_id is not None:  # the row first: the pass acts once the state says so
             await mgr.db(
                 mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, reason=reason, handle=""
             )
-        return
-    if st.goal == Goal.ROLLOUT and not r.restarts:
-        r.status = ReplicaStatus.FAILED  # the rollout fails with this reason
-        if r.row_id is not None:
-            await mgr.db(
-                mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, reason=reason, handle=""
-            )
+        # nothing runs (it was disposed of); a rollout fails with this reason
+        r.status = ReplicaStatus.STOPPED if stopping else ReplicaStatus.FAILED
         return
     await _back_off(mgr, st, r, reason)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -31,11 +29,14 @@ class DeployScreen(ModalScreen[int | None]):
         Binding("ctrl+s", "deploy", "Deploy", id="form.submit"),
     ]
 
-    def __init__(self, ref: str, build: int | None, previous, built: list[int]) -> None:
+    def __init__(
+        self, ref: str, build: int | None, previous, built: list[int], env: dict[str, str]
+    ) -> None:
         super().__init__()
         self.ref = ref
         self.build = build
         self.previous = previous
+        self.previous_env = env  # the previous deployment's variables, unsealed
         self.built = built
 
     def compose(self) -> ComposeResult:
@@ -66,7 +67,7 @@ class DeployScreen(ModalScreen[int | None]):
                 yield Field("GPU", Input(str(p.gpu), id="gpu", type="integer"), name="gpu")
             yield Field(
                 "Deployment variables (K=V)",
-                TextArea(env_text(json.loads(p.env or "{}")), id="env"),
+                TextArea(env_text(self.previous_env), id="env"),
                 name="env",
             )
             with Horizontal(id="buttons"):
@@ -88,7 +89,7 @@ class DeployScreen(ModalScreen[int | None]):
         try:
             env = env_service.keep_masked(
                 parse_env(self.query_one("#env", TextArea).text),
-                json.loads(self.previous.env or "{}"),
+                self.previous_env,
             )
         except CdswError as exc:
             mark_error(self, "env", exc.message)

@@ -497,9 +497,8 @@ class ModelScreen(PollingScreen):
         return models.resolve(self.wb, self.ref)
 
     def action_deploy_new_build(self) -> None:
-        import json
-
         from cdsw_tui.services import deployments
+        from cdsw_tui.services import env as env_service
 
         def go() -> None:
             active = self.detail.active if self.detail else None
@@ -510,7 +509,7 @@ class ModelScreen(PollingScreen):
                     "cpu": active.cpu,
                     "memory": active.memory,
                     "gpu": active.gpu,
-                    "env": json.loads(active.env or "{}"),
+                    "env": env_service.unpack(self.wb, active.env),
                 }
             deployments.request(
                 self.wb, self._model(), new_build=True, comment="Deploy New Build", **keep
@@ -548,6 +547,7 @@ class ModelScreen(PollingScreen):
 
     def action_redeploy(self) -> None:
         from cdsw_tui.screens.deploy import DeployScreen
+        from cdsw_tui.services import env as env_service
 
         if self.detail is None or not self.detail.deployments:
             return
@@ -560,6 +560,7 @@ class ModelScreen(PollingScreen):
                 self.detail.build_numbers.get(d.build_id),
                 d,
                 [b.number for b in self.detail.builds if b.status == "built"],
+                env_service.unpack(self.wb, d.env),
             ),
             lambda _r: self.reload(),
         )

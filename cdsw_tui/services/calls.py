@@ -1,16 +1,30 @@
-"""Calling a model through the gateway, as any client would."""
+"""Calling a model through the gateway, as any client would, but only ours.
+
+The client never goes through a proxy for the loopback gateway (a proxy would see the
+access key), and before it sends a key it asks the gateway to prove that it is this
+home's controller: an HMAC of a fresh challenge under the secret in the home's identity
+file, which only a process that can read the home knows. Whatever else listens on the
+gateway port (a local user who bound it first) gets no key.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Model
+
+IDENTITY_FILE = Path("run") / "gateway.identity"
 
 
 @dataclass
@@ -28,15 +42,63 @@ _CLIENT: httpx.Client | None = None
 
 
 def _client() -> httpx.Client:
-    """One pooled client: a new one per call costs tens of milliseconds of setup."""
+    """One pooled client, never through a proxy: a new one per call costs tens of ms."""
     global _CLIENT
     if _CLIENT is None:
-        _CLIENT = httpx.Client()
+        _CLIENT = httpx.Client(trust_env=False)
     return _CLIENT
 
 
+def new_identity(home: Path) -> bytes:
+    """A new secret for this home's gateway (the controller makes one as it starts)."""
+    path = home / IDENTITY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_bytes(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(value)
+    os.replace(tmp, path)
+    return value
+
+
+def _identity(home: Path) -> bytes:
+    try:
+        fd = os.open(home / IDENTITY_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def verify_gateway(wb: Workbench) -> None:
+    """Raise unless what answers on the gateway's address is this home's controller."""
+    url = wb.settings.gateway_url
+    challenge = secrets.token_hex(16)
+    try:
+        response = _client().get(f"{url}/health", params={"challenge": challenge}, timeout=10)
+        proof = response.json().get("proof", "")
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise CdswError(
+            f"the gateway at {url} did not answer ({type(exc).__name__}); is the controller "
+            "running? ('cdsw-tui status'; any command that deploys starts it)"
+        ) from None
+    identity = _identity(wb.home)
+    expected = hmac.new(identity, challenge.encode(), hashlib.sha256).hexdigest()
+    if not identity or not hmac.compare_digest(str(proof), expected):
+        raise CdswError(
+            f"what answers at {url} is not this home's controller; nothing was sent to it "
+            "(another process holds the gateway port?)"
+        )
+
+
 def call(
-    wb: Workbench, model: Model, request_json: str | None = None, timeout: float | None = None
+    wb: Workbench,
+    model: Model,
+    request_json: str | None = None,
+    timeout: float | None = None,
+    api_key: str | None = None,
 ) -> CallResult:
     text = (
         request_json
@@ -47,18 +109,24 @@ def call(
         request = json.loads(text)
     except ValueError as exc:
         raise CdswError(f"the request is not valid JSON: {exc}") from None
+    verify_gateway(wb)
     payload = json.dumps({"accessKey": model.access_key, "request": request})
-    url = f"{wb.settings.gateway_url}/model"
+    headers = {"Content-Type": "application/json"}
+    api_key = api_key or os.environ.get("CDSW_TUI_API_KEY", "")
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     start = time.perf_counter()
     try:
         response = _client().post(
-            url,
+            f"{wb.settings.gateway_url}/model",
             content=payload,
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             timeout=timeout or wb.settings.request_timeout + wb.settings.busy_timeout + 5,
         )
     except httpx.HTTPError as exc:
-        raise CdswError(f"the gateway at {wb.settings.gateway_url} did not answer: {exc}") from None
+        raise CdswError(
+            f"the gateway at {wb.settings.gateway_url} did not answer: {type(exc).__name__}"
+        ) from None
     latency = (time.perf_counter() - start) * 1000
     try:
         body = response.json()

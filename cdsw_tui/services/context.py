@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from functools import cached_property
 from pathlib import Path
 
@@ -11,12 +12,24 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.store import Store
 
 
+def private_home(home: Path) -> list[str]:
+    """The home is the user's alone: 0700, and whatever this process (and what it starts:
+    builds, replicas, git) creates in it is 0600. A looser existing home is tightened."""
+    os.umask(0o077)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(os.stat(home).st_mode)
+    if mode & 0o077:
+        os.chmod(home, 0o700)
+        return [f"{home} was open to others (mode {mode:o}); it is now 0700"]
+    return []
+
+
 class Workbench:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         home = self.settings.home
         try:
-            home.mkdir(parents=True, exist_ok=True)
+            self.warnings = private_home(home)
             probe = home / f".write-probe-{os.getpid()}"
             probe.write_text("")
             probe.unlink()

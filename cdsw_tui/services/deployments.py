@@ -13,6 +13,7 @@ from sqlmodel import col, select
 
 from cdsw_tui.errors import CdswError, Conflict, NotFound
 from cdsw_tui.services import builds, models, runtimes
+from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Replica
@@ -64,7 +65,7 @@ def create(
         cpu=v.cpu(model.cpu if cpu is None else cpu),
         memory=v.memory(model.memory if memory is None else memory),
         gpu=v.gpu(model.gpu if gpu is None else gpu),
-        env=json.dumps({v.env_key(k): val for k, val in (env or {}).items()}),
+        env=env_service.pack(wb, {v.env_key(k): val for k, val in (env or {}).items()}),
     )
     with wb.store.session() as s:
         s.add(deployment)
@@ -118,7 +119,8 @@ def request(
         "env": {v.env_key(k): val for k, val in (env or {}).items()},
     }
     if new_build:
-        return Requested(build=builds.request(wb, model, comment=comment, deploy=resources))
+        kept = {**resources, "env": env_service.pack(wb, resources["env"])}  # sealed at rest
+        return Requested(build=builds.request(wb, model, comment=comment, deploy=kept))
     return Requested(deployment=create(wb, model, build_number=build_number, **resources))
 
 
@@ -257,6 +259,8 @@ def deploy_built(wb: Workbench, build: Build) -> None:
     if build.status != "built" or not build.deploy_request:
         return
     request = json.loads(build.deploy_request)
+    if isinstance(request.get("env"), str):
+        request["env"] = env_service.unpack(wb, request["env"])
     model = models.get_by_id(wb, build.model_id)
     try:
         create(wb, model, build_id=int(build.id), **request)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import re
 
 from sqlmodel import select
 
+from cdsw_tui.services import secrets
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, EnvVar, Model, Project
@@ -17,6 +18,20 @@ SECRET_MASK = "••••••"
 
 def looks_secret(key: str) -> bool:
     return bool(SECRET_RE.search(key))
+
+
+def stored(wb: Workbench, key: str, value: str) -> str:
+    """How a value is kept in the store: sealed if its name looks secret."""
+    return secrets.seal(wb.home, value) if looks_secret(key) else value
+
+
+def pack(wb: Workbench, values: dict[str, str]) -> str:
+    """A deployment's (or a deploy request's) variables as stored: JSON, secrets sealed."""
+    return json.dumps({k: stored(wb, k, val) for k, val in values.items()})
+
+
+def unpack(wb: Workbench, text: str | None) -> dict[str, str]:
+    return {k: secrets.unseal(wb.home, val) for k, val in json.loads(text or "{}").items()}
 
 
 def scope_of(project: Project | None = None, model: Model | None = None) -> tuple[str, int]:
@@ -34,7 +49,7 @@ def list_vars(wb: Workbench, scope: str, scope_id: int = 0) -> dict[str, str]:
             .where(EnvVar.scope == scope, EnvVar.scope_id == scope_id)
             .order_by(EnvVar.key)
         )
-        return {row.key: row.value for row in rows}
+        return {row.key: secrets.unseal(wb.home, row.value) for row in rows}
 
 
 def set_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str]) -> None:
@@ -48,7 +63,7 @@ def set_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str]) -
             ).first()
             if row is None:
                 row = EnvVar(scope=scope, scope_id=scope_id, key=key)
-            row.value = value
+            row.value = stored(wb, key, value)
             s.add(row)
         s.commit()
 
@@ -87,13 +102,15 @@ def replace_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str
                 select(EnvVar).where(EnvVar.scope == scope, EnvVar.scope_id == scope_id)
             )
         }
-        values = keep_masked(values, {k: row.value for k, row in rows.items()})
+        values = keep_masked(
+            values, {k: secrets.unseal(wb.home, row.value) for k, row in rows.items()}
+        )
         for key, row in rows.items():
             if key not in values:
                 s.delete(row)
         for key, value in values.items():
             row = rows.get(key) or EnvVar(scope=scope, scope_id=scope_id, key=key)
-            row.value = value
+            row.value = stored(wb, key, value)
             s.add(row)
         s.commit()
 
@@ -109,7 +126,7 @@ def resolve(
     result.update(list_vars(wb, "project", model.project_id))
     result.update(list_vars(wb, "model", int(model.id)))  # type: ignore[arg-type]
     if deployment is not None:
-        result.update(json.loads(deployment.env or "{}"))
+        result.update(unpack(wb, deployment.env))
     if extra:
         result.update(extra)
     return result

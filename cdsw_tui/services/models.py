@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from cdsw_tui.errors import Conflict, NotFound, ValidationError
-from cdsw_tui.services import artifacts, projects, runtimes
+from cdsw_tui.services import artifacts, env, projects, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.keys import new_access_key
@@ -104,7 +104,9 @@ def create(wb: Workbench, project_name: str, spec: ModelSpec) -> Model:
                 field="name",
             ) from None
         for key, value in (spec.env or {}).items():
-            s.add(EnvVar(scope="model", scope_id=model.id, key=key, value=value))
+            s.add(
+                EnvVar(scope="model", scope_id=model.id, key=key, value=env.stored(wb, key, value))
+            )
         s.commit()
         s.refresh(model)
     return model
@@ -209,10 +211,10 @@ def delete(wb: Workbench, model: Model) -> list[str]:
         row = s.get(Model, model.id)
         if row is None:
             return []
-        for env in s.exec(
+        for variable in s.exec(
             select(EnvVar).where(EnvVar.scope == "model", EnvVar.scope_id == model.id)
         ):
-            s.delete(env)
+            s.delete(variable)
         s.delete(row)
         s.commit()
     return artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol, web_server
 
 from cdsw_tui.config import Settings
 from cdsw_tui.serving.connection import ReplicaConnectionError
@@ -27,6 +30,10 @@ def error_response(
     return web.Response(
         status=status, body=json.dumps(body).encode(), content_type="application/json"
     )
+
+
+def prove(identity: bytes, challenge: str) -> str:
+    return hmac.new(identity, challenge.encode(), hashlib.sha256).hexdigest()
 
 
 class BodyTooLarge(Exception):
@@ -67,24 +74,31 @@ class Gateway:
         self.metrics = metrics
         self.on_replica_failed = on_replica_failed
         self.started = time.time()
+        self.identity = b""  # the secret of the home's identity file, set by the controller
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
+        app = web.Application(
+            client_max_size=self.settings.max_request_bytes + 1, middlewares=[spec_errors]
+        )
         for path in CALL_PATHS:
             app.router.add_post(path, self.call)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         return app
 
-    async def health(self, _request: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:
         pools = list(self.router.pools.values())
-        body = {
+        body: dict[str, object] = {
             "status": "ok",
             "uptime": round(time.time() - self.started, 1),
             "models": len(self.router.routes),
             "deployments": len(pools),
             "replicas": sum(p.healthy() for p in pools),
         }
+        challenge = request.query.get("challenge", "")
+        if self.identity and challenge:
+            # proves this gateway is the home's own to a client that can read the home
+            body["proof"] = prove(self.identity, challenge[:128])
         return web.json_response(body)
 
     async def prometheus(self, _request: web.Request) -> web.Response:
@@ -256,8 +270,111 @@ class Gateway:
         )
 
 
+class _Protocol(web_protocol.RequestHandler):
+    """aiohttp's connection handler, made to keep callers' bytes to itself: an HTTP error
+    is answered in SPEC's JSON without echoing the request (aiohttp quotes it, access key
+    and all), is logged in one line without it, and headers that do not arrive in time
+    end the connection."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            self.header_timeout, self._headers_too_slow
+        )
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is not None and self._request_count:
+            self._header_timer.cancel()  # a whole request head arrived
+            self._header_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        transport = self.transport
+        if transport is None or self._request_count:
+            return
+        body = _error_body(
+            "request.invalid",
+            f"the request head did not arrive within {self.header_timeout:g} s",
+        )
+        transport.write(_raw_response(408, body))  # type: ignore[attr-defined]
+        transport.close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        what = type(exc).__name__ if exc is not None else f"status {status}"
+        log.warning("bad request from %s: %s", request.remote, what)  # never its text
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response was under way; the connection is closed")
+        if status >= 500:
+            response = error_response(500, "gateway.error", "the gateway failed on this request")
+        else:
+            response = error_response(status, "request.invalid", "the request is not valid HTTP")
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        what = type(exc).__name__ if isinstance(exc, BaseException) else "an error"
+        log.error("the gateway failed on a request: %s", what)  # no traceback: it may quote it
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
+
+
+def _raw_response(status: int, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status} Error\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class _Server(web_server.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web_server.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # aiohttp builds it; we only change which handler it makes
+        return server
+
+
+@web.middleware
+async def spec_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """404 and 405 in SPEC's shape, like every other error of the gateway."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return error_response(
+            404,
+            "request.invalid",
+            f"no such path {request.path!r}; models are called at POST /model",
+        )
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            405, "request.invalid", f"{request.method} is not allowed on {request.path}"
+        )
+
+
 async def start_gateway(gateway: Gateway, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    _Protocol.header_timeout = gateway.settings.header_timeout
+    runner = _Runner(gateway.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -333,7 +333,7 @@ async def test_a_replica_whose_handle_was_never_saved_is_collected(wb):
     fake = FakeRuntime(slow=True)
     first = manager(wb, fake)
     dep = deploy(wb, 1)
-    await settle(first, lambda: len(fake.running()) == 1)
+    await settle(first, lambda: len(fake.running()) == 1 and rows(wb, dep)[0].handle != "")
     die(first)
     with wb.store.session() as s:  # as if the controller died before writing it down
         row = s.get(Replica, rows(wb, dep)[0].id)

@@ -80,18 +80,24 @@ def _listing(root: Path) -> dict[str, tuple[int, int]]:
     return result
 
 
-def make_read_only(root: Path) -> None:
+def make_private(root: Path, *, writable: bool = True) -> None:
+    """The owner's alone (no group or other bit), read-only too unless ``writable``;
+    links are neither followed nor changed."""
+    keep = 0o700 if writable else 0o500
     for dirpath, dirs, names in os.walk(root):
         for name in names:
             full = os.path.join(dirpath, name)
             if not os.path.islink(full):
-                mode = os.lstat(full).st_mode
-                os.chmod(full, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+                os.chmod(full, stat.S_IMODE(os.lstat(full).st_mode) & keep)
         for name in dirs:
             full = os.path.join(dirpath, name)
             if not os.path.islink(full):
-                os.chmod(full, 0o555)
-    os.chmod(root, 0o555)
+                os.chmod(full, keep)
+    os.chmod(root, keep)
+
+
+def make_read_only(root: Path) -> None:
+    make_private(root, writable=False)
 
 
 def make_writable(root: Path) -> None:
@@ -218,6 +224,7 @@ class LocalBuilder:
         else:
             log.line(f"no {BUILD_SCRIPT} in the project: nothing to install")
         (env_root / "deps.json").write_text(json.dumps(deps, indent=2))
+        make_private(env_root)  # venv writes its scripts 0644 whatever the umask
         (env_root / "complete").write_text("")
 
     def _new_venv(
@@ -245,6 +252,7 @@ class LocalBuilder:
                 shutil.rmtree(base_root, ignore_errors=True)
                 log.line("making the base Python environment with pip (once per Python)")
                 self._run_venv(job, log, cancelled, on_pid, deadline, [str(base)])
+                make_private(base_root)
                 (base_root / "complete").write_text("")
         shutil.copytree(base, venv, symlinks=True)
         old, new = str(base).encode(), str(venv).encode()

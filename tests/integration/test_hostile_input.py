@@ -1,0 +1,272 @@
+"""Secrets and hostile input on the local runtime: a private home, secrets sealed at rest,
+no key in any log, clients that talk only to our gateway, builds that read only the
+project, and bounds on what a caller or a model can make the controller hold."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cdsw_tui.services import models, projects
+from tests.conftest import Cli, write_project
+
+CODE = """\
+import os
+
+
+def add(args):
+    return args["a"] + args["b"]
+
+
+def env(args):
+    return {k: v for k, v in os.environ.items() if k.endswith(("TOKEN", "PASSWORD"))}
+
+
+def big(args):
+    return "x" * (args["mb"] * 1024 * 1024)
+"""
+
+
+@pytest.fixture
+def project(wb, tmp_path: Path) -> Path:
+    root = write_project(tmp_path / "proj", {"m.py": CODE})
+    projects.create(wb, "p", path=root)
+    return root
+
+
+def create(cli: Cli, name: str, fn: str, *extra: str) -> None:
+    cli("model", "create", f"p/{name}", "--file", "m.py", "--function", fn, "--wait", *extra)
+
+
+def call(wb, ref: str, request: dict, **kw) -> httpx.Response:
+    key = models.resolve(wb, ref).access_key
+    return httpx.post(
+        wb.settings.gateway_url + "/model",
+        json={"accessKey": key, "request": request},
+        timeout=30,
+        **kw,
+    )
+
+
+def test_the_home_is_private(cli: Cli, wb, project, home: Path):
+    create(cli, "add", "add")
+    assert call(wb, "p/add", {"a": 1, "b": 2}).status_code == 200
+    cli("build", "p/add", "--wait")
+    time.sleep(0.3)
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    opened = []
+    for path in home.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        if mode & 0o077:
+            opened.append(f"{path.relative_to(home)} {mode:o}")
+    assert opened == []
+    for name in ("cdsw.db", "cdsw.db-wal", "logs/controller.log"):
+        if (home / name).exists():
+            assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600, name
+
+
+def test_a_loose_home_is_tightened_with_a_warning(cli: Cli, home: Path):
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    result = cli("project", "list")
+    assert "warning:" in result.err and "now 0700" in result.err
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+
+
+def test_secret_variables_are_sealed_at_rest(cli: Cli, wb, project, home: Path):
+    cli("env", "set", "API_TOKEN=tok-1234567890-global", "PLAIN=visible")
+    cli(
+        "model",
+        "create",
+        "p/env",
+        "--file",
+        "m.py",
+        "--function",
+        "env",
+        "--env",
+        "MODEL_TOKEN=tok-0987654321-model",
+        "--no-deploy",
+    )
+    cli("build", "p/env", "--wait")
+    cli("deploy", "p/env", "--env", "DB_PASSWORD=pw-5555-deployment", "--wait")
+    seen = call(wb, "p/env", {}).json()["response"]
+    assert seen == {
+        "API_TOKEN": "tok-1234567890-global",
+        "MODEL_TOKEN": "tok-0987654321-model",
+        "DB_PASSWORD": "pw-5555-deployment",
+    }
+    con = sqlite3.connect(home / "cdsw.db")
+    con.execute("PRAGMA wal_checkpoint(FULL)")
+    con.close()
+    raw = b"".join(p.read_bytes() for p in home.glob("cdsw.db*"))
+    for secret in (b"tok-1234567890-global", b"tok-0987654321-model", b"pw-5555-deployment"):
+        assert secret not in raw
+    assert b"visible" in raw  # only secret-looking names are sealed
+    listed = cli("env", "list", "--show-secrets").out
+    assert "tok-1234567890-global" in listed
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)  # no half-close: a real client waits for the answer
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+MALFORMED = [
+    # HTTP/1.0 with a body and no Content-Length
+    b'POST /model HTTP/1.0\r\nHost: x\r\n\r\n{"accessKey": "%(key)s", "request": {}}',
+    # a broken chunked body
+    b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n%(key)s\r\n",
+    # a bad header line carrying the key
+    b"POST /model HTTP/1.1\r\nHost: x\r\nX-Key %(key)s\r\nContent-Length: 2\r\n\r\n{}",
+    # a request line that is not HTTP
+    b"%(key)s %(key)s %(key)s\r\n\r\n",
+    # a method it does not allow, and a path it does not know
+    b"GET /model HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
+    b"POST /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
+]
+
+
+def test_malformed_requests_get_spec_json_and_no_key_reaches_a_log(
+    cli: Cli, wb, project, home: Path
+):
+    import json
+
+    create(cli, "add", "add")
+    key = models.resolve(wb, "p/add").access_key
+    for template in MALFORMED:
+        answer = raw_exchange(wb.settings.gateway_port, template % {b"key": key.encode()})
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer[:200]
+        error = json.loads(body)  # SPEC's failure shape, whatever broke
+        assert error["success"] is False and error["error"]["code"], body
+        assert key.encode() not in answer
+    time.sleep(0.5)
+    for path in home.rglob("*"):
+        if path.is_file() and not path.name.startswith("cdsw.db"):
+            assert key.encode() not in path.read_bytes(), f"{path} holds the access key"
+
+
+def test_slow_headers_are_timed_out(cli: Cli, wb, project, home: Path):
+    (home / "config.toml").write_text("header_timeout = 2\n")
+    create(cli, "add", "add")
+    import json
+    import socket
+
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", wb.settings.gateway_port), timeout=15) as s:
+        s.sendall(b"POST /model HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    waited = time.monotonic() - start
+    assert 1.5 < waited < 6
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert (
+        head.startswith(b"HTTP/1.1 408") and json.loads(body)["error"]["code"] == "request.invalid"
+    )
+
+
+class Listener:
+    """A plain HTTP server on 127.0.0.1 that records what it is sent (a proxy, or an
+    impostor on the gateway port) and answers every request 200 with ``{}``."""
+
+    def __init__(self, port: int = 0) -> None:
+        import socket
+        import threading
+
+        self.seen: list[bytes] = []
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", port))
+        self.server.listen()
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.seen.append(conn.recv(65536))
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+                    )
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.server.close()
+
+
+def test_call_does_not_go_through_a_proxy(cli: Cli, wb, project):
+    create(cli, "add", "add")
+    proxy = Listener()
+    try:
+        env = {
+            "HTTP_PROXY": f"http://127.0.0.1:{proxy.port}",
+            "http_proxy": f"http://127.0.0.1:{proxy.port}",
+            "NO_PROXY": "",
+            "no_proxy": "",
+        }
+        result = cli("call", "p/add", '{"a": 2, "b": 2}', env=env)
+    finally:
+        proxy.close()
+    assert '"response": 4' in result.out
+    assert proxy.seen == []
+
+
+def test_call_sends_no_key_to_whatever_holds_the_gateway_port(cli: Cli, wb, project, home: Path):
+    from tests.conftest import free_port, stop_controller
+
+    create(cli, "add", "add")
+    key = models.resolve(wb, "p/add").access_key
+    stop_controller(home)
+    impostor = Listener(free_port())
+    try:
+        result = cli(
+            "call", "p/add", check=False, env={"CDSW_TUI_GATEWAY_PORT": str(impostor.port)}
+        )
+    finally:
+        impostor.close()
+    assert result.code == 1
+    assert "not this home's controller" in result.err and len(result.err.strip().splitlines()) == 1
+    assert impostor.seen and not any(key.encode() in request for request in impostor.seen)
+
+
+def test_call_can_send_an_api_key(cli: Cli, wb, project):
+    create(cli, "add", "add")
+    cli("model", "auth", "p/add", "on")
+    api_key = cli("apikey", "create", "ci").out.strip()
+    refused = cli("call", "p/add", check=False)
+    assert refused.code == 1 and "auth.api_key_required" in refused.out
+    assert '"response": 8' in cli("call", "p/add", '{"a": 4, "b": 4}', "--api-key", api_key).out
+    by_env = cli("call", "p/add", '{"a": 1, "b": 7}', env={"CDSW_TUI_API_KEY": api_key})
+    assert '"response": 8' in by_env.out
