@@ -39,6 +39,7 @@ class BuildJob:
     envs_dir: Path
     variables: dict[str, str]
     timeout: float
+    secret_names: frozenset[str] = frozenset()  # of ``variables``: kept out of images
     home: Path = Path(".")
     ca_bundle: str = ""
     warnings: list[str] = field(default_factory=list)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import stat
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,10 @@ class Snapshot:
 
 class SnapshotTooLarge(CdswError):
     pass
+
+
+class SnapshotOutside(CdswError):
+    """A link in the project leads out of it."""
 
 
 def _fmt_mb(size: int) -> str:
@@ -89,11 +94,16 @@ class SnapshotRepo:
         out = self._run(root, index, "ls-files", "-z", "--others", "--cached", "--exclude-standard")
         return [p for p in out.split("\0") if p]
 
-    def _check_sizes(self, root: Path, limit_mb: float) -> tuple[list[str], list[tuple[str, int]]]:
-        """Walk what git would take (nested repositories too); list nested repos and big files."""
+    def _check_sizes(
+        self, root: Path, limit_mb: float
+    ) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, str]]]:
+        """Walk what git would take (nested repositories too); list nested repos, big files
+        and links that lead out of the project (absolute ones included: in a build they
+        would point back at the host)."""
         limit = int(limit_mb * 1024 * 1024)
         nested: list[str] = []
         big: list[tuple[str, int]] = []
+        outside: list[tuple[str, str]] = []
         scratch = self.path / f"scan-{os.getpid()}.index"
         pending = [""]
         try:
@@ -110,11 +120,17 @@ class SnapshotRepo:
                         st = os.lstat(root / full)
                     except OSError:
                         continue
+                    if stat.S_ISLNK(st.st_mode):
+                        target = os.readlink(root / full)
+                        lands = (root / full).parent.joinpath(target).resolve()
+                        if os.path.isabs(target) or (lands != root and root not in lands.parents):
+                            outside.append((full, target))
+                        continue
                     if st.st_size > limit:
                         big.append((full, st.st_size))
         finally:
             scratch.unlink(missing_ok=True)
-        return nested, big
+        return nested, big, outside
 
     def _tree_of(self, root: Path, index: Path, nested: list[str]) -> str:
         """The tree of ``root``; nested repositories (paths relative to root) are grafted in
@@ -141,7 +157,15 @@ class SnapshotRepo:
         if not root.is_dir():
             raise CdswError(f"the project directory {root} does not exist")
         with self._locked(f"p{project_id}"):
-            nested, big = self._check_sizes(root, limit_mb)
+            nested, big, outside = self._check_sizes(root, limit_mb)
+            if outside:
+                path, target = outside[0]
+                more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+                raise SnapshotOutside(
+                    f"{path} is a link to {target}, outside the project{more}: nothing outside "
+                    f"the project goes into a build; copy the file in, or add '{path}' to "
+                    ".gitignore"
+                )
             if big:
                 big.sort(key=lambda item: -item[1])
                 names = ", ".join(f"{p} ({_fmt_mb(s)})" for p, s in big[:5])

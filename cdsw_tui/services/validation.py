@@ -22,7 +22,7 @@ def name(value: str, field: str = "name") -> str:
     value = value.strip()
     if not value:
         raise ValidationError(f"{field} must not be empty", field=field)
-    if "/" in value or not NAME_RE.match(value):
+    if "/" in value or not NAME_RE.fullmatch(value):
         raise ValidationError(
             f"{field} {value!r} may use letters, digits, spaces, '.', '_' and '-' "
             "(up to 64, starting with a letter or digit)",
@@ -104,7 +104,7 @@ def json_text(value: str, field: str) -> str:
 
 
 def env_key(value: str) -> str:
-    if not ENV_KEY_RE.match(value):
+    if not isinstance(value, str) or not ENV_KEY_RE.fullmatch(value):
         raise ValidationError(
             f"environment variable name {value!r} must be letters, digits and '_', "
             "not starting with a digit",

@@ -23,6 +23,14 @@ class ReplicaConnectionError(Exception):
     """The replica closed or reset the connection: it died or was stopped."""
 
 
+class ResponseTooLarge(Exception):
+    """The replica's answer is over the limit; it was not read (the connection is closed)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+
 def open_unix(path: str) -> socket.socket:
     """A connected, non-blocking socket to ``path``, refusing links and non-sockets."""
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -63,8 +71,11 @@ class ReplicaConnection:
         except (OSError, ValueError) as exc:
             raise ReplicaConnectionError(f"cannot connect: {exc}") from None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes, bool]:
-        """(status, body, closing): closing means the replica said it ends after this."""
+    async def request(
+        self, method: str, path: str, body: bytes = b"", limit: int | None = None
+    ) -> tuple[int, bytes, bool]:
+        """(status, body, closing): closing means the replica said it ends after this.
+        An answer over ``limit`` bytes raises ResponseTooLarge without being read."""
         if self._writer is None or self._writer.is_closing():
             await self._connect()
         assert self._reader is not None and self._writer is not None
@@ -90,6 +101,9 @@ class ReplicaConnection:
                     length = int(value.strip())
                 elif name == b"connection" and value.strip().lower() == b"close":
                     closing = True
+            if limit is not None and length > limit:
+                self.close()
+                raise ResponseTooLarge(length)
             data = await self._reader.readexactly(length) if length else b""
             if closing:
                 self.close()

@@ -14,13 +14,14 @@ from typing import Any
 from aiohttp import web, web_protocol, web_server
 
 from cdsw_tui.config import Settings
-from cdsw_tui.serving.connection import ReplicaConnectionError
+from cdsw_tui.serving.connection import ReplicaConnectionError, ResponseTooLarge
 from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.pool import Pool, PoolClosed, ReplicaHandle
 from cdsw_tui.serving.router import Router
 
 log = logging.getLogger("cdsw_tui.gateway")
 CALL_PATHS = ("/model", "/api/altus-ds-1/models/call-model")
+MAX_DIGITS = 4300  # Python's own limit on converting a digit string to an int
 
 
 def error_response(
@@ -34,6 +35,31 @@ def error_response(
 
 def prove(identity: bytes, challenge: str) -> str:
     return hmac.new(identity, challenge.encode(), hashlib.sha256).hexdigest()
+
+
+class NotJSON(ValueError):
+    """A body Python's json module would take but JSON (RFC 8259) does not."""
+
+
+def _no_constant(name: str) -> object:
+    raise NotJSON(f"the body holds {name}, which is not JSON (send null or a string)")
+
+
+def _long_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise NotJSON(f"a number in the body has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _why_not_json(body: bytes) -> str:
+    """Only on the failure path (a hook on every integer would slow every call)."""
+    try:
+        json.loads(body, parse_int=_long_int)
+    except NotJSON as exc:
+        return str(exc)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        pass
+    return "the body is not valid JSON"
 
 
 class BodyTooLarge(Exception):
@@ -135,9 +161,11 @@ class Gateway:
             response.force_close()
             return response
         try:
-            data = json.loads(body)
+            data = json.loads(body, parse_constant=_no_constant)
+        except NotJSON as exc:
+            return error_response(400, "request.invalid", str(exc))
         except (ValueError, UnicodeDecodeError):
-            return error_response(400, "request.invalid", "the body is not valid JSON")
+            return error_response(400, "request.invalid", _why_not_json(body))
         except RecursionError:
             return error_response(400, "request.invalid", "the body is nested too deeply")
         if not isinstance(data, dict):
@@ -169,7 +197,9 @@ class Gateway:
         code = "ok"
         try:
             async with asyncio.timeout(settings.request_timeout):
-                status, payload, closing = await handle.conn.request("POST", "/call", body)
+                status, payload, closing = await handle.conn.request(
+                    "POST", "/call", body, settings.max_response_bytes
+                )
         except TimeoutError:
             code = "model.timeout"
             self.on_replica_failed(pool, handle, "timed out")
@@ -178,6 +208,23 @@ class Gateway:
                     504,
                     code,
                     f"the model ran past the {settings.request_timeout:g} s request timeout",
+                    handle.name,
+                ),
+                handle,
+                label,
+                deployment,
+                code,
+                start,
+            )
+        except ResponseTooLarge as exc:
+            code = "model.invalid_response"
+            mb = settings.max_response_bytes / 1024 / 1024
+            return self._finish(
+                error_response(
+                    502,
+                    code,
+                    f"the model's answer is {exc.length / 1024 / 1024:.1f} MB, over the "
+                    f"{mb:g} MB limit (MAX_RESPONSE_BYTES)",
                     handle.name,
                 ),
                 handle,

@@ -109,8 +109,12 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            yield session
+        """A short session; a storage failure (a full disk, a lost file) is one line."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise CdswError(f"the store {self.path} failed: {exc.orig}") from None
 
     def update(self, table: type, row_id: int, **values: object) -> bool:
         """Set columns of one row; False if the row is gone (deleted meanwhile)."""

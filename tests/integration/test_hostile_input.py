@@ -270,3 +270,103 @@ def test_call_can_send_an_api_key(cli: Cli, wb, project):
     assert '"response": 8' in cli("call", "p/add", '{"a": 4, "b": 4}', "--api-key", api_key).out
     by_env = cli("call", "p/add", '{"a": 1, "b": 7}', env={"CDSW_TUI_API_KEY": api_key})
     assert '"response": 8' in by_env.out
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"accessKey": "%(key)s", "request": {"a": NaN, "b": 1}}', "NaN, which is not JSON"),
+        (b'{"accessKey": "%(key)s", "request": {"a": Infinity, "b": 1}}', "Infinity"),
+        (b'{"accessKey": "%(key)s", "request": {"a": -Infinity, "b": 1}}', "-Infinity"),
+        (
+            b'{"accessKey": "%(key)s", "request": {"a": 1' + b"1" * 5000 + b', "b": 1}}',
+            "more than 4300 digits",
+        ),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "5001-digits"],
+)
+def test_what_python_takes_but_json_does_not_is_400(cli: Cli, wb, project, raw, message):
+    create(cli, "add", "add")
+    key = models.resolve(wb, "p/add").access_key.encode()
+    r = httpx.post(wb.settings.gateway_url + "/model", content=raw % {b"key": key}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert (
+        r.json()["error"]["code"] == "request.invalid" and message in r.json()["error"]["message"]
+    )
+
+
+def test_an_answer_over_the_limit_is_502_and_not_held(cli: Cli, wb, project, home: Path):
+    (home / "config.toml").write_text("max_response_bytes = 10485760\n")  # 10 MB
+    create(cli, "big", "big", "--memory", "1024")
+    from cdsw_tui.services.lock import state
+
+    def rss_mb() -> float:
+        for line in Path(f"/proc/{state(home).pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    assert call(wb, "p/big", {"mb": 1}).status_code == 200
+    before = rss_mb()
+    r = call(wb, "p/big", {"mb": 120})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "model.invalid_response"
+    assert "over the 10 MB limit" in r.json()["error"]["message"]
+    assert rss_mb() - before < 40  # the 120 MB answer was never read into the controller
+    assert call(wb, "p/big", {"mb": 1}).status_code == 200  # and the replica serves on
+
+
+def test_a_variable_name_with_a_newline_is_refused(cli: Cli):
+    result = cli("env", "set", "FOO\n=bar", check=False)
+    assert result.code == 1 and "FOO" in result.err and len(result.err.strip().splitlines()) == 1
+    assert cli("env", "list", "--json").out.strip() == "[]"
+
+
+def test_a_full_disk_on_deploy_is_one_line(cli: Cli, wb, tmp_path: Path):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        home = disk / "home"
+        small = Cli(home, tmp_path)
+        root = write_project(tmp_path / "p", {"m.py": CODE})
+        small("project", "create", "p", "--path", str(root))
+        small("model", "create", "p/add", "--file", "m.py", "--function", "add", "--no-deploy")
+        small("build", "p/add", "--wait")
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/filler", "bs=64k"], capture_output=True)
+        result = small("deploy", "p/add", check=False)
+        assert result.code == 1
+        assert len(result.err.strip().splitlines()) == 1, result.err
+        assert "disk is full" in result.err and "Traceback" not in result.err
+    finally:
+        from tests.conftest import stop_controller, stop_replicas
+
+        stop_controller(disk / "home")
+        stop_replicas(disk / "home")
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+def test_a_link_out_of_the_project_never_reaches_a_build(
+    cli: Cli, wb, project: Path, tmp_path: Path, how: str
+):
+    secret = tmp_path / "outside" / "host-secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("numpy  # from outside the project\n")
+    target = str(secret) if how == "absolute" else os.path.relpath(secret, project)
+    (project / "requirements.txt").symlink_to(target)
+    (project / "inside.txt").write_text("fine\n")
+    (project / "alias.txt").symlink_to("inside.txt")  # a link within the project is kept
+    cli("model", "create", "p/add", "--file", "m.py", "--function", "add", "--no-deploy")
+    result = cli("build", "p/add", check=False)
+    assert result.code == 1 and len(result.err.strip().splitlines()) == 1
+    assert "requirements.txt is a link to" in result.err and "outside the project" in result.err
+    (project / "requirements.txt").unlink()
+    cli("build", "p/add", "--wait")
+    build_dir = wb.build_dir(models.resolve(wb, "p/add").id, 1)
+    assert os.readlink(build_dir / "alias.txt") == "inside.txt"
+    assert not any("host-secret" in os.readlink(p) for p in build_dir.rglob("*") if p.is_symlink())

@@ -9,8 +9,11 @@ build log line by line as it arrives.
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +99,7 @@ class DockerBuilder:
             for rel in deps:
                 target = context / "deps" / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(context / "src" / rel, target)
+                shutil.copy2(context / "src" / rel, target, follow_symlinks=False)
             bundle = Path(job.ca_bundle) if job.ca_bundle else None
             if bundle and bundle.is_file():
                 shutil.copy2(bundle, context / "ca-bundle.pem")
@@ -104,6 +107,8 @@ class DockerBuilder:
                 (context / "ca-bundle.pem").write_text("")
             shutil.copy2(RUNNER, context / "replica.py")
             shutil.copy2(RUNNER_R, context / "replica.R")
+            for name in ("ca-bundle.pem", "replica.py", "replica.R"):
+                (context / name).chmod(0o644)  # root's in the image, read by the cdsw user
             labels = {
                 "cdsw.engine": "0",  # built from an engine, not one
                 "cdsw.home": str(job.home),
@@ -113,7 +118,14 @@ class DockerBuilder:
                 "cdsw.build": str(job.number),
                 "cdsw.snapshot": job.snapshot,
             }
-            args = "\n".join(f"ARG {key}" for key in sorted(job.variables))
+            build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
+            if job.secret_names:
+                log.line(
+                    f"secret variables {', '.join(sorted(job.secret_names))} are not passed to "
+                    "the image build (an image's history keeps build arguments); replicas get "
+                    "them when they start"
+                )
+            args = "\n".join(f"ARG {key}" for key in sorted(build_args))
             dockerfile = (
                 template()
                 .replace("{{ENGINE}}", job.engine)
@@ -124,7 +136,7 @@ class DockerBuilder:
             log.line(
                 f"docker build -t {tag} ({len(files)} files, dependency files: {', '.join(sorted(deps)) or 'none'})"
             )
-            image_id = self._stream(client, context, tag, job, log, cancelled, deadline)
+            image_id = self._stream(client, context, tag, job, log, cancelled, deadline, build_args)
         cached = "reused" if self._dep_layer_cached else "built"
         log.line(f"image {image_id[:19]} tagged {tag}; dependency layer {cached}")
         log.line(f"build {job.number} built")
@@ -139,22 +151,62 @@ class DockerBuilder:
         log: BuildLog,
         cancelled: Callable[[], bool],
         deadline: float,
+        build_args: dict[str, str],
     ) -> str:
+        """Docker's output into the log as it comes; a cancel or the time limit acts on
+        time, not on output: a silent step (``sleep infinity``) is stopped too, by
+        closing the build's connection, which makes dockerd cancel the build."""
         image_id = ""
         self._dep_layer_cached = False
         saw_build_step = False
-        stream = client.api.build(
-            path=str(context),
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            nocache=self.force_clean or job.clean,
-            buildargs=job.variables,
-            pull=False,
-        )
+        responses: list = []
+        api = client.api
+        original_helper = api._stream_helper
+
+        def keep_response(response, decode=False):
+            responses.append(response)  # the HTTP response: closing it stops the build
+            return original_helper(response, decode=decode)
+
+        api._stream_helper = keep_response
         try:
-            for chunk in stream:
+            stream = api.build(
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                nocache=self.force_clean or job.clean,
+                buildargs=build_args,
+                pull=False,
+            )
+        finally:
+            api._stream_helper = original_helper
+        chunks: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for chunk in stream:
+                    chunks.put(chunk)
+            except Exception as exc:  # the connection was closed under it
+                chunks.put(exc)
+            finally:
+                chunks.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"build-{job.build_id}").start()
+        try:
+            while True:
+                if cancelled():
+                    raise BuildFailed("cancelled by the user", status="cancelled")
+                if time.monotonic() > deadline:
+                    raise BuildFailed("the build ran past its time limit", status="timedout")
+                try:
+                    chunk = chunks.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if chunk is None:
+                    break
+                if isinstance(chunk, Exception):
+                    raise BuildFailed(f"the Docker engine stopped answering: {chunk}")
                 if "stream" in chunk:
                     for line in chunk["stream"].splitlines():
                         if line.strip():
@@ -177,17 +229,26 @@ class DockerBuilder:
                     raise BuildFailed(detail.strip().splitlines()[-1])
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
-                if cancelled():
-                    raise BuildFailed("cancelled by the user", status="cancelled")
-                if time.monotonic() > deadline:
-                    raise BuildFailed("the build ran past its time limit", status="timedout")
         finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
+            for response in responses:
+                _sever(response)
         if not image_id:
             image_id = client.images.get(tag).id
         return image_id
+
+
+def _sever(response) -> None:
+    """End a build's HTTP connection under the thread reading it: closing the response
+    would wait for that reader's lock; shutting the socket down wakes it, and dockerd
+    cancels a build whose client went (its step's container goes with it)."""
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already: the build ended by itself
 
 
 def make_builder(snapshots: SnapshotRepo) -> DockerBuilder:
