@@ -76,9 +76,12 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.option("--host", help="gateway address (default 127.0.0.1)")
 @click.option("--port", type=int, help="gateway port (default 8787)")
+@click.option("--log-file", type=click.Path(dir_okay=False), hidden=True)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, log_file: str | None) -> None:
     """Run the controller in the foreground."""
+    from pathlib import Path
+
     wb = _wb(ctx)
     if host:
         wb.settings.gateway_host = host
@@ -86,7 +89,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         wb.settings.gateway_port = port
     from cdsw_tui.controller.daemon import serve as run
 
-    run(wb)
+    run(wb, Path(log_file) if log_file else None)
 
 
 @main.command()

@@ -58,7 +58,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
     """``shutdown`` set means the controller is stopping: the build ends as interrupted."""
     build_id = int(build.id)  # type: ignore[arg-type]
     path = wb.build_log_path(build.model_id, build.number)
-    blog = BuildLog(path)
+    blog = BuildLog(path, int(wb.settings.log_max_mb * 1024 * 1024))
     last_check = [0.0, False]
 
     def cancelled() -> bool:

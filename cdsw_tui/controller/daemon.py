@@ -8,6 +8,8 @@ import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 from cdsw_tui.controller import build_runner, converge
 from cdsw_tui.controller.serving import ServingManager
@@ -102,9 +104,20 @@ class Controller:
             log.error("build %s: %s", build_id, future.exception())
 
 
-def serve(wb: Workbench) -> None:
+def serve(wb: Workbench, log_file: Path | None = None) -> None:
+    """``log_file``: the controller's log, rotated at LOG_MAX_MB (else standard error)."""
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = RotatingFileHandler(
+            log_file, maxBytes=int(wb.settings.log_max_mb * 1024 * 1024), backupCount=1
+        )
+    else:
+        handler = logging.StreamHandler()
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     try:
         import uvloop  # a faster event loop for the gateway, when installed

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from cdsw_tui.controller.state import ReplicaState
-from cdsw_tui.engine.buildlog import stamp
+from cdsw_tui.engine.buildlog import DEFAULT_MAX_BYTES, open_log, rotate, stamp
 from cdsw_tui.engine.runtime import Runtime
 from cdsw_tui.services.logs import metrics_file, replica_log
 from cdsw_tui.serving.replica import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
@@ -25,21 +25,22 @@ OUTPUT_STREAMS = (b"stdout", b"stderr")
 
 
 class Shipper:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.home = home
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.dropped: dict[Path, tuple[int, str]] = {}
 
     def _append(self, path: Path, data: bytes) -> None:
-        """Append whole lines; on a full disk, count them and say so once it has room."""
+        """Append whole lines, rotating at the size limit; on a full disk, count them
+        and say so once it has room."""
         with self._lock:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                fd = os.open(
-                    path,
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                )
+                fd = open_log(path)
+                if os.fstat(fd).st_size + len(data) > self.max_bytes:
+                    os.close(fd)
+                    rotate(path)
+                    fd = open_log(path)
                 try:
                     lost = self.dropped.pop(path, None)
                     if lost:

@@ -102,7 +102,7 @@ class ServingManager:
         self.gateway = Gateway(
             wb.settings, self.router, self.metrics, on_replica_failed=self.replica_failed
         )
-        self.shipper = Shipper(wb.home)
+        self.shipper = Shipper(wb.home, int(wb.settings.log_max_mb * 1024 * 1024))
         self.states: dict[int, DeploymentState] = {}
         self.tasks: set[asyncio.Task] = set()
         self.writes: list[tuple[int, dict[str, Any]]] = []

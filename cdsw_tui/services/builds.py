@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
+from cdsw_tui.engine.buildlog import BLOCK, all_lines
 from cdsw_tui.errors import CdswError, NotFound
 from cdsw_tui.services import models, projects
 from cdsw_tui.services.context import Workbench
@@ -140,19 +142,24 @@ def log_path(wb: Workbench, build: Build) -> Path:
 def follow_log(wb: Workbench, build: Build, *, follow: bool, poll: float = 0.1) -> Iterator[str]:
     """Lines of the build log; with ``follow``, until the build ends."""
     path = log_path(wb, build)
+    done = refresh(wb, build).status in BUILD_FINAL
+    if done or not follow:  # a finished log streams, a block at a time
+        yield from all_lines(path)
+        return
     pos = 0
     pending = b""
     while True:
         done = refresh(wb, build).status in BUILD_FINAL
         if path.exists():
             with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < pos:
+                    pos = 0  # rotated
                 fh.seek(pos)
-                chunk = fh.read()
-                pos += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", "replace")
+                while chunk := fh.read(BLOCK):
+                    pos += len(chunk)
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
         if not follow or done:
             if pending:
                 yield pending.decode("utf-8", "replace")

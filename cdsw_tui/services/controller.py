@@ -26,9 +26,19 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
         return current, False
     log_dir = wb.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "controller.log", "ab") as out:
+    # its log rotates (the controller writes it); what it prints before logging, a crash
+    # say, goes to controller.out
+    with open(log_dir / "controller.out", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "cdsw_tui", "serve"],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "cdsw_tui",
+                "serve",
+                "--log-file",
+                str(log_dir / "controller.log"),
+            ],
             cwd=wb.home,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -45,7 +55,7 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
         code = proc.poll()
         if code is not None and not state(wb.home).running:
             raise CdswError(
-                f"the controller could not start (exit status {code}); see {log_dir / 'controller.log'}"
+                f"the controller could not start (exit status {code}); see {log_dir / 'controller.out'}"
             )
         time.sleep(0.05)
     raise CdswError(

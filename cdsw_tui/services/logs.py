@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cdsw_tui.engine.buildlog import BLOCK, all_lines, last_lines
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import deployments, models
 from cdsw_tui.services.context import Workbench
@@ -45,10 +47,9 @@ def log_files(wb: Workbench, model: Model, replica: str | None = None) -> list[P
 
 
 def _tail(path: Path, n: int | None) -> tuple[list[str], int]:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    lines = data.decode("utf-8", "replace").splitlines()
-    return (lines if n is None else lines[-n:] if n else []), len(data)
+    if n is not None:
+        return last_lines(path, n)
+    return list(all_lines(path)), path.stat().st_size
 
 
 def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -> Iterator[str]:
@@ -65,8 +66,10 @@ def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -
         time.sleep(poll)
         for path in list(positions):
             with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < positions[path]:
+                    positions[path] = 0  # rotated: a new file began
                 fh.seek(positions[path])
-                chunk = fh.read()
+                chunk = fh.read(BLOCK * 16)
             complete = chunk.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in chunk else b""
             positions[path] += len(complete)
             for line in complete.decode("utf-8", "replace").splitlines():

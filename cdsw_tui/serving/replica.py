@@ -42,6 +42,7 @@ STREAM_EVENT = "event"  # the runner's own verdict (JSON), e.g. why the model di
 EVENT_LOAD_FAILED = "load_failed"
 EVENT_OUT_OF_MEMORY = "out_of_memory"
 STAMP_LENGTH = len("2024-01-01T00:00:00.000Z")
+MAX_LINE = 64 * 1024  # output without a newline is cut into lines of this size
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -95,8 +96,11 @@ class Output:
                     chunk = pipe.read(65536)
                     if not chunk:
                         break
-                    pending += chunk
+                    pending += chunk  # at most MAX_LINE before: linear, bounded
                     *lines, pending = pending.split(b"\n")
+                    while len(pending) >= MAX_LINE:
+                        lines.append(pending[:MAX_LINE])
+                        pending = pending[MAX_LINE:]
                     if lines:
                         head = f"{stamp()} {stream} ".encode()
                         self.write(b"".join(head + line + b"\n" for line in lines))

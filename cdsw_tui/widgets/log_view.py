@@ -7,6 +7,7 @@ reach the screen in batches. Scrolling up stops following and counts what arrive
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -120,6 +121,8 @@ class LogView(Vertical, can_focus=False):
             for path in paths:
                 try:
                     with open(path, "rb") as fh:
+                        if os.fstat(fh.fileno()).st_size < positions.get(path, 0):
+                            positions[path] = 0  # rotated: a new file began
                         fh.seek(positions.get(path, 0))
                         chunk = fh.read(CHUNK)
                 except OSError:

@@ -71,6 +71,21 @@ def test_the_home_is_private(cli: Cli, wb, project, home: Path):
     for name in ("cdsw.db", "cdsw.db-wal", "logs/controller.log"):
         if (home / name).exists():
             assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600, name
+    if os.geteuid() == 0:  # another user cannot read a single key from the store
+        import subprocess
+        import sys
+
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys; os.setgid(65534); os.setuid(65534); open(sys.argv[1]).read(1)",
+                str(home / "cdsw.db"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert probe.returncode != 0 and "PermissionError" in probe.stderr
 
 
 def test_a_loose_home_is_tightened_with_a_warning(cli: Cli, home: Path):
@@ -370,3 +385,82 @@ def test_a_link_out_of_the_project_never_reaches_a_build(
     build_dir = wb.build_dir(models.resolve(wb, "p/add").id, 1)
     assert os.readlink(build_dir / "alias.txt") == "inside.txt"
     assert not any("host-secret" in os.readlink(p) for p in build_dir.rglob("*") if p.is_symlink())
+
+
+PEAK = (  # VmHWM starts again at exec (ru_maxrss would carry the parent's over)
+    "import atexit, sys\n"
+    "hwm = lambda: next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "atexit.register(lambda: print('PEAK', hwm(), file=sys.stderr))\n"
+    "from cdsw_tui.cli import main\n"
+    "main(sys.argv[1:], prog_name='cdsw-tui')\n"
+)
+
+
+def peak_mb(home: Path, *args: str) -> tuple[float, str]:
+    """Run the CLI; its peak resident memory (MB) and its output."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CDSW_TUI_HOME=str(home))
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    peak = int(proc.stderr.rsplit("PEAK", 1)[1].split()[0])
+    return peak / 1024, proc.stdout
+
+
+def test_logs_are_read_from_the_end_and_streamed(cli: Cli, wb, project, home: Path):
+    create(cli, "add", "add")
+    call(wb, "p/add", {"a": 1, "b": 2})
+    model = models.resolve(wb, "p/add")
+    [log] = list(home.glob(f"logs/replicas/m{model.id}/d*/*.log"))
+    line = "2026-01-01T00:00:00.000Z stdout " + "y" * 200 + "\n"
+    with open(log, "a") as fh:  # 60 MB of old output
+        for _ in range(6):
+            fh.write(line * 50_000)
+        fh.write("2026-01-01T00:00:01.000Z stdout the very last line\n")
+    peak, out = peak_mb(home, "logs", "p/add", "--tail", "3")
+    assert out.strip().splitlines()[-1].endswith("the very last line")
+    assert len(out.strip().splitlines()) == 3
+    assert peak < 100, f"logs --tail 3 on 60 MB took {peak:.0f} MB"
+    build_log = wb.build_log_path(model.id, 1)
+    with open(build_log, "a") as fh:
+        for _ in range(6):
+            fh.write(line * 50_000)
+    peak, out = peak_mb(home, "build-log", "p/add", "1")
+    assert out.count("\n") > 300_000
+    assert peak < 100, f"build-log of 60 MB took {peak:.0f} MB"
+
+
+def test_build_and_replica_logs_rotate_at_their_limit(cli: Cli, wb, project: Path, home: Path):
+    (home / "config.toml").write_text("log_max_mb = 2\n")
+    (project / "cdsw-build.sh").write_text(
+        "python3 -c \"import sys\nfor i in range(60000): print('z' * 100)\"\necho the end\n"
+    )
+    (project / "chatty.py").write_text(
+        "def f(args):\n    print(('w' * 100 + '\\n') * 20000)\n    return 'ok'\n"
+    )
+    cli("model", "create", "p/chatty", "--file", "chatty.py", "--function", "f", "--wait")
+    model = models.resolve(wb, "p/chatty")
+    build_log = wb.build_log_path(model.id, 1)
+    assert build_log.stat().st_size <= 2.1 * 1024 * 1024
+    assert (build_log.parent / (build_log.name + ".1")).exists()
+    assert cli("build-log", "p/chatty", "1").out.strip().splitlines()[-1].endswith("built")
+    for _ in range(4):  # 8 MB of replica output
+        assert call(wb, "p/chatty", {}).status_code == 200
+    time.sleep(0.5)
+    [log] = list(home.glob(f"logs/replicas/m{model.id}/d*/*.log"))
+    assert log.stat().st_size <= 2.1 * 1024 * 1024
+    assert (log.parent / (log.name + ".1")).exists()
+
+
+def test_output_without_newlines_does_not_stall_the_model(cli: Cli, wb, project: Path, home: Path):
+    (project / "flood.py").write_text(
+        "import sys\n\ndef f(args):\n    sys.stdout.write('q' * (100 * 1024 * 1024))\n"
+        "    sys.stdout.flush()\n    return 'done'\n"
+    )
+    cli("model", "create", "p/flood", "--file", "flood.py", "--function", "f", "--wait")
+    start = time.monotonic()
+    r = call(wb, "p/flood", {})
+    assert r.status_code == 200 and r.json()["response"] == "done"
+    assert time.monotonic() - start < 20

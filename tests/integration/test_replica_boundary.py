@@ -302,7 +302,8 @@ def test_the_controller_runs_the_installed_package_whatever_the_callers_folder(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "shadowed" not in (wb.home / "logs" / "controller.log").read_text()
+    for log in ("controller.log", "controller.out"):
+        assert "shadowed" not in (wb.home / "logs" / log).read_text()
 
 
 def test_monitoring_keeps_the_counts_of_replaced_replicas(cli: Cli, wb, project):
