@@ -45,6 +45,9 @@ def _no_constant(name: str) -> object:
     raise NotJSON(f"the body holds {name}, which is not JSON (send null or a string)")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once, not per call
+
+
 def _long_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_DIGITS:
         raise NotJSON(f"a number in the body has more than {MAX_DIGITS} digits")
@@ -103,13 +106,15 @@ class Gateway:
         self.identity = b""  # the secret of the home's identity file, set by the controller
 
     def app(self) -> web.Application:
-        app = web.Application(
-            client_max_size=self.settings.max_request_bytes + 1, middlewares=[spec_errors]
-        )
+        app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
         for path in CALL_PATHS:
             app.router.add_post(path, self.call)
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/metrics", self.prometheus)
+            app.router.add_route("*", path, wrong_method)
+        for path, handler in (("/health", self.health), ("/metrics", self.prometheus)):
+            app.router.add_get(path, handler)
+            app.router.add_route("*", path, wrong_method)
+        # routes, not a middleware: 404 and 405 in SPEC's shape cost the calls nothing
+        app.router.add_route("*", "/{tail:.*}", no_such_path)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -161,7 +166,7 @@ class Gateway:
             response.force_close()
             return response
         try:
-            data = json.loads(body, parse_constant=_no_constant)
+            data = _DECODER.decode(body.decode("utf-8-sig"))  # a BOM is tolerated, as before
         except NotJSON as exc:
             return error_response(400, "request.invalid", str(exc))
         except (ValueError, UnicodeDecodeError):
@@ -185,10 +190,14 @@ class Gateway:
                 "auth.api_key_required",
                 "this model needs an API key: send 'Authorization: Bearer <API key>'",
             )
-        acquired = await self._acquire(route.model_id, label)
-        if isinstance(acquired, web.Response):
-            return acquired
-        pool, handle, waited = acquired
+        pool = self.router.pools.get(route.model_id)
+        handle = pool.try_acquire() if pool is not None and not pool.closed else None
+        waited = False
+        if handle is None:
+            acquired = await self._acquire(route.model_id, label)
+            if isinstance(acquired, web.Response):
+                return acquired
+            pool, handle, waited = acquired
         deployment = str(pool.deployment_id)
         if waited:
             handle.busy_waits += 1
@@ -402,21 +411,16 @@ class _Runner(web.AppRunner):
         return server
 
 
-@web.middleware
-async def spec_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """404 and 405 in SPEC's shape, like every other error of the gateway."""
-    try:
-        return await handler(request)
-    except web.HTTPNotFound:
-        return error_response(
-            404,
-            "request.invalid",
-            f"no such path {request.path!r}; models are called at POST /model",
-        )
-    except web.HTTPMethodNotAllowed:
-        return error_response(
-            405, "request.invalid", f"{request.method} is not allowed on {request.path}"
-        )
+async def no_such_path(request: web.Request) -> web.Response:
+    return error_response(
+        404, "request.invalid", f"no such path {request.path!r}; models are called at POST /model"
+    )
+
+
+async def wrong_method(request: web.Request) -> web.Response:
+    return error_response(
+        405, "request.invalid", f"{request.method} is not allowed on {request.path}"
+    )
 
 
 async def start_gateway(gateway: Gateway, host: str, port: int) -> web.AppRunner:

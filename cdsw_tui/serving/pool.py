@@ -98,15 +98,22 @@ class Pool:
             return True
         return False
 
+    def try_acquire(self) -> ReplicaHandle | None:
+        """A free replica at once if there is one and nobody queued before us (no
+        coroutine, no wait: the common case of every call)."""
+        while not self.waiting and not self._free.empty():
+            handle = self._free.get_nowait()
+            if self._take(handle):
+                return handle
+        return None
+
     async def acquire(self, timeout: float) -> tuple[ReplicaHandle, bool]:
         """A free replica, and whether the caller had to wait for it."""
         if self.closed:
             raise PoolClosed
-        # fast path: a free replica and nobody queued before us
-        while not self.waiting and not self._free.empty():
-            handle = self._free.get_nowait()
-            if self._take(handle):
-                return handle, False  # type: ignore[return-value]
+        handle = self.try_acquire()
+        if handle is not None:
+            return handle, False
         self.waiting += 1
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
