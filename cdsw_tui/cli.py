@@ -311,10 +311,7 @@ def model_create(
         click.echo(f"build {build.number} queued")
     if wait:
         _wait_build(wb, build)
-        built = builds.refresh(wb, build)
-        d = deployments.for_build(wb, built)
-        if d is None:
-            raise CdswError(built.reason or f"build {built.number} was not deployed")
+        d = deployments.wait_requested(wb, builds.refresh(wb, build))
         _wait_deployment(wb, d)
 
 

@@ -32,25 +32,36 @@ class Shipper:
         self.dropped: dict[Path, tuple[int, str]] = {}
 
     def _append(self, path: Path, data: bytes) -> None:
-        """Append whole lines, rotating at the size limit; on a full disk, count them
-        and say so once it has room."""
+        """Append whole lines, rotating whenever the file would pass its limit (a big
+        batch is split at line ends); on a full disk, count the lines and say so once it
+        has room."""
         with self._lock:
             try:
+                lost = self.dropped.pop(path, None)
+                if lost:
+                    note = f"{stamp()} stderr [cdsw-tui] {lost[0]} log lines dropped: {lost[1]}\n"
+                    data = note.encode() + data
                 fd = open_log(path)
-                if os.fstat(fd).st_size + len(data) > self.max_bytes:
-                    os.close(fd)
-                    rotate(path)
-                    fd = open_log(path)
                 try:
-                    lost = self.dropped.pop(path, None)
-                    if lost:
-                        note = (
-                            f"{stamp()} stderr [cdsw-tui] {lost[0]} log lines dropped: {lost[1]}\n"
-                        )
-                        data = note.encode() + data
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    size = os.fstat(fd).st_size
+                    while data:
+                        room = self.max_bytes - size
+                        if len(data) <= room:
+                            cut = len(data)
+                        else:
+                            cut = data.rfind(b"\n", 0, max(room, 0)) + 1
+                            if not cut and not size:
+                                cut = room  # one line longer than a whole file
+                        if cut:
+                            view = memoryview(data)[:cut]
+                            while view:
+                                view = view[os.write(fd, view) :]
+                            data, size = data[cut:], size + cut
+                        if data:
+                            os.close(fd)
+                            rotate(path)
+                            fd = open_log(path)
+                            size = 0
                 finally:
                     os.close(fd)
             except OSError as exc:

@@ -222,6 +222,20 @@ def wait(
         time.sleep(poll)
 
 
+def wait_requested(wb: Workbench, build: Build, timeout: float = 15.0) -> Deployment:
+    """The deployment a built build asked for: the controller makes it just after it
+    records the build built, so it may take a moment; its refusal is on the build."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = for_build(wb, build)
+        if deployment is not None:
+            return deployment
+        build = builds.refresh(wb, build)
+        if build.reason or time.monotonic() > deadline:
+            raise CdswError(build.reason or f"build {build.number} was not deployed")
+        time.sleep(0.05)
+
+
 def for_build(wb: Workbench, build: Build) -> Deployment | None:
     with wb.store.session() as s:
         return s.exec(

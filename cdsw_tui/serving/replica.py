@@ -23,6 +23,7 @@ controller, which imports them from here.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -74,6 +75,11 @@ class Output:
     def write(self, data: bytes) -> None:
         with self.lock:
             try:
+                # shared: the reader that empties a spool file takes it exclusively
+                fcntl.flock(self.fd, fcntl.LOCK_SH)
+            except OSError:
+                pass  # a pipe (docker logs): nothing to share
+            try:
                 if self.dropped:
                     note = f"{stamp()} stderr [cdsw-tui] {self.dropped} log lines dropped: {self.why}\n"
                     self._write_all(note.encode())
@@ -82,6 +88,11 @@ class Output:
             except OSError as exc:
                 self.dropped += max(1, data.count(b"\n"))
                 self.why = exc.strerror or str(exc)
+            finally:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                except OSError:
+                    pass
 
     def record(self, stream: str, payload: object) -> None:
         self.write(f"{stamp()} {stream} {json.dumps(payload, default=str)}\n".encode())

@@ -464,3 +464,23 @@ def test_output_without_newlines_does_not_stall_the_model(cli: Cli, wb, project:
     r = call(wb, "p/flood", {})
     assert r.status_code == 200 and r.json()["response"] == "done"
     assert time.monotonic() - start < 20
+
+
+def test_a_local_replicas_spool_is_emptied_as_it_is_filed(cli: Cli, wb, project: Path, home: Path):
+    (home / "config.toml").write_text("log_max_mb = 100\n")  # one log file to count lines in
+    (project / "talk.py").write_text(
+        "def f(args):\n    for i in range(args['n']):\n        print(f'line {i:07d} ' + 'v' * 90)\n"
+        "    return args['n']\n"
+    )
+    cli("model", "create", "p/talk", "--file", "talk.py", "--function", "f", "--wait")
+    for _ in range(3):  # 3 x 10 MB of output
+        assert call(wb, "p/talk", {"n": 100_000}).status_code == 200
+    model = models.resolve(wb, "p/talk")
+    [log] = list(home.glob(f"logs/replicas/m{model.id}/d*/*.log"))
+    deadline = time.monotonic() + 20
+    while log.read_text().count(" line 0099999 ") < 3:
+        assert time.monotonic() < deadline, "not every line reached the log"
+        time.sleep(0.2)
+    assert log.read_text().count(" stdout line ") == 300_000  # none lost, none twice
+    [spool] = list((home / "run" / "local").glob("talk-*.out"))
+    assert spool.stat().st_size < 12 * 1024 * 1024  # emptied as it went, not 30 MB

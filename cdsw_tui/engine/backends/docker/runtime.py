@@ -197,6 +197,8 @@ class DockerRuntime(RuntimeBase):
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 pids_limit=PIDS_LIMIT,
+                # docker's own copy of the output is bounded too (the controller files it)
+                log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
                 nano_cpus=int(spec.cpu * 1e9),
                 mem_limit=f"{spec.memory}m",
                 memswap_limit=f"{spec.memory}m",

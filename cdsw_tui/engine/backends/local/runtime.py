@@ -9,6 +9,7 @@ adoption and garbage collection; the handle is ``<pid>:<start time>:<name>``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from cdsw_tui.engine.runtime import (
 from cdsw_tui.resources import RUNNER
 
 STOP_GRACE = 2.0
+SPOOL_LIMIT = 4 * 1024 * 1024  # a replica's spool is emptied once this much was filed
 
 
 class LocalRuntime(RuntimeBase):
@@ -173,18 +175,30 @@ class LocalRuntime(RuntimeBase):
     def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
         _pid, _start, name = self._parse(handle)
         try:
-            fd = os.open(self._paths(name)[1], os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self._paths(name)[1], os.O_RDWR | os.O_NOFOLLOW)
         except FileNotFoundError:
             return Output(b"", offset)
         try:
             data = os.pread(fd, limit, offset)
+            running = self.inspect(handle) is None
+            if len(data) == limit or running:
+                cut = data.rfind(b"\n") + 1  # whole lines only while it may still write
+                if cut or len(data) < limit:
+                    data = data[:cut]
+            offset += len(data)
+            if running and offset >= SPOOL_LIMIT:
+                # everything up to here is taken: empty the spool, with the runner's writes
+                # held off (they take the lock shared), so no line is lost in between
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    rest = os.pread(fd, os.fstat(fd).st_size - offset, offset)
+                    os.ftruncate(fd, 0)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                return Output(data + rest, 0)
         finally:
             os.close(fd)
-        if len(data) == limit or self.inspect(handle) is None:
-            cut = data.rfind(b"\n") + 1  # whole lines only while it may still write
-            if cut or len(data) < limit:
-                data = data[:cut]
-        return Output(data, offset + len(data))
+        return Output(data, offset)
 
 
 def make_runtime(home: Path) -> LocalRuntime:
