@@ -111,9 +111,9 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
     try:
         await _placed_and_ready(mgr, st, r)
     except Aborted:
-        r.status = ReplicaStatus.STOPPED
-        if r.row_id is not None:
+        if r.row_id is not None:  # the row first: the pass ends the deployment once all stopped
             await mgr.db(mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, handle="")
+        r.status = ReplicaStatus.STOPPED
         return
     except Exception as exc:  # StartFailed, or the runtime refused
         reason = exc.reason if isinstance(exc, StartFailed) else _one_line(exc)
