@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdsw_tui.config import load_settings
+from cdsw_tui.resources import RUNNER
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import state
 from cdsw_tui.serving.connection import ReplicaConnection
@@ -103,6 +104,112 @@ class Figures:
         )
 
 
+class HttpConnection:
+    """A lean keep-alive HTTP/1.1 client: one request in one send, Content-Length back.
+    The same client measures the gateway and every peer, so their figures compare."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self._writer is None:
+            host, _, port = self.address.removeprefix("tcp://").rpartition(":")
+            self._reader, self._writer = await asyncio.open_connection(host, int(port))
+        assert self._reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self._writer.write(head + body)
+        status_line = await self._reader.readline()
+        if not status_line:
+            self.close()
+            raise ConnectionError("closed")
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while (line := await self._reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        data = await self._reader.readexactly(length) if length else b""
+        return status, data
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+class FrameConnection:
+    """The gateway's own framed channel, to call a replica on its Unix socket directly."""
+
+    def __init__(self, address: str) -> None:
+        self.conn = ReplicaConnection(address)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        status, _, data, _ = await self.conn.call(body)
+        return status, data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(address: str) -> HttpConnection | FrameConnection:
+    return FrameConnection(address) if address.startswith("unix:") else HttpConnection(address)
+
+
+def raw_replica(
+    directory: str, file: str, function: str, python: str = sys.executable
+) -> tuple[str, subprocess.Popen]:
+    """The runner alone on a loopback port, speaking plain HTTP (``--port``): the
+    single-hop floor every gateway is measured against."""
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen(
+        [
+            python,
+            "-s",
+            str(RUNNER),
+            "--dir",
+            directory,
+            "--file",
+            file,
+            "--function",
+            function,
+            "--name",
+            "raw",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while not port_file.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the raw replica ended with status {proc.returncode}")
+        time.sleep(0.02)
+    address = tcp(int(port_file.read_text()))
+
+    async def ready() -> None:
+        while True:
+            conn = HttpConnection(address)
+            try:
+                if (await conn.request("GET", "/health"))[0] == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            await asyncio.sleep(0.02)
+
+    asyncio.run(ready())
+    return address, proc
+
+
 def tcp(port: int) -> str:
     """The address of something listening on a loopback port (the gateway)."""
     return f"tcp://127.0.0.1:{port}"
@@ -124,19 +231,19 @@ async def load(
     stop_at = time.perf_counter() + warmup + seconds
     measure_from = time.perf_counter() + warmup
     lock = asyncio.Lock()
-    shared_conn = ReplicaConnection(address)
+    shared_conn = connect(address)
 
     async def worker() -> None:
         nonlocal errors
-        conn = shared_conn if shared else ReplicaConnection(address)
+        conn = shared_conn if shared else connect(address)
         while (now := time.perf_counter()) < stop_at:
             if shared:
                 async with lock:
                     t0 = time.perf_counter()
-                    status, _, _ = await conn.request("POST", path, body)
+                    status, _ = await conn.request("POST", path, body)
             else:
                 t0 = now
-                status, _, _ = await conn.request("POST", path, body)
+                status, _ = await conn.request("POST", path, body)
             t1 = time.perf_counter()
             if t0 >= measure_from:
                 latencies.append(t1 - (t0 if shared else now))
@@ -158,9 +265,9 @@ def wait_first_answer(s: Scratch, model, deployment_id: int) -> None:
 
     async def ask() -> None:
         while True:
-            conn = ReplicaConnection(tcp(s.port))
+            conn = HttpConnection(tcp(s.port))
             try:
-                status, _, _ = await conn.request("POST", "/model", body)
+                status, _ = await conn.request("POST", "/model", body)
                 if status == 200 and deployments.get(s.wb, deployment_id).status == "deployed":
                     return
             except Exception:  # the gateway answers once the controller listens

@@ -739,6 +739,61 @@ def logs_cmd(
         pass
 
 
+REQUEST_COLUMNS = ["time", "status", "code", "ms", "replica", "deployment", "bytes_in", "bytes_out"]
+
+
+@main.command("requests")
+@click.argument("ref", metavar="MODEL")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new calls")
+@click.option("--tail", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@json_option
+@click.pass_context
+def requests_cmd(ctx: click.Context, ref: str, follow: bool, tail: int, as_json: bool) -> None:
+    """The gateway's recent calls of this model (no bodies), and their latency."""
+    import json as _json
+
+    from cdsw_tui.services import logs, models
+
+    wb = _wb(ctx)
+    model = models.resolve(wb, ref)
+    records, offset = logs.recent_calls(wb, model, tail)
+    if as_json and not follow:
+        emit_json(records)
+        return
+    if as_json:
+        for record in records:
+            click.echo(_json.dumps(record))
+    else:
+        table(records, REQUEST_COLUMNS, empty=f"{ref} has had no calls yet")
+        figures = logs.latency(records)
+        if figures["calls"]:
+            click.echo(
+                f"last minute: {figures['calls']} calls, p50 {figures['p50']} ms, "
+                f"p95 {figures['p95']} ms, p99 {figures['p99']} ms"
+            )
+    if not follow:
+        return
+    try:
+        for record in logs.follow_calls(wb, model, offset):
+            if as_json:
+                click.echo(_json.dumps(record))
+            else:
+                click.echo("  ".join(str(record.get(c, "-")) for c in REQUEST_COLUMNS))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("openapi")
+@click.argument("ref", metavar="MODEL")
+@click.pass_context
+def openapi_cmd(ctx: click.Context, ref: str) -> None:
+    """An OpenAPI 3.1 description of the model's call (as the gateway serves it)."""
+    from cdsw_tui.services import models
+
+    wb = _wb(ctx)
+    emit_json(models.openapi(wb, models.resolve(wb, ref)))
+
+
 @main.command("metrics")
 @click.argument("ref", metavar="MODEL")
 @json_option

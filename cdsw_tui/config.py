@@ -29,6 +29,7 @@ class Settings:
     header_timeout: float = 10.0  # for a request's head to arrive (slow-header callers)
     max_request_bytes: int = 5 * 1024 * 1024
     max_response_bytes: int = 50 * 1024 * 1024  # a model's answer beyond this is a 502
+    request_log_size: int = 1000  # recent calls per model the gateway keeps in memory
     runtime: str = "local"
     engine_image: str = "cdsw-tui/engine:latest"
     ca_bundle: str = ""

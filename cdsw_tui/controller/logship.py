@@ -3,7 +3,8 @@
 A replica's output leaves through its runtime (a spool file, ``docker logs``), in the
 runner's format: ``<time> <stream> <text>``. Lines of ``stdout`` and ``stderr`` go
 into ``logs/replicas/m<model>/d<deployment>/<replica>.log``; ``metric`` records into
-the model's ``metrics.jsonl``; ``event`` records (why a replica ended) stay with the
+the model's ``metrics.jsonl``; the gateway's records of calls into its
+``requests.jsonl``; ``event`` records (why a replica ended) stay with the
 replica's state. The folders and files are made here, by the controller, and opened
 without following links; nothing a model can write is ever mounted or chmodded.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 from cdsw_tui.controller.state import ReplicaState
 from cdsw_tui.engine.buildlog import DEFAULT_MAX_BYTES, open_log, rotate, stamp
 from cdsw_tui.engine.runtime import Runtime
-from cdsw_tui.services.logs import metrics_file, replica_log
+from cdsw_tui.services.logs import metrics_file, replica_log, requests_file
+from cdsw_tui.serving.calllog import Record
 from cdsw_tui.serving.replica import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
 
 OUTPUT_STREAMS = (b"stdout", b"stderr")
@@ -67,6 +69,14 @@ class Shipper:
             except OSError as exc:
                 count, _ = self.dropped.get(path, (0, ""))
                 self.dropped[path] = (count + data.count(b"\n"), exc.strerror or str(exc))
+
+    def calls(self, records: list[Record]) -> None:
+        """The gateway's records of calls, into each model's request log."""
+        by_model: dict[int, list[bytes]] = {}
+        for record in records:
+            by_model.setdefault(record.model_id, []).append(record.line())
+        for model_id, lines in by_model.items():
+            self._append(requests_file(self.home, model_id), b"".join(lines))
 
     def note(self, model_id: int, deployment_id: int, name: str, text: str) -> None:
         """The controller's own word in a replica's log, marked as such."""

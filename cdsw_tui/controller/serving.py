@@ -309,6 +309,7 @@ class ServingManager:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.flush_stats()
+        await asyncio.to_thread(self.shipper.calls, self.gateway.calls.take())
         if self.runner is not None:
             await self.runner.cleanup()
         self.router.close()
@@ -324,7 +325,9 @@ class ServingManager:
                 for r in st.replicas.values()
                 if r.handle and r.status in SHIPPED
             ]
-
+            calls = self.gateway.calls.take()
+            if calls:
+                await asyncio.to_thread(self.shipper.calls, calls)
             if items:
                 await asyncio.to_thread(self._ship_all, items)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,11 @@ def replica_log(home: Path, model_id: int, deployment_id: int, name: str) -> Pat
 def metrics_file(home: Path, model_id: int) -> Path:
     """What the model's code recorded with cdsw.track_metric, one JSON object a line."""
     return home / "logs" / "replicas" / f"m{model_id}" / "metrics.jsonl"
+
+
+def requests_file(home: Path, model_id: int) -> Path:
+    """The gateway's recent calls of the model, one JSON object a line (no bodies)."""
+    return home / "logs" / "replicas" / f"m{model_id}" / "requests.jsonl"
 
 
 def replica_log_dir(wb: Workbench, model: Model, deployment: Deployment) -> Path:
@@ -78,8 +84,6 @@ def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -
 
 def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
     """What the model's code recorded with cdsw.track_metric, oldest first."""
-    import json
-
     path = metrics_file(wb.home, int(model.id))  # type: ignore[arg-type]
     if not path.exists():
         return []
@@ -90,3 +94,66 @@ def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
         except ValueError:
             continue  # a line cut by a crash: skip it, keep the rest
     return records
+
+
+def recent_calls(wb: Workbench, model: Model, tail: int) -> tuple[list[dict], int]:
+    """The model's last ``tail`` calls through the gateway, oldest first, and where the
+    request log ends (to follow it from there)."""
+    path = requests_file(wb.home, int(model.id))  # type: ignore[arg-type]
+    if not path.exists():
+        return [], 0
+    lines, size = last_lines(path, tail)
+    return [r for r in (_record(line) for line in lines) if r is not None], size
+
+
+def follow_calls(wb: Workbench, model: Model, offset: int, poll: float = 0.2) -> Iterator[dict]:
+    path = requests_file(wb.home, int(model.id))  # type: ignore[arg-type]
+    for line in read_from(path, offset, poll):
+        record = _record(line)
+        if record is not None:
+            yield record
+
+
+def read_from(path: Path, offset: int, poll: float) -> Iterator[str]:
+    """Lines appended to ``path`` after ``offset``, as they come (a rotation starts over)."""
+    position = offset
+    while True:
+        try:
+            with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < position:
+                    position = 0
+                fh.seek(position)
+                chunk = fh.read(BLOCK * 16)
+        except FileNotFoundError:
+            chunk = b""
+        complete = chunk.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in chunk else b""
+        position += len(complete)
+        yield from complete.decode("utf-8", "replace").splitlines()
+        if not complete:
+            time.sleep(poll)
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # a line cut by a crash
+    return record if isinstance(record, dict) else None
+
+
+def latency(records: list[dict], window: float = 60.0) -> dict[str, float | int | None]:
+    """p50/p95/p99 of the calls in the last ``window`` seconds (the gateway's rule)."""
+    from datetime import UTC, datetime
+
+    from cdsw_tui.serving.calllog import percentiles
+
+    since = datetime.now(UTC).timestamp() - window
+    values = []
+    for r in records:
+        try:
+            t = datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if t.timestamp() >= since and isinstance(r.get("ms"), int | float):
+            values.append(float(r["ms"]))
+    return percentiles(values)

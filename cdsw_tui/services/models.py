@@ -218,3 +218,20 @@ def delete(wb: Workbench, model: Model) -> list[str]:
         s.delete(row)
         s.commit()
     return artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]
+
+
+def openapi(wb: Workbench, model: Model) -> dict:
+    """The OpenAPI document the gateway serves at /models/<project>/<model>/openapi.json."""
+    from cdsw_tui.serving.openapi import document
+
+    return document(
+        project=project_of(wb, model).name,
+        model=model.name,
+        description=model.description,
+        function=model.function,
+        kernel=model.kernel,
+        example_input=model.example_input,
+        example_output=model.example_output,
+        server=wb.settings.gateway_url,
+        api_key_required=model.auth_enabled,
+    )

@@ -1,8 +1,9 @@
-"""One persistent HTTP/1.1 connection to one replica, spoken by hand.
+"""One persistent connection to one replica, speaking the runner's frames.
 
-A replica serves one call at a time, so a full HTTP client (with pooling, redirects,
-cookies) is only overhead here; this writes the request in one send and reads exactly
-Content-Length bytes back.
+A replica serves one call at a time, so a call is one write of a length-prefixed frame
+and one answer frame back, read by an asyncio protocol (no stream reader, no HTTP
+parser, no JSON parse: the status and error code are in the frame's head). The frame
+layout is the runner's (``serving/replica.py``), imported from there.
 
 Replicas are reached at an address their runtime gave: ``unix:/path`` (a socket only
 the controller's user can open) or ``tcp://host:port``. A Unix socket is opened
@@ -17,6 +18,14 @@ import asyncio
 import os
 import socket
 import stat
+
+from cdsw_tui.serving.replica import (
+    ANSWER_HEAD,
+    FLAG_CLOSE,
+    KIND_CALL,
+    KIND_HEALTH,
+    REQUEST_HEAD,
+)
 
 
 class ReplicaConnectionError(Exception):
@@ -50,81 +59,125 @@ def open_unix(path: str) -> socket.socket:
     return sock
 
 
-async def open_stream(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    if address.startswith("unix:"):
-        return await asyncio.open_unix_connection(sock=open_unix(address[5:]))
-    if address.startswith("tcp://"):
-        host, _, port = address[6:].rpartition(":")
-        return await asyncio.open_connection(host, int(port))
-    raise OSError(f"unknown replica address {address!r}")
+class _FrameProtocol(asyncio.Protocol):
+    """Reads answer frames off the socket and hands each to the call waiting for it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[Answer] | None = None
+        self.limit = 0
+        self.buffer = bytearray()
+        self.end = 0  # the answer's whole length, once its head is in
+        self.lost: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self._fail("the replica sent bytes nobody asked for")
+            return
+        buffer = self.buffer
+        buffer += data  # an answer in one piece (the common case) is copied once, below
+        if self.end == 0:
+            if len(buffer) < _HEAD:
+                return
+            _, _, code_length, body_length = ANSWER_HEAD.unpack_from(buffer)
+            if self.limit and body_length > self.limit:
+                self.waiter = None
+                waiter.set_exception(ResponseTooLarge(body_length))
+                self.close()
+                return
+            self.end = _HEAD + code_length + body_length
+        if len(buffer) < self.end:
+            return
+        if len(buffer) > self.end:
+            self._fail("the replica answered more than it was asked")
+            return
+        status, flags, code_length, _ = ANSWER_HEAD.unpack_from(buffer)
+        code = buffer[_HEAD : _HEAD + code_length].decode("ascii", "replace")
+        with memoryview(buffer) as view:
+            body = bytes(view[_HEAD + code_length :])
+        buffer.clear()
+        self.end = 0
+        self.waiter = None
+        waiter.set_result((status, code, body, bool(flags & FLAG_CLOSE)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (
+            "the replica closed the connection" if exc is None else f"{type(exc).__name__}: {exc}"
+        )
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ReplicaConnectionError(self.lost))
+
+    def _fail(self, why: str) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ReplicaConnectionError(why))
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+_HEAD = ANSWER_HEAD.size
+Answer = tuple[int, str, bytes, bool]  # status, error code ("" on success), body, closing
 
 
 class ReplicaConnection:
+    """One persistent framed connection to one replica; one call at a time on it."""
+
     def __init__(self, address: str) -> None:
         self.address = address
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._protocol: _FrameProtocol | None = None
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> _FrameProtocol:
+        loop = asyncio.get_running_loop()
+        address = self.address
         try:
-            self._reader, self._writer = await open_stream(self.address)
+            if address.startswith("unix:"):
+                _, protocol = await loop.create_unix_connection(
+                    _FrameProtocol, sock=open_unix(address[5:])
+                )
+            elif address.startswith("tcp://"):
+                host, _, port = address[6:].rpartition(":")
+                _, protocol = await loop.create_connection(_FrameProtocol, host, int(port))
+            else:
+                raise OSError(f"unknown replica address {address!r}")
         except (OSError, ValueError) as exc:
             raise ReplicaConnectionError(f"cannot connect: {exc}") from None
+        self._protocol = protocol
+        return protocol
 
-    async def request(
-        self, method: str, path: str, body: bytes = b"", limit: int | None = None
-    ) -> tuple[int, bytes, bool]:
-        """(status, body, closing): closing means the replica said it ends after this.
-        An answer over ``limit`` bytes raises ResponseTooLarge without being read."""
-        if self._writer is None or self._writer.is_closing():
-            await self._connect()
-        assert self._reader is not None and self._writer is not None
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: replica\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
+    async def request(self, kind: bytes, payload: bytes = b"", limit: int = 0) -> Answer:
+        """Send one frame, wait for its answer. An answer over ``limit`` bytes (0: no
+        limit) raises ResponseTooLarge without being read; the connection is closed."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        waiter = asyncio.get_running_loop().create_future()
+        protocol.waiter = waiter
+        protocol.limit = limit
+        protocol.transport.write(REQUEST_HEAD.pack(kind, len(payload)) + payload)  # type: ignore[union-attr]
         try:
-            self._writer.write(head + body)
-            status_line = await self._reader.readline()
-            if not status_line:
-                raise ReplicaConnectionError("the replica closed the connection")
-            status = int(status_line.split(b" ", 2)[1])
-            length = 0
-            closing = False
-            while True:
-                line = await self._reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value.strip())
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    closing = True
-            if limit is not None and length > limit:
-                self.close()
-                raise ResponseTooLarge(length)
-            data = await self._reader.readexactly(length) if length else b""
-            if closing:
-                self.close()
-            return status, data, closing
-        except (
-            ConnectionError,
-            asyncio.IncompleteReadError,
-            OSError,
-            ValueError,
-            IndexError,
-        ) as exc:
-            self.close()
-            raise ReplicaConnectionError(f"{type(exc).__name__}: {exc}") from None
+            answer = await waiter
         except BaseException:
-            self.close()  # cancelled or timed out mid-request: the stream is out of step
+            self.close()  # failed, cancelled or timed out mid-call: the stream is out of step
             raise
+        if answer[3]:
+            self.close()
+        return answer
+
+    async def call(self, body: bytes, limit: int = 0) -> Answer:
+        return await self.request(KIND_CALL, body, limit)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.close()
 
 
 async def health(address: str, timeout: float) -> bool:
@@ -132,7 +185,7 @@ async def health(address: str, timeout: float) -> bool:
     conn = ReplicaConnection(address)
     try:
         async with asyncio.timeout(timeout):
-            status, _, _ = await conn.request("GET", "/health")
+            status, _, _, _ = await conn.request(KIND_HEALTH)
         return status == 200
     except (ReplicaConnectionError, TimeoutError):
         return False

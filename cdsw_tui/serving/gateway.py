@@ -14,13 +14,15 @@ from typing import Any
 from aiohttp import web, web_protocol, web_server
 
 from cdsw_tui.config import Settings
+from cdsw_tui.serving import openapi
+from cdsw_tui.serving.calllog import Call, CallLog
 from cdsw_tui.serving.connection import ReplicaConnectionError, ResponseTooLarge
 from cdsw_tui.serving.metrics import GatewayMetrics
+from cdsw_tui.serving.openapi import CALL_PATHS
 from cdsw_tui.serving.pool import Pool, PoolClosed, ReplicaHandle
-from cdsw_tui.serving.router import Router
+from cdsw_tui.serving.router import Route, Router
 
 log = logging.getLogger("cdsw_tui.gateway")
-CALL_PATHS = ("/model", "/api/altus-ds-1/models/call-model")
 MAX_DIGITS = 4300  # Python's own limit on converting a digit string to an int
 
 
@@ -104,13 +106,19 @@ class Gateway:
         self.on_replica_failed = on_replica_failed
         self.started = time.time()
         self.identity = b""  # the secret of the home's identity file, set by the controller
+        self.calls = CallLog(settings.request_log_size)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
         for path in CALL_PATHS:
             app.router.add_post(path, self.call)
             app.router.add_route("*", path, wrong_method)
-        for path, handler in (("/health", self.health), ("/metrics", self.prometheus)):
+        for path, handler in (
+            ("/health", self.health),
+            ("/metrics", self.prometheus),
+            ("/health/{project}/{model}", self.model_health),
+            ("/models/{project}/{model}/openapi.json", self.openapi),
+        ):
             app.router.add_get(path, handler)
             app.router.add_route("*", path, wrong_method)
         # routes, not a middleware: 404 and 405 in SPEC's shape cost the calls nothing
@@ -131,6 +139,58 @@ class Gateway:
             # proves this gateway is the home's own to a client that can read the home
             body["proof"] = prove(self.identity, challenge[:128])
         return web.json_response(body)
+
+    def _named(self, request: web.Request) -> Route | web.Response:
+        project, name = request.match_info["project"], request.match_info["model"]
+        route = self.router.named(project, name)
+        if route is None:
+            return error_response(404, "request.invalid", f"no model {project}/{name}")
+        return route
+
+    async def model_health(self, request: web.Request) -> web.Response:
+        """One model's readiness, for load balancers and probes: no key asked, none shown."""
+        route = self._named(request)
+        if isinstance(route, web.Response):
+            return route
+        label = f"{route.project}/{route.name}"
+        pool = self.router.pools.get(route.model_id)
+        body: dict[str, object] = {"project": route.project, "model": route.name}
+        ready = 0
+        if pool is not None and not pool.closed:
+            ready = pool.healthy()
+            deployed = self.router.deployed(pool.deployment_id)
+            body["deployment"] = pool.deployment_id
+            body["build"] = deployed[0] if deployed else None
+            body["replicas"] = {"ready": ready, "wanted": deployed[1] if deployed else None}
+        else:
+            body.update(deployment=None, build=None, replicas={"ready": 0, "wanted": 0})
+        body["latency_ms"] = self.calls.percentiles(route.model_id)
+        if ready:
+            return web.json_response(dict(body, status="ready"))
+        body = {
+            "success": False,
+            "error": {
+                "code": "model.not_deployed",
+                "message": f"model {label} has no ready replica",
+            },
+            "status": "unavailable",
+            **body,
+        }
+        return web.json_response(body, status=503)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        route = self._named(request)
+        if isinstance(route, web.Response):
+            return route
+        info = self.router.describe(route.model_id)
+        doc = openapi.document(
+            project=route.project,
+            model=route.name,
+            server=f"{request.scheme}://{request.host}",
+            api_key_required=route.auth_enabled,
+            **info,
+        )
+        return web.json_response(doc)
 
     async def prometheus(self, _request: web.Request) -> web.Response:
         for pool in self.router.pools.values():
@@ -182,82 +242,51 @@ class Gateway:
         if route is None:
             message = "no access key was given" if not key else "the access key is not valid"
             return error_response(401, "auth.invalid_key", message)
-        label = f"{route.project}/{route.name}"
+        call = Call(route, len(body), start)
         if route.auth_enabled and not self._api_key_ok(request):
-            self.metrics.requests.labels(label, "", "auth.api_key_required").inc()
-            return error_response(
-                401,
+            return self._finish(
+                call,
+                error_response(
+                    401,
+                    "auth.api_key_required",
+                    "this model needs an API key: send 'Authorization: Bearer <API key>'",
+                ),
                 "auth.api_key_required",
-                "this model needs an API key: send 'Authorization: Bearer <API key>'",
             )
         pool = self.router.pools.get(route.model_id)
         handle = pool.try_acquire() if pool is not None and not pool.closed else None
         waited = False
         if handle is None:
-            acquired = await self._acquire(route.model_id, label)
+            acquired = await self._acquire(call)
             if isinstance(acquired, web.Response):
                 return acquired
             pool, handle, waited = acquired
-        deployment = str(pool.deployment_id)
+        call.deployment = str(pool.deployment_id)
+        call.replica = handle.name
         if waited:
             handle.busy_waits += 1
-            self.metrics.busy_waits.labels(label, deployment).inc()
+            self.metrics.busy_waits.labels(call.label, call.deployment).inc()
         handle.received += 1
-        code = "ok"
         try:
             async with asyncio.timeout(settings.request_timeout):
-                status, payload, closing = await handle.conn.request(
-                    "POST", "/call", body, settings.max_response_bytes
+                status, code, payload, closing = await handle.conn.call(
+                    body, settings.max_response_bytes
                 )
         except TimeoutError:
-            code = "model.timeout"
             self.on_replica_failed(pool, handle, "timed out")
-            return self._finish(
-                error_response(
-                    504,
-                    code,
-                    f"the model ran past the {settings.request_timeout:g} s request timeout",
-                    handle.name,
-                ),
-                handle,
-                label,
-                deployment,
-                code,
-                start,
-            )
+            message = f"the model ran past the {settings.request_timeout:g} s request timeout"
+            return self._failed(call, handle, 504, "model.timeout", message)
         except ResponseTooLarge as exc:
-            code = "model.invalid_response"
             mb = settings.max_response_bytes / 1024 / 1024
-            return self._finish(
-                error_response(
-                    502,
-                    code,
-                    f"the model's answer is {exc.length / 1024 / 1024:.1f} MB, over the "
-                    f"{mb:g} MB limit (MAX_RESPONSE_BYTES)",
-                    handle.name,
-                ),
-                handle,
-                label,
-                deployment,
-                code,
-                start,
+            message = (
+                f"the model's answer is {exc.length / 1024 / 1024:.1f} MB, over the "
+                f"{mb:g} MB limit (MAX_RESPONSE_BYTES)"
             )
+            return self._failed(call, handle, 502, "model.invalid_response", message)
         except ReplicaConnectionError as exc:
-            code = "replica.failed"
             self.on_replica_failed(pool, handle, str(exc))
-            return self._finish(
-                error_response(
-                    502,
-                    code,
-                    f"replica {handle.name} failed while handling the request",
-                    handle.name,
-                ),
-                handle,
-                label,
-                deployment,
-                code,
-                start,
-            )
+            message = f"replica {handle.name} failed while handling the request"
+            return self._failed(call, handle, 502, "replica.failed", message)
         finally:
             pool.release(handle)
         if closing:  # the replica answered, and ends (its memory ran out): replace it now
@@ -265,22 +294,19 @@ class Gateway:
         handle.processed += 1
         if status == 200:
             handle.success += 1
+            code = "ok"
         else:
             handle.failure += 1
-            try:
-                code = json.loads(payload)["error"]["code"]
-            except (ValueError, KeyError, TypeError):
-                code = "model.error"
+            code = code or "model.error"
         response = web.Response(status=status, body=payload, content_type="application/json")
-        return self._finish(response, None, label, deployment, code, start)
+        return self._finish(call, response, code)
 
-    async def _acquire(
-        self, model_id: int, label: str
-    ) -> tuple[Pool, ReplicaHandle, bool] | web.Response:
+    async def _acquire(self, call: Call) -> tuple[Pool, ReplicaHandle, bool] | web.Response:
         """A free replica of the model's deployment, waiting up to the busy timeout; a
         deployment that is starting, adopted or replacing its replicas is waited for too,
         and a caller whose deployment is replaced meanwhile moves on to the new one."""
         settings = self.settings
+        model_id = call.route.model_id
         pool = self.router.pools.get(model_id)
         deadline = time.monotonic() + settings.busy_timeout
         while pool is not None:
@@ -291,31 +317,30 @@ class Gateway:
                 following = self.router.pools.get(model_id)
                 pool = None if following is pool else following
             except TimeoutError:
-                deployment = str(pool.deployment_id)
-                self.metrics.requests.labels(label, deployment, "model.busy").inc()
-                self.metrics.busy_waits.labels(label, deployment).inc()
-                return error_response(
-                    429,
-                    "model.busy",
-                    f"no replica of {label} became free within {settings.busy_timeout:g} s; "
-                    "deploy it with more replicas",
+                call.deployment = str(pool.deployment_id)
+                self.metrics.busy_waits.labels(call.label, call.deployment).inc()
+                message = (
+                    f"no replica of {call.label} became free within {settings.busy_timeout:g} s; "
+                    "deploy it with more replicas"
                 )
-        self.metrics.requests.labels(label, "", "model.not_deployed").inc()
-        return error_response(503, "model.not_deployed", f"model {label} has no deployed replica")
+                return self._finish(call, error_response(429, "model.busy", message), "model.busy")
+        message = f"model {call.label} has no deployed replica"
+        response = error_response(503, "model.not_deployed", message)
+        return self._finish(call, response, "model.not_deployed")
 
-    def _finish(
-        self,
-        response: web.Response,
-        failed: ReplicaHandle | None,
-        label: str,
-        deployment: str,
-        code: str,
-        start: float,
+    def _failed(
+        self, call: Call, handle: ReplicaHandle, status: int, code: str, message: str
     ) -> web.Response:
-        if failed is not None:
-            failed.processed += 1
-            failed.failure += 1
-        self.metrics.observe(label, deployment, code, time.perf_counter() - start)
+        """The call reached a replica and came back without its answer."""
+        handle.processed += 1
+        handle.failure += 1
+        return self._finish(call, error_response(status, code, message, handle.name), code)
+
+    def _finish(self, call: Call, response: web.Response, code: str) -> web.Response:
+        seconds = time.perf_counter() - call.start
+        self.metrics.observe(call.label, call.deployment, code, seconds)
+        body = response.body
+        self.calls.add(call, response.status, code, seconds, len(body) if body else 0)  # type: ignore[arg-type]
         return response
 
     def _api_key_ok(self, request: web.Request) -> bool:

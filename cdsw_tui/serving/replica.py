@@ -1,16 +1,24 @@
-"""The replica runner: serves one model function over HTTP, one call at a time.
+"""The replica runner: serves one model function, one call at a time.
 
 Standard library only, so it runs inside any engine image or virtual environment:
 
     python replica.py --dir BUILD_DIR --file F --function FN --name REPLICA
                       (--socket PATH | --port N [--port-file P]) [--memory-mb N]
 
-It listens on a Unix socket (``--socket``) that only the gateway can reach, or, for a
-benchmark's direct baseline, on a loopback TCP port. ``POST /call`` takes the
-gateway's body (``{"accessKey": ..., "request": ...}``) and answers SPEC's JSON with
-this replica's name as ``ReplicaID``; calls run one at a time, while ``GET /health``
-answers on its own connection at any moment, so a held connection cannot starve the
-controller's probe.
+On its Unix socket (``--socket``), which only the gateway can reach, it speaks frames
+(below); on a loopback TCP port (``--port``, a benchmark's direct baseline) it speaks
+plain HTTP/1.1 (``POST /call``, ``GET /health``). Either way a call carries the
+gateway's body (``{"accessKey": ..., "request": ...}``) and is answered in SPEC's JSON
+with this replica's name as ``ReplicaID``. Calls run one at a time, while a health
+probe answers on its own connection at any moment, so a held connection cannot starve
+the controller's probe.
+
+Frames: a request is ``REQUEST_HEAD`` (kind, payload length) then the payload, the
+caller's raw body; an answer is ``ANSWER_HEAD`` (HTTP status, flags, error code length,
+body length), the error code (ASCII, empty on success) and the body. The gateway thus
+needs neither an HTTP parser nor a JSON parse to learn how a call ended, and the
+replica needs no header parsing at all. A connection that sends anything else is
+dropped.
 
 Output leaves through the process's own stdout, which the runtime captures (a file of
 the controller's, or ``docker logs``): every line written on fd 1 or 2, by Python or by
@@ -28,6 +36,7 @@ import importlib.util
 import json
 import os
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -45,6 +54,12 @@ EVENT_OUT_OF_MEMORY = "out_of_memory"
 STAMP_LENGTH = len("2024-01-01T00:00:00.000Z")
 MAX_LINE = 64 * 1024  # output without a newline is cut into lines of this size
 PR_SET_CHILD_SUBREAPER = 36
+REQUEST_HEAD = struct.Struct(">cI")  # kind, payload length
+ANSWER_HEAD = struct.Struct(">HBBI")  # status, flags, error code length, body length
+KIND_CALL = b"C"
+KIND_HEALTH = b"H"
+FLAG_CLOSE = 1  # the replica ends after this answer (it ran out of memory)
+MAX_FRAME = 1 << 31  # a payload length past this is not a frame of ours
 
 
 def stamp() -> str:
@@ -260,39 +275,49 @@ def error_body(name: str, code: str, message: str) -> bytes:
     ).encode()
 
 
+Answer = tuple[int, str, bytes, bool]  # status, error code ("" on success), body, close
+
+
 class Replica:
     """The model function, called by one request at a time."""
 
     def __init__(self, name: str, output: Output | None, memory_mb: int) -> None:
         self.name = name
+        self.quoted = json.dumps(name)
         self.output = output
         self.memory_mb = memory_mb
         self.fn = None
         self.lock = threading.Lock()
 
-    def call(self, raw: bytes) -> tuple[int, bytes, bool]:
-        """(status, body, close): close means the replica ends after this answer."""
+    def call(self, raw: bytes) -> Answer:
+        """(status, error code, body, close): close means the replica ends after this."""
         name = self.name
+        if self.fn is None:
+            return (
+                503,
+                "model.not_deployed",
+                error_body(name, "model.not_deployed", "still loading"),
+                False,
+            )
         try:
             body = json.loads(raw)
             request = body["request"] if isinstance(body, dict) and "request" in body else body
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return 400, error_body(name, "request.invalid", f"the body is not JSON: {exc}"), False
+            return self._failed(400, "request.invalid", f"the body is not JSON: {exc}")
         try:
             with self.lock:
-                result = self.fn(request)  # type: ignore[misc]
+                result = self.fn(request)
         except MemoryError:
             return self._out_of_memory()
         except InvalidResponse as exc:
-            return 500, error_body(name, "model.invalid_response", str(exc)[:2000]), False
+            return self._failed(500, "model.invalid_response", str(exc)[:2000])
         except Exception as exc:  # the model's own failure: report it, keep serving
             traceback.print_exc()
             sys.stderr.flush()
-            message = f"{type(exc).__name__}: {exc}"
-            return 500, error_body(name, "model.error", message[:2000]), False
+            return self._failed(500, "model.error", f"{type(exc).__name__}: {exc}"[:2000])
         if isinstance(result, RawJSON):
-            payload = f'{{"success": true, "response": {result}, "ReplicaID": {json.dumps(name)}}}'
-            return 200, payload.encode(), False
+            payload = f'{{"success": true, "response": {result}, "ReplicaID": {self.quoted}}}'
+            return 200, "", payload.encode(), False
         try:
             payload = json.dumps(
                 {"success": True, "response": result, "ReplicaID": name}, allow_nan=False
@@ -301,33 +326,46 @@ class Replica:
             return self._out_of_memory()
         except (TypeError, ValueError, RecursionError) as exc:
             message = f"the function returned something that is not JSON: {exc}"
-            return 500, error_body(name, "model.invalid_response", message), False
-        return 200, payload.encode(), False
+            return self._failed(500, "model.invalid_response", message)
+        return 200, "", payload.encode(), False
 
-    def _out_of_memory(self) -> tuple[int, bytes, bool]:
+    def health(self) -> Answer:
+        ready = self.fn is not None
+        body = {"status": "ready" if ready else "loading", "replica": self.name}
+        return (200 if ready else 503), "", json.dumps(body).encode(), False
+
+    def _failed(self, status: int, code: str, message: str) -> Answer:
+        return status, code, error_body(self.name, code, message), False
+
+    def _out_of_memory(self) -> Answer:
         """The heap is at its limit: this process cannot be trusted to serve again."""
         limit = f" of {self.memory_mb} MB" if self.memory_mb else ""
         message = f"MemoryError: the model ran out of memory (limit{limit}); the replica restarts"
         print(f"replica {self.name}: {message}", file=sys.stderr, flush=True)
         if self.output is not None:
             self.output.record(STREAM_EVENT, {"event": EVENT_OUT_OF_MEMORY, "reason": message})
-        return 500, error_body(self.name, "model.error", message), True
+        return 500, "model.error", error_body(self.name, "model.error", message), True
+
+    def ended(self, answer: Answer) -> None:
+        """After an answer that closes: the replica exits, its output written first."""
+        time.sleep(0.1)  # let the log pump write what the model printed
+        os._exit(EXIT_OUT_OF_MEMORY)
 
 
-def make_handler(replica: Replica, tcp: bool):
+def make_http_handler(replica: Replica):
+    """Plain HTTP/1.1 on a loopback port: the benchmarks' direct baseline."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = tcp
+        disable_nagle_algorithm = True
         server_version = "cdsw-replica"
         sys_version = ""
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # the gateway logs requests; the replica log is the model's own output
 
-        def address_string(self) -> str:
-            return "gateway"
-
-        def _send(self, status: int, body: bytes, close: bool = False) -> None:
+        def _send(self, answer: Answer) -> None:
+            status, _, body, close = answer
             head = (
                 f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -336,33 +374,61 @@ def make_handler(replica: Replica, tcp: bool):
             ).encode()
             self.wfile.write(head + body)  # one send: no Nagle wait between head and body
             if close:
-                self.close_connection = True
+                self.wfile.flush()
+                replica.ended(answer)
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                ready = replica.fn is not None
-                body = {"status": "ready" if ready else "loading", "replica": replica.name}
-                self._send(200 if ready else 503, json.dumps(body).encode())
+                self._send(replica.health())
             else:
-                self._send(404, error_body(replica.name, "request.invalid", "unknown path"))
+                self._send(
+                    (404, "", error_body(replica.name, "request.invalid", "unknown path"), False)
+                )
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
-            if replica.fn is None:
-                self._send(503, error_body(replica.name, "model.not_deployed", "still loading"))
-                return
-            status, body, close = replica.call(raw)
-            self._send(status, body, close)
-            if close:
-                self.wfile.flush()
-                time.sleep(0.1)  # let the log pump write what the model printed
-                os._exit(EXIT_OUT_OF_MEMORY)
+            self._send(replica.call(self.rfile.read(length)))
 
     return Handler
 
 
-class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+def make_frame_handler(replica: Replica):
+    """Frames on the private Unix socket: what the gateway and the controller speak."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock = self.request
+            rfile = sock.makefile("rb")
+            head_size = REQUEST_HEAD.size
+            try:
+                while True:
+                    head = rfile.read(head_size)
+                    if len(head) < head_size:
+                        return
+                    kind, length = REQUEST_HEAD.unpack(head)
+                    if length > MAX_FRAME or kind not in (KIND_CALL, KIND_HEALTH):
+                        return  # not a frame of ours: drop the connection
+                    payload = rfile.read(length)
+                    if len(payload) < length:
+                        return
+                    answer = replica.call(payload) if kind == KIND_CALL else replica.health()
+                    status, code, body, close = answer
+                    coded = code.encode()
+                    flags = FLAG_CLOSE if close else 0
+                    sock.sendall(
+                        ANSWER_HEAD.pack(status, flags, len(coded), len(body)) + coded + body
+                    )
+                    if close:
+                        replica.ended(answer)
+            except OSError:
+                return  # the peer went away mid-frame
+            finally:
+                rfile.close()
+
+    return Handler
+
+
+class UnixFrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """One thread per connection: the gateway keeps one, probes open their own."""
 
     daemon_threads = True
@@ -414,12 +480,12 @@ def main(argv: list[str] | None = None) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     replica = Replica(args.name, output, args.memory_mb)
     if args.socket:
-        server: socketserver.BaseServer = UnixHTTPServer(
-            os.path.abspath(args.socket), make_handler(replica, tcp=False), int(args.socket_mode, 8)
+        server: socketserver.BaseServer = UnixFrameServer(
+            os.path.abspath(args.socket), make_frame_handler(replica), int(args.socket_mode, 8)
         )
         where = args.socket
     else:
-        server = ThreadingHTTPServer(("127.0.0.1", args.port or 0), make_handler(replica, tcp=True))
+        server = ThreadingHTTPServer(("127.0.0.1", args.port or 0), make_http_handler(replica))
         server.daemon_threads = True
         where = f"127.0.0.1:{server.server_address[1]}"
         if args.port_file:

@@ -33,6 +33,7 @@ class Router:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._version: int | None = None
         self.routes: dict[bytes, Route] = {}
+        self.by_name: dict[tuple[str, str], Route] = {}
         self.api_keys: set[bytes] = set()
         self.pools: dict[int, Pool] = {}
 
@@ -52,12 +53,36 @@ class Router:
         except sqlite3.OperationalError:
             return
         self.routes = {key_hash(r[3]): Route(r[0], r[1], r[2], bool(r[4])) for r in rows}
+        self.by_name = {(r.project, r.name): r for r in self.routes.values()}
         self.api_keys = {bytes.fromhex(r[0]) for r in api}
         self._version = version
 
     def route(self, access_key: str) -> Route | None:
         self.refresh()
         return self.routes.get(key_hash(access_key))
+
+    def named(self, project: str, name: str) -> Route | None:
+        self.refresh()
+        return self.by_name.get((project, name))
+
+    def describe(self, model_id: int) -> dict[str, str]:
+        """What the model's OpenAPI document is made from (never its key)."""
+        row = self._db.execute(
+            "SELECT description, function, kernel, example_input, example_output "
+            "FROM model WHERE id = ?",
+            (model_id,),
+        ).fetchone()
+        fields = ("description", "function", "kernel", "example_input", "example_output")
+        return dict(zip(fields, row, strict=True)) if row else {}
+
+    def deployed(self, deployment_id: int) -> tuple[int, int] | None:
+        """(build number, replicas wanted) of a deployment."""
+        row = self._db.execute(
+            "SELECT b.number, d.replicas FROM deployment d JOIN build b ON b.id = d.build_id "
+            "WHERE d.id = ?",
+            (deployment_id,),
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     def api_key_valid(self, key: str) -> bool:
         return key_hash(key) in self.api_keys

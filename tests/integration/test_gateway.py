@@ -366,3 +366,83 @@ def test_memory_limit_is_enforced_and_the_replica_recovers(served: Served):
     assert "out of memory" in replica.reason
     assert call(served, "hog", {"mb": 20}).json()["response"] == 20 * 1024 * 1024
     assert "out of memory" in served.cli("logs", "srv/hog").stdout
+
+
+def test_model_health_needs_no_key_and_shows_none(served: Served):
+    r = httpx.get(served.url + "/health/srv/add")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    deployment = models.active_deployment(served.wb, models.resolve(served.wb, "srv/add"))
+    assert body["status"] == "ready" and body["deployment"] == deployment.id
+    assert body["build"] == 1 and body["replicas"]["ready"] >= 1
+    assert set(body["latency_ms"]) == {"calls", "p50", "p95", "p99"}
+    assert all(key not in r.text for key in served.keys.values())
+    down = assert_error(httpx.get(served.url + "/health/srv/idle"), 503, "model.not_deployed")
+    assert down["status"] == "unavailable" and down["replicas"]["ready"] == 0
+    assert_error(httpx.get(served.url + "/health/srv/nothing"), 404, "request.invalid")
+    assert_error(httpx.post(served.url + "/health/srv/add"), 405, "request.invalid")
+
+
+def test_requests_are_logged_without_bodies(served: Served):
+    marker = "zebra-7f3a"
+    ok = call(served, "add", {"a": 1, "b": 2, "note": marker})
+    assert ok.status_code == 200
+    assert_error(call(served, "boom", {"why": marker}), 500, "model.error")
+    deadline = time.monotonic() + 10
+    while True:
+        listed = json.loads(served.cli("requests", "srv/boom", "--json").stdout)
+        if listed or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    last = listed[-1]
+    assert last["status"] == 500 and last["code"] == "model.error"
+    assert last["replica"].startswith("boom-") and last["bytes_in"] > 0 and last["ms"] > 0
+    assert set(last) == {
+        "time", "model", "deployment", "replica", "status", "code", "ms", "bytes_in", "bytes_out"
+    }  # fmt: skip
+    while not json.loads(served.cli("requests", "srv/add", "--json").stdout):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    human = served.cli("requests", "srv/add").stdout
+    assert "STATUS" in human and "last minute:" in human and "p99" in human
+    files = list((served.home / "logs").rglob("requests.jsonl"))
+    assert files and all(marker not in f.read_text() for f in files)
+    assert all(served.keys[name] not in f.read_text() for f in files for name in served.keys)
+    health = httpx.get(served.url + "/health/srv/add").json()
+    assert health["latency_ms"]["calls"] >= 1 and health["latency_ms"]["p50"] > 0
+
+
+def test_requests_follow_prints_new_calls(served: Served):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdsw_tui", "requests", "srv/env", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=served.env,
+    )
+    try:
+        time.sleep(1.0)
+        assert call(served, "env", {}).status_code == 200
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert json.loads(line)["model"] == "srv/env"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_openapi_describes_the_call(served: Served):
+    from openapi_spec_validator import validate
+
+    r = httpx.get(served.url + "/models/srv/add/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    validate(doc)
+    assert doc["openapi"].startswith("3.1")
+    request = doc["components"]["schemas"]["Call"]["properties"]["request"]
+    assert request["properties"] == {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    assert set(doc["paths"]) == {"/model", "/api/altus-ds-1/models/call-model"}
+    assert all(key not in r.text for key in served.keys.values())
+    printed = json.loads(served.cli("openapi", "srv/add").stdout)
+    assert printed["components"] == doc["components"]
+    locked = httpx.get(served.url + "/models/srv/locked/openapi.json").json()
+    assert locked["security"] == [{"apiKey": []}]
+    assert_error(httpx.get(served.url + "/models/srv/none/openapi.json"), 404, "request.invalid")
