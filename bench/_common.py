@@ -114,7 +114,7 @@ class HttpConnection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self._writer is None:
+        if self._writer is None or self._writer.is_closing():
             host, _, port = self.address.removeprefix("tcp://").rpartition(":")
             self._reader, self._writer = await asyncio.open_connection(host, int(port))
         assert self._reader is not None
@@ -129,11 +129,26 @@ class HttpConnection:
             raise ConnectionError("closed")
         status = int(status_line.split(b" ", 2)[1])
         length = 0
+        chunked = closing = False
         while (line := await self._reader.readline()) not in (b"\r\n", b"\n", b""):
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        data = await self._reader.readexactly(length) if length else b""
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value:
+                chunked = True
+            elif name == b"connection" and value == b"close":
+                closing = True
+        if chunked:  # some peers (uvicorn, BentoML) stream their answers
+            parts = []
+            while size := int((await self._reader.readline()).split(b";")[0], 16):
+                parts.append(await self._reader.readexactly(size + 2))
+            await self._reader.readline()
+            data = b"".join(p[:-2] for p in parts)
+        else:
+            data = await self._reader.readexactly(length) if length else b""
+        if closing:
+            self.close()
         return status, data
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -44,7 +45,9 @@ class ModelScreen(PollingScreen):
     ModelScreen #details { height: auto; border: round $panel; padding: 0 1; }
     ModelScreen #samples { height: auto; border: round $panel; padding: 0 1; }
     ModelScreen #builds-table, ModelScreen #deployments-table { height: 12; }
-    ModelScreen #replicas-table { height: 8; }
+    ModelScreen #replica-row { height: 8; }
+    ModelScreen #replicas-table { width: 3fr; }
+    ModelScreen #requests-table { width: 2fr; }
     ModelScreen #rates { height: 4; }
     ModelScreen #rates Vertical { width: 1fr; }
     ModelScreen Sparkline { height: 2; }
@@ -108,6 +111,7 @@ class ModelScreen(PollingScreen):
         self.selected_build: int | None = None
         self.rate = deque([0.0] * 60, maxlen=60)
         self.latency = deque([0.0] * 60, maxlen=60)
+        self.gateway_p99 = deque([0.0] * 60, maxlen=60)
         self._last_processed: tuple[float, int] | None = None
         self._env_loaded = False
 
@@ -151,23 +155,30 @@ class ModelScreen(PollingScreen):
                     classes="hint",
                 )
             with TabPane("Monitoring", id="monitoring"), Vertical():
-                table = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
-                table.add_columns(
-                    "Replica",
-                    "Status",
-                    "Received",
-                    "Processed",
-                    "Success",
-                    "Failure",
-                    "Busy waits",
-                    "Restarts",
-                    "Uptime",
-                )
-                yield table
+                with Horizontal(id="replica-row"):
+                    table = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
+                    table.add_columns(
+                        "Replica",
+                        "Status",
+                        "Received",
+                        "Processed",
+                        "Success",
+                        "Failure",
+                        "Busy waits",
+                        "Restarts",
+                        "Uptime",
+                    )
+                    yield table
+                    calls = DataTable(id="requests-table", cursor_type="none", zebra_stripes=True)
+                    calls.add_columns("Time", "Status", "ms", "Replica")
+                    yield calls
                 with Horizontal(id="rates"):
                     with Vertical():
                         yield Label("", id="rate-label")
                         yield Sparkline(list(self.rate), id="rate")
+                    with Vertical():
+                        yield Label("", id="gateway-latency-label")
+                        yield Sparkline(list(self.gateway_p99), id="gateway-latency")
                     with Vertical():
                         yield Label("", id="latency-label")
                         yield Sparkline(list(self.latency), id="latency")
@@ -366,11 +377,39 @@ class ModelScreen(PollingScreen):
         self.query_one("#rate-label", Label).update(
             f"requests/s  now {self.rate[-1]:.1f}  max {max(self.rate):.1f}"
         )
+        self._show_calls(detail)
         self.query_one("#latency", Sparkline).data = list(self.latency)
         self.query_one("#latency-label", Label).update(
             f"test latency ms  last {self.latency[-1]:.1f}"
             if any(self.latency)
             else "test latency ms (Test Model fills this)"
+        )
+
+    def _show_calls(self, detail) -> None:
+        """The gateway's last calls, newest first, and its latency over the last minute."""
+        figures = detail.latency
+        self.gateway_p99.append(figures["p99"] or 0.0)
+        self.query_one("#gateway-latency", Sparkline).data = list(self.gateway_p99)
+        self.query_one("#gateway-latency-label", Label).update(
+            f"gateway ms, last minute  p50 {figures['p50']}  p95 {figures['p95']}  "
+            f"p99 {figures['p99']}  ({figures['calls']} calls)"
+            if figures["calls"]
+            else "gateway ms (no calls in the last minute)"
+        )
+        calls = list(reversed(detail.calls))[:50]
+        rows = [
+            (
+                str(c.get("time", ""))[11:19],
+                Text(str(c.get("status")), style="green" if c.get("status") == 200 else "bold red"),
+                f"{c.get('ms', 0):.1f}",
+                str(c.get("replica") or "-"),
+            )
+            for c in calls
+        ]
+        self._fill(
+            self.query_one("#requests-table", DataTable),
+            [f"{c.get('time')}-{i}" for i, c in enumerate(calls)],
+            rows,
         )
 
     def _show_settings(self, detail) -> None:

@@ -9,6 +9,8 @@ from sqlalchemy import text
 
 from cdsw_tui.services.context import Workbench
 
+RECENT_CALLS = 200  # the gateway's calls a model screen reads per refresh
+
 
 @dataclass
 class ProjectRow:
@@ -109,10 +111,12 @@ class ModelDetail:
     replaced: list  # the shown deployment's stopped replicas: their counts are its history
     env: dict[str, str]
     build_numbers: dict[int, int]
+    calls: list[dict]  # the gateway's recent calls of the model, oldest first
+    latency: dict  # their p50/p95/p99 over the last minute
 
 
 def model_detail(wb: Workbench, ref: str) -> ModelDetail:
-    from cdsw_tui.services import builds, deployments, env, models
+    from cdsw_tui.services import builds, deployments, env, logs, models
 
     model = models.resolve(wb, ref)
     project = models.project_of(wb, model)
@@ -130,6 +134,7 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
     every = deployments.replicas_of(wb, shown, current=False) if shown else []
     replicas = [r for r in every if r.status != "stopped"]
     replaced = [r for r in reversed(every) if r.status == "stopped"][:20]
+    calls, _ = logs.recent_calls(wb, model, RECENT_CALLS)
     return ModelDetail(
         model=model,
         project=project,
@@ -141,4 +146,6 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
         replaced=replaced,
         env=env.list_vars(wb, "model", int(model.id)),
         build_numbers={int(b.id): b.number for b in build_list},
+        calls=calls,
+        latency=logs.latency(calls),
     )

@@ -18,6 +18,7 @@ import asyncio
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 from cdsw_tui.serving.replica import (
     ANSWER_HEAD,
@@ -69,6 +70,7 @@ class _FrameProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.end = 0  # the answer's whole length, once its head is in
         self.lost: str | None = None
+        self.on_answer: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,7 +104,10 @@ class _FrameProtocol(asyncio.Protocol):
         buffer.clear()
         self.end = 0
         self.waiter = None
-        waiter.set_result((status, code, body, bool(flags & FLAG_CLOSE)))
+        closing = bool(flags & FLAG_CLOSE)
+        waiter.set_result((status, code, body, closing))
+        if not closing and self.on_answer is not None:
+            self.on_answer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = (
@@ -128,11 +133,16 @@ Answer = tuple[int, str, bytes, bool]  # status, error code ("" on success), bod
 
 
 class ReplicaConnection:
-    """One persistent framed connection to one replica; one call at a time on it."""
+    """One persistent framed connection to one replica; one call at a time on it.
+
+    ``on_answer`` is called as soon as an answer that keeps the connection open has
+    been read, before the caller's task runs: the pool hands the replica on from there.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address
         self._protocol: _FrameProtocol | None = None
+        self.on_answer: Callable[[], None] | None = None
 
     async def _connect(self) -> _FrameProtocol:
         loop = asyncio.get_running_loop()
@@ -149,27 +159,50 @@ class ReplicaConnection:
                 raise OSError(f"unknown replica address {address!r}")
         except (OSError, ValueError) as exc:
             raise ReplicaConnectionError(f"cannot connect: {exc}") from None
+        protocol.on_answer = self.on_answer
         self._protocol = protocol
         return protocol
 
-    async def request(self, kind: bytes, payload: bytes = b"", limit: int = 0) -> Answer:
-        """Send one frame, wait for its answer. An answer over ``limit`` bytes (0: no
-        limit) raises ResponseTooLarge without being read; the connection is closed."""
+    @property
+    def ready(self) -> bool:
+        """Connected, so a frame can go out without waiting."""
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connect()
+        return (
+            protocol is not None
+            and protocol.lost is None
+            and protocol.transport is not None
+            and not protocol.transport.is_closing()
+        )
+
+    def send(
+        self, payload: bytes, limit: int = 0, kind: bytes = KIND_CALL
+    ) -> asyncio.Future[Answer]:
+        """Write one frame now (the connection must be ready); its answer comes in the
+        future. An answer over ``limit`` bytes (0: no limit) fails with ResponseTooLarge
+        without being read, and the connection is closed."""
+        protocol = self._protocol
+        assert protocol is not None and protocol.transport is not None
         waiter = asyncio.get_running_loop().create_future()
         protocol.waiter = waiter
         protocol.limit = limit
-        protocol.transport.write(REQUEST_HEAD.pack(kind, len(payload)) + payload)  # type: ignore[union-attr]
+        protocol.transport.write(REQUEST_HEAD.pack(kind, len(payload)) + payload)
+        return waiter
+
+    async def answer(self, sent: asyncio.Future[Answer]) -> Answer:
+        """The answer to a frame sent with ``send``."""
         try:
-            answer = await waiter
+            answer = await sent
         except BaseException:
             self.close()  # failed, cancelled or timed out mid-call: the stream is out of step
             raise
         if answer[3]:
             self.close()
         return answer
+
+    async def request(self, kind: bytes, payload: bytes = b"", limit: int = 0) -> Answer:
+        if not self.ready:
+            await self._connect()
+        return await self.answer(self.send(payload, limit, kind))
 
     async def call(self, body: bytes, limit: int = 0) -> Answer:
         return await self.request(KIND_CALL, body, limit)

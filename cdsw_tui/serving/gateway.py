@@ -19,7 +19,7 @@ from cdsw_tui.serving.calllog import Call, CallLog
 from cdsw_tui.serving.connection import ReplicaConnectionError, ResponseTooLarge
 from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.openapi import CALL_PATHS
-from cdsw_tui.serving.pool import Pool, PoolClosed, ReplicaHandle
+from cdsw_tui.serving.pool import Handed, Pool, PoolClosed, ReplicaHandle
 from cdsw_tui.serving.router import Route, Router
 
 log = logging.getLogger("cdsw_tui.gateway")
@@ -253,14 +253,16 @@ class Gateway:
                 ),
                 "auth.api_key_required",
             )
+        limit = settings.max_response_bytes
         pool = self.router.pools.get(route.model_id)
-        handle = pool.try_acquire() if pool is not None and not pool.closed else None
+        handed = pool.try_acquire() if pool is not None and not pool.closed else None
         waited = False
-        if handle is None:
-            acquired = await self._acquire(call)
+        if handed is None:
+            acquired = await self._acquire(call, body)
             if isinstance(acquired, web.Response):
                 return acquired
-            pool, handle, waited = acquired
+            pool, handed, waited = acquired
+        handle, lease, sent = handed
         call.deployment = str(pool.deployment_id)
         call.replica = handle.name
         if waited:
@@ -269,9 +271,11 @@ class Gateway:
         handle.received += 1
         try:
             async with asyncio.timeout(settings.request_timeout):
-                status, code, payload, closing = await handle.conn.call(
-                    body, settings.max_response_bytes
-                )
+                if sent is not None:  # the pool sent it the moment the replica was free
+                    answer = await handle.conn.answer(sent)
+                else:
+                    answer = await handle.conn.call(body, limit)
+            status, code, payload, closing = answer
         except TimeoutError:
             self.on_replica_failed(pool, handle, "timed out")
             message = f"the model ran past the {settings.request_timeout:g} s request timeout"
@@ -288,7 +292,7 @@ class Gateway:
             message = f"replica {handle.name} failed while handling the request"
             return self._failed(call, handle, 502, "replica.failed", message)
         finally:
-            pool.release(handle)
+            pool.release(handle, lease)  # nothing to do if its answer already freed it
         if closing:  # the replica answered, and ends (its memory ran out): replace it now
             self.on_replica_failed(pool, handle, "it ran out of memory")
         handle.processed += 1
@@ -301,7 +305,7 @@ class Gateway:
         response = web.Response(status=status, body=payload, content_type="application/json")
         return self._finish(call, response, code)
 
-    async def _acquire(self, call: Call) -> tuple[Pool, ReplicaHandle, bool] | web.Response:
+    async def _acquire(self, call: Call, body: bytes) -> tuple[Pool, Handed, bool] | web.Response:
         """A free replica of the model's deployment, waiting up to the busy timeout; a
         deployment that is starting, adopted or replacing its replicas is waited for too,
         and a caller whose deployment is replaced meanwhile moves on to the new one."""
@@ -311,8 +315,9 @@ class Gateway:
         deadline = time.monotonic() + settings.busy_timeout
         while pool is not None:
             try:
-                handle, waited = await pool.acquire(max(0.0, deadline - time.monotonic()))
-                return pool, handle, waited
+                left = max(0.0, deadline - time.monotonic())
+                handed, waited = await pool.acquire(left, body, settings.max_response_bytes)
+                return pool, handed, waited
             except PoolClosed:
                 following = self.router.pools.get(model_id)
                 pool = None if following is pool else following

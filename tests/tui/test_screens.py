@@ -178,6 +178,38 @@ async def test_monitoring_shows_replica_statistics(app):
         assert row[0].endswith("abcde") and list(row[2:6]) == ["12", "12", "11", "1"]
 
 
+async def test_monitoring_shows_the_gateway_calls_and_their_latency(app):
+    """What the controller files for the gateway (requests.jsonl) is what Monitoring shows."""
+    import json
+    from datetime import UTC, datetime
+
+    from cdsw_tui.services import logs, models
+
+    model = models.resolve(app.wb, "demo/add")
+    path = logs.requests_file(app.wb.home, int(model.id))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    records = [
+        {"time": now, "model": "demo/add", "deployment": 1, "replica": "add-1-1-abcde",
+         "status": 200 if ms < 40 else 500, "code": "ok" if ms < 40 else "model.error",
+         "ms": float(ms), "bytes_in": 40, "bytes_out": 60}
+        for ms in range(1, 42)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add", "monitoring")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        calls = app.screen.query_one("#requests-table", DataTable)
+        await wait_for(pilot, lambda: calls.row_count == 41)
+        newest = calls.get_row_at(0)
+        assert str(newest[1]) == "500" and newest[2] == "41.0" and newest[3] == "add-1-1-abcde"
+        label = str(app.screen.query_one("#gateway-latency-label", Label).render())
+        assert "p50 21.0" in label and "p95 39.0" in label and "p99 41.0" in label
+        assert "41 calls" in label
+
+
 async def test_stop_asks_and_marks_the_deployment(app):
     async with app.run_test(size=SIZE) as pilot:
         app.open_model("demo/add")
