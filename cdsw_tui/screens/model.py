@@ -45,9 +45,9 @@ class ModelScreen(PollingScreen):
     ModelScreen #details { height: auto; border: round $panel; padding: 0 1; }
     ModelScreen #samples { height: auto; border: round $panel; padding: 0 1; }
     ModelScreen #builds-table, ModelScreen #deployments-table { height: 12; }
-    ModelScreen #replica-row { height: 8; }
-    ModelScreen #replicas-table { width: 3fr; }
-    ModelScreen #requests-table { width: 2fr; }
+    ModelScreen #replicas-table { height: 8; }
+    ModelScreen #requests-table { height: 7; }
+    ModelScreen.short #requests-table { display: none; }
     ModelScreen #rates { height: 4; }
     ModelScreen #rates Vertical { width: 1fr; }
     ModelScreen Sparkline { height: 2; }
@@ -155,23 +155,19 @@ class ModelScreen(PollingScreen):
                     classes="hint",
                 )
             with TabPane("Monitoring", id="monitoring"), Vertical():
-                with Horizontal(id="replica-row"):
-                    table = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
-                    table.add_columns(
-                        "Replica",
-                        "Status",
-                        "Received",
-                        "Processed",
-                        "Success",
-                        "Failure",
-                        "Busy waits",
-                        "Restarts",
-                        "Uptime",
-                    )
-                    yield table
-                    calls = DataTable(id="requests-table", cursor_type="none", zebra_stripes=True)
-                    calls.add_columns("Time", "Status", "ms", "Replica")
-                    yield calls
+                table = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
+                table.add_columns(
+                    "Replica",
+                    "Status",
+                    "Received",
+                    "Processed",
+                    "Success",
+                    "Failure",
+                    "Busy waits",
+                    "Restarts",
+                    "Uptime",
+                )
+                yield table
                 with Horizontal(id="rates"):
                     with Vertical():
                         yield Label("", id="rate-label")
@@ -182,6 +178,9 @@ class ModelScreen(PollingScreen):
                     with Vertical():
                         yield Label("", id="latency-label")
                         yield Sparkline(list(self.latency), id="latency")
+                calls = DataTable(id="requests-table", cursor_type="none", zebra_stripes=True)
+                calls.add_columns("Recent calls", "Status", "Code", "ms", "Replica", "In", "Out")
+                yield calls
                 yield LogView(self._replica_log_files, id="replica-log", sources=True)
             with TabPane("Settings", id="settings"), VerticalScroll():
                 with Horizontal(id="key-row"):
@@ -385,24 +384,30 @@ class ModelScreen(PollingScreen):
             else "test latency ms (Test Model fills this)"
         )
 
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
+
     def _show_calls(self, detail) -> None:
         """The gateway's last calls, newest first, and its latency over the last minute."""
         figures = detail.latency
         self.gateway_p99.append(figures["p99"] or 0.0)
         self.query_one("#gateway-latency", Sparkline).data = list(self.gateway_p99)
         self.query_one("#gateway-latency-label", Label).update(
-            f"gateway ms, last minute  p50 {figures['p50']}  p95 {figures['p95']}  "
-            f"p99 {figures['p99']}  ({figures['calls']} calls)"
+            f"gateway ms p50 {figures['p50']:.1f} p95 {figures['p95']:.1f} "
+            f"p99 {figures['p99']:.1f}"
             if figures["calls"]
-            else "gateway ms (no calls in the last minute)"
+            else "gateway ms (no calls this minute)"
         )
         calls = list(reversed(detail.calls))[:50]
         rows = [
             (
-                str(c.get("time", ""))[11:19],
+                str(c.get("time", ""))[11:23],
                 Text(str(c.get("status")), style="green" if c.get("status") == 200 else "bold red"),
+                str(c.get("code", "")),
                 f"{c.get('ms', 0):.1f}",
                 str(c.get("replica") or "-"),
+                str(c.get("bytes_in", "")),
+                str(c.get("bytes_out", "")),
             )
             for c in calls
         ]
