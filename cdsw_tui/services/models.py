@@ -172,21 +172,42 @@ def active_deployment(wb: Workbench, model: Model) -> Deployment | None:
         ).first()
 
 
-def status(wb: Workbench, model: Model) -> str:
-    """One word, as CDSW's badge: the active deployment's, else the newest build's."""
-    deployment = active_deployment(wb, model)
-    if deployment is not None:
-        return deployment.status
-    build = latest_build(wb, model)
-    if build is None:
-        return "created"
-    if build.status in ("queued", "building"):
+def status_rule(
+    active: str | None, newest_deployment: str | None, newest_build: str | None
+) -> str:
+    """SPEC §1's model status: the active deployment's; else ``failed`` if the newest
+    deployment failed; else ``stopped`` if it was ever deployed; else from the newest
+    build (``building``, ``built``, ``failed``); else ``new``. The one rule every
+    listing uses."""
+    if active:
+        return active
+    if newest_deployment == "failed":
+        return "failed"
+    if newest_deployment:
+        return "stopped"
+    if newest_build in ("queued", "building"):
         return "building"
-    if build.status == "built":
-        with wb.store.session() as s:
-            stopped = s.exec(select(Deployment).where(Deployment.model_id == model.id)).first()
-        return "stopped" if stopped else "built"
-    return f"build {build.status}"
+    if newest_build == "built":
+        return "built"
+    if newest_build:
+        return "failed"  # failed, cancelled or timed out: nothing to serve
+    return "new"
+
+
+def status(wb: Workbench, model: Model) -> str:
+    active = active_deployment(wb, model)
+    build = latest_build(wb, model)
+    with wb.store.session() as s:
+        newest = s.exec(
+            select(Deployment)
+            .where(Deployment.model_id == model.id)
+            .order_by(col(Deployment.id).desc())
+        ).first()
+    return status_rule(
+        active.status if active else None,
+        newest.status if newest else None,
+        build.status if build else None,
+    )
 
 
 def regenerate_key(wb: Workbench, model: Model) -> Model:

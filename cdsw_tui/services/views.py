@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.models import status_rule
 
 RECENT_CALLS = 200  # the gateway's calls a model screen reads per refresh
 
@@ -66,7 +67,8 @@ def models(wb: Workbench, project_id: int | None = None) -> list[ModelRow]:
         SELECT m.id, p.name, m.name, m.updated_at, m.file, m.function,
                b.number, b.status, b.created_at,
                d.id, d.status, d.replicas, d.deployed_at, d.reason,
-               (SELECT count(*) FROM deployment x WHERE x.model_id = m.id) AS ever
+               (SELECT x.status FROM deployment x WHERE x.model_id = m.id
+                ORDER BY x.id DESC LIMIT 1) AS newest
         FROM model m
         JOIN project p ON p.id = m.project_id
         LEFT JOIN build b ON b.id = (
@@ -83,17 +85,7 @@ def models(wb: Workbench, project_id: int | None = None) -> list[ModelRow]:
         rows = conn.execute(text(sql.format(where=where)), {"pid": project_id}).all()
     result = []
     for r in rows:
-        build_status, dep_status = r[7], r[10]
-        if dep_status:
-            status = dep_status
-        elif build_status in ("queued", "building"):
-            status = "building"
-        elif build_status == "built":
-            status = "stopped" if r[14] else "built"
-        elif build_status:
-            status = f"build {build_status}"
-        else:
-            status = "created"
+        status = status_rule(r[10], r[14], r[7])
         updated = max((t for t in (_dt(r[3]), _dt(r[8]), _dt(r[12])) if t), default=None)
         result.append(ModelRow(r[0], r[1], r[2], status, r[6], r[9], r[11], updated, r[4], r[5]))
     return result
