@@ -8,7 +8,7 @@ from rich.text import Text
 
 GOOD = {"deployed", "built", "running", "ok"}
 BUSY = {"pending", "deploying", "building", "queued", "stopping", "starting", "restarting"}
-BAD = {"failed", "timedout", "crashloop", "build failed", "build timedout"}
+BAD = {"failed", "timedout", "crashloop"}
 
 
 def badge(status: str) -> Text:
@@ -16,7 +16,7 @@ def badge(status: str) -> Text:
         style = "bold green"
     elif status in BUSY:
         style = "bold yellow"
-    elif status in BAD or status.startswith("build f"):
+    elif status in BAD:
         style = "bold red"
     else:
         style = "dim"

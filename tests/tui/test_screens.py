@@ -40,7 +40,7 @@ async def test_projects_screen_lists_and_opens(app):
         models_table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: models_table.row_count == 2)
         assert str(models_table.get_row_at(0)[1]) == "● deployed"
-        assert str(models_table.get_row_at(1)[1]) == "● build failed"
+        assert str(models_table.get_row_at(1)[1]) == "● failed"
         await pilot.press("escape")
         assert isinstance(app.screen, ProjectsScreen)
 
