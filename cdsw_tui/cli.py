@@ -9,7 +9,7 @@ import traceback
 import click
 
 from cdsw_tui.errors import CdswError
-from cdsw_tui.output import emit_json, table
+from cdsw_tui.output import count, emit_json, table
 from cdsw_tui.services.context import Workbench
 
 
@@ -558,7 +558,7 @@ def _wait_deployment(wb: Workbench, deployment) -> None:
         raise CdswError(
             f"deployment {final.id} {final.status}: {final.reason or 'no reason recorded'}"
         )
-    click.echo(f"deployment {final.id} deployed with {final.replicas} replicas", err=True)
+    click.echo(f"deployment {final.id} deployed with {count(final.replicas, 'replica')}", err=True)
 
 
 def resource_options(f):
@@ -674,15 +674,23 @@ def restart_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
 @main.command("scale")
 @click.argument("ref", metavar="MODEL")
 @click.argument("replicas", type=int)
+@click.option("--wait", is_flag=True, help="block until exactly that many replicas run")
 @click.pass_context
-def scale_cmd(ctx: click.Context, ref: str, replicas: int) -> None:
+def scale_cmd(ctx: click.Context, ref: str, replicas: int, wait: bool) -> None:
     """Change the replica count of the deployed model, without a new build."""
     from cdsw_tui.services import deployments, models
 
     wb = _wb(ctx)
     d = deployments.scale(wb, models.resolve(wb, ref), replicas)
     _controller(wb)
-    click.echo(f"deployment {d.id} scaling to {d.replicas} replicas")
+    click.echo(f"deployment {d.id} scaling to {count(d.replicas, 'replica')}")
+    if wait:
+        final = deployments.wait_scaled(wb, d)
+        if final.status != "deployed":
+            raise CdswError(
+                f"deployment {final.id} {final.status}: {final.reason or 'no reason recorded'}"
+            )
+        click.echo(f"deployment {final.id} runs {count(final.replicas, 'replica')}", err=True)
 
 
 @main.command("call")

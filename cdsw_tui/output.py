@@ -8,6 +8,11 @@ from collections.abc import Sequence
 import click
 
 
+def count(n: int, word: str) -> str:
+    """``1 replica``, ``3 replicas``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 

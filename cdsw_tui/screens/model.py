@@ -28,6 +28,7 @@ from textual.widgets import (
 )
 
 from cdsw_tui.errors import CdswError
+from cdsw_tui.output import count
 from cdsw_tui.screens.base import PollingScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.screens.project_settings import env_text
@@ -252,7 +253,7 @@ class ModelScreen(PollingScreen):
             ("File", m.file, "Function", m.function),
             (
                 "Resources",
-                f"{(d or m).replicas} replicas · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu"
+                f"{count((d or m).replicas, 'replica')} · {(d or m).cpu:g} cpu · {(d or m).memory} MB · {(d or m).gpu} gpu"
                 + (
                     f" ({', '.join(runtimes.advisory(detail.project.runtime))} advisory)"
                     if runtimes.advisory(detail.project.runtime)
@@ -369,8 +370,8 @@ class ModelScreen(PollingScreen):
         processed = sum(r.processed for r in shown)
         now_t = time.monotonic()
         if self._last_processed is not None:
-            then, count = self._last_processed
-            self.rate.append(max(0.0, (processed - count) / max(now_t - then, 0.001)))
+            then, before = self._last_processed
+            self.rate.append(max(0.0, (processed - before) / max(now_t - then, 0.001)))
         self._last_processed = (now_t, processed)
         self.query_one("#rate", Sparkline).data = list(self.rate)
         self.query_one("#rate-label", Label).update(
@@ -393,8 +394,7 @@ class ModelScreen(PollingScreen):
         self.gateway_p99.append(figures["p99"] or 0.0)
         self.query_one("#gateway-latency", Sparkline).data = list(self.gateway_p99)
         self.query_one("#gateway-latency-label", Label).update(
-            f"gateway ms p50 {figures['p50']:.1f} p95 {figures['p95']:.1f} "
-            f"p99 {figures['p99']:.1f}"
+            f"gateway ms p50 {figures['p50']:.1f} p95 {figures['p95']:.1f} p99 {figures['p99']:.1f}"
             if figures["calls"]
             else "gateway ms (no calls this minute)"
         )

@@ -204,6 +204,20 @@ def scale(wb: Workbench, model: Model, replicas: int | str) -> Deployment:
         return row
 
 
+def wait_scaled(wb: Workbench, deployment: Deployment, poll: float = 0.1) -> Deployment:
+    """Block until the deployment runs exactly its replica count with none starting or
+    stopping, or it is no longer deployed (the caller reads why)."""
+    while True:
+        deployment = get(wb, int(deployment.id))  # type: ignore[arg-type]
+        if deployment.status != "deployed":
+            return deployment
+        rows = replicas_of(wb, deployment)
+        running = sum(1 for r in rows if r.status == "running")
+        if running == deployment.replicas and running == len(rows):
+            return deployment
+        time.sleep(poll)
+
+
 def wait(
     wb: Workbench,
     deployment: Deployment,

@@ -172,9 +172,7 @@ def active_deployment(wb: Workbench, model: Model) -> Deployment | None:
         ).first()
 
 
-def status_rule(
-    active: str | None, newest_deployment: str | None, newest_build: str | None
-) -> str:
+def status_rule(active: str | None, newest_deployment: str | None, newest_build: str | None) -> str:
     """SPEC §1's model status: the active deployment's; else ``failed`` if the newest
     deployment failed; else ``stopped`` if it was ever deployed; else from the newest
     build (``building``, ``built``, ``failed``); else ``new``. The one rule every

@@ -25,6 +25,7 @@ def sample(lang: str, url: str, access_key: str, example_input: str) -> str:
         )
     if lang == "python":
         return (
+            "# needs requests: pip install requests\n"
             "import requests\n\n"
             f"r = requests.post({url + '/model'!r},\n"
             f"                  data={body!r},\n"
@@ -34,6 +35,7 @@ def sample(lang: str, url: str, access_key: str, example_input: str) -> str:
     if lang == "r":
         escaped = body.replace("\\", "\\\\").replace('"', '\\"')
         return (
+            '# needs httr: install.packages("httr")\n'
             "library(httr)\n\n"
             f'r <- POST("{url}/model",\n'
             f'          body = "{escaped}",\n'

@@ -211,15 +211,14 @@ def test_restart_keeps_the_deployment_and_replaces_replicas(cli: Cli, wb, projec
 def test_scale_without_a_new_build(cli: Cli, wb, project):
     create(cli)
     d = models.active_deployment(wb, models.resolve(wb, "p/m"))
-    cli("scale", "p/m", "3")
-    deadline = time.monotonic() + 30
-    while len([r for r in deployments.replicas_of(wb, d) if r.status == "running"]) != 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    cli("scale", "p/m", "1")
-    while len(deployments.replicas_of(wb, d)) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    up = cli("scale", "p/m", "3", "--wait")  # returns once exactly three run
+    assert "scaling to 3 replicas" in up.out and "runs 3 replicas" in up.err
+    rows = deployments.replicas_of(wb, d)
+    assert len(rows) == 3 and {r.status for r in rows} == {"running"}
+    down = cli("scale", "p/m", "1", "--wait")
+    assert "scaling to 1 replica\n" in down.out and "runs 1 replica\n" in down.err
+    rows = deployments.replicas_of(wb, d)
+    assert len(rows) == 1 and rows[0].status == "running"
     assert call(wb, {}).status_code == 200
     assert len(deployments.list_deployments(wb)) == 1
 

@@ -192,7 +192,10 @@ def test_cli_call_and_sample(served: Served):
     assert served.keys["add"] in sample
     python = served.cli("sample", "srv/add", "--lang", "python").stdout
     assert "requests.post" in python and served.keys["add"] in python
-    assert "httr" in served.cli("sample", "srv/add", "--lang", "r").stdout
+    assert python.startswith("# needs requests: pip install requests\n")
+    compile(python, "sample.py", "exec")  # the note is a comment: the sample still runs
+    r_sample = served.cli("sample", "srv/add", "--lang", "r").stdout
+    assert r_sample.startswith('# needs httr: install.packages("httr")\n') and "library(httr)" in r_sample
 
 
 @pytest.mark.parametrize(
