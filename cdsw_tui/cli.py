@@ -808,15 +808,12 @@ def openapi_cmd(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Metrics the model recorded with cdsw.track_metric."""
+    import json as _json
     from datetime import UTC, datetime
 
     from cdsw_tui.services import logs, models
 
     wb = _wb(ctx)
-    records = logs.tracked_metrics(wb, models.resolve(wb, ref))
-    if as_json:
-        emit_json(records)
-        return
     rows = [
         {
             "time": datetime.fromtimestamp(r.get("time", 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -825,9 +822,13 @@ def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
             "uuid": r.get("uuid"),
             "replica": r.get("replica"),
         }
-        for r in records
-    ]
-    table(rows, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
+        for r in logs.tracked_metrics(wb, models.resolve(wb, ref))
+    ]  # ISO times, as every other listing
+    if as_json:
+        emit_json(rows)
+        return
+    shown = [dict(r, value=_json.dumps(r["value"])) for r in rows]  # JSON, not Python repr
+    table(shown, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
 
 
 @main.group("engine")
@@ -912,14 +913,9 @@ def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:
 
     scope, scope_id = _scope(ctx, project_name, model_ref)
     values = env.list_vars(_wb(ctx), scope, scope_id)
-    rows = [
-        {
-            "key": k,
-            "value": ("••••••" if env.looks_secret(k) and not show_secrets else v),
-            "scope": scope,
-        }
-        for k, v in values.items()
-    ]
+    if not show_secrets:
+        values = env.shown(values)
+    rows = [{"key": k, "value": v, "scope": scope} for k, v in values.items()]
     if as_json:
         emit_json(rows)
     else:

@@ -34,6 +34,11 @@ def unpack(wb: Workbench, text: str | None) -> dict[str, str]:
     return {k: secrets.unseal(wb.home, val) for k, val in json.loads(text or "{}").items()}
 
 
+def shown(values: dict[str, str]) -> dict[str, str]:
+    """Variables as listings show them: secret ones masked."""
+    return {k: SECRET_MASK if looks_secret(k) else val for k, val in values.items()}
+
+
 def scope_of(project: Project | None = None, model: Model | None = None) -> tuple[str, int]:
     if model is not None:
         return "model", int(model.id)  # type: ignore[arg-type]

@@ -87,7 +87,17 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
     try:
         cli("deploy", "p/m", "--build", "2", "--wait")
         time.sleep(0.5)
-        cli("deploy", "p/m", "--build", "1", "--wait")
+        cli(
+            "deploy",
+            "p/m",
+            "--build",
+            "1",
+            "--wait",
+            "--env",
+            "API_TOKEN=s3cret",
+            "--env",
+            "LEVEL=d",
+        )
         time.sleep(0.5)
     finally:
         stop.set()
@@ -98,6 +108,8 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
     listed = json.loads(cli("deployments", "p/m", "--json").out)
     assert [d["build"] for d in listed] == [1, 2, 1]
     assert [d["status"] for d in listed] == ["deployed", "stopped", "stopped"]
+    assert listed[0]["env"] == {"API_TOKEN": "••••••", "LEVEL": "d"}  # the secret masked
+    assert listed[1]["env"] == {}
     assert len({d["id"] for d in listed}) == 3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -195,7 +196,10 @@ def test_cli_call_and_sample(served: Served):
     assert python.startswith("# needs requests: pip install requests\n")
     compile(python, "sample.py", "exec")  # the note is a comment: the sample still runs
     r_sample = served.cli("sample", "srv/add", "--lang", "r").stdout
-    assert r_sample.startswith('# needs httr: install.packages("httr")\n') and "library(httr)" in r_sample
+    assert (
+        r_sample.startswith('# needs httr: install.packages("httr")\n')
+        and "library(httr)" in r_sample
+    )
 
 
 @pytest.mark.parametrize(
@@ -349,6 +353,7 @@ def test_cdsw_module_metrics(served: Served):
         k: records[-1][k] for k in ("key", "value", "uuid")
     }
     assert records[-1]["replica"].startswith("scored-")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", records[-1]["time"])  # ISO, as listings
     assert "input_a" in served.cli("metrics", "srv/scored").stdout
 
 
