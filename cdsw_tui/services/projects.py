@@ -69,7 +69,13 @@ def create(
                 f"{target} is not empty; a template needs an empty folder", field="path"
             )
         source = assets_dir() / "templates" / template
-        shutil.copytree(source, target, dirs_exist_ok=True)
+        # bytecode left by whoever ran the template's code is not part of it
+        shutil.copytree(
+            source,
+            target,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
         for script in target.rglob("*.sh"):
             script.chmod(0o755)
     else:

@@ -1,5 +1,6 @@
 """The core flow and every bad input of the core issue, through the real CLI."""
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -203,3 +204,22 @@ def test_env_levels_and_precedence(cli: Cli, wb, project: Path):
     assert env.resolve(wb, model)["C"] == "project"
     assert "not set" in one_line_error(cli("env", "unset", "--model", "p/add", "C", check=False))
     assert "must be written K=V" in one_line_error(cli("env", "set", "NOEQUALS", check=False))
+
+
+def test_a_template_project_carries_no_bytecode(cli: Cli, home: Path, tmp_path: Path):
+    """Whoever ran the template's code (a test, a user) left __pycache__ beside it."""
+    import py_compile
+
+    from cdsw_tui.resources import assets_dir
+
+    source = assets_dir() / "templates" / "quickstart"
+    made = not (source / "__pycache__").exists()
+    py_compile.compile(str(source / "add_numbers.py"))
+    try:
+        target = tmp_path / "fresh"
+        cli("project", "create", "fresh", "--template", "quickstart", "--path", str(target))
+        assert (target / "add_numbers.py").exists()
+        assert not list(target.rglob("__pycache__")) and not list(target.rglob("*.pyc"))
+    finally:
+        if made:
+            shutil.rmtree(source / "__pycache__", ignore_errors=True)
