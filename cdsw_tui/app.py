@@ -11,8 +11,9 @@ from functools import partial
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingsMap
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.resources import assets_dir
@@ -189,9 +190,27 @@ class WorkbenchApp(App[None]):
         from cdsw_tui.screens.help import HelpScreen
 
         screen = self.screen
-        keys = getattr(screen, "HELP", [])
         title = type(screen).__name__.replace("Screen", "") or "cdsw-tui"
-        self.push_screen(HelpScreen(title, keys))
+        self.push_screen(HelpScreen(title, self.keys_of(screen)))
+
+    def keys_of(self, screen: Screen) -> list[tuple[str, str]]:
+        """Every key the screen and what has focus answer, from their bindings: what
+        the footer shows and what it has no room for."""
+        declared = [
+            binding
+            for cls in reversed(type(screen).__mro__)
+            for bindings in BindingsMap(getattr(cls, "BINDINGS", [])).key_to_bindings.values()
+            for binding in bindings
+            if "BINDINGS" in vars(cls)
+        ]  # every key of the screen, also those that act on another tab
+        active = [a.binding for a in screen.active_bindings.values()]  # focus chain, app
+        keys: dict[str, tuple[str, str]] = {}
+        for binding in [*declared, *active]:
+            words = binding.description or binding.action
+            if binding.tooltip:
+                words = f"{words}: {binding.tooltip}"
+            keys.setdefault(binding.action, (self.get_key_display(binding), words))
+        return list(keys.values())
 
     def action_settings(self) -> None:
         from cdsw_tui.screens.settings import SettingsScreen

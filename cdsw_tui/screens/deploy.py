@@ -1,4 +1,6 @@
-"""Re-deploy a build: the form opens with the build and the resources prefilled."""
+"""Deploy New Build and Re-deploy, one form as in CDSW: comment, build (a new one from
+the code as it is now, or a built one), replicas, cpu, memory, gpu and deployment
+variables, carried over from the deployment it starts from."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
 
+NEW_BUILD = 0  # the Build select's value for "a new build of the code as it is now"
+
 
 class DeployScreen(ModalScreen[int | None]):
     DEFAULT_CSS = """
@@ -26,8 +30,9 @@ class DeployScreen(ModalScreen[int | None]):
     """
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
-        Binding("ctrl+s", "deploy", "Deploy", id="form.submit"),
+        Binding("ctrl+s", "deploy", "Deploy", id="form.submit", tooltip="deploy as filled in"),
     ]
+    AUTO_FOCUS = "#comment"
 
     def __init__(
         self, ref: str, build: int | None, previous, built: list[int], env: dict[str, str]
@@ -41,18 +46,19 @@ class DeployScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         p = self.previous
-        builds = [(f"build {n}", n) for n in self.built]
-        value = (
-            self.build
-            if self.build in self.built
-            else (self.built[0] if self.built else Select.BLANK)
-        )
+        builds = [("a new build of the code as it is now", NEW_BUILD)]
+        builds += [(f"build {n}", n) for n in self.built]
+        value = self.build if self.build in self.built else NEW_BUILD
+        title = "Deploy New Build" if value == NEW_BUILD else "Re-deploy"
         with VerticalScroll():
-            yield Label(f"[b]Re-deploy[/b] {self.ref}")
+            yield Label(f"[b]{title}[/b] {self.ref}", id="form-title")
             yield Field(
-                "Build",
-                Select(builds, value=value, allow_blank=not builds, id="build"),
-                name="build",
+                "Comment",
+                Input(placeholder="what changed (optional)", id="comment"),
+                name="comment",
+            )
+            yield Field(
+                "Build", Select(builds, value=value, allow_blank=False, id="build"), name="build"
             )
             with Horizontal(id="resources"):
                 yield Field(
@@ -83,9 +89,6 @@ class DeployScreen(ModalScreen[int | None]):
         from cdsw_tui.services import env as env_service
 
         build = self.query_one("#build", Select).value
-        if build in (Select.BLANK, None):
-            mark_error(self, "build", "there is no built build to deploy")
-            return
         try:
             env = env_service.keep_masked(
                 parse_env(self.query_one("#env", TextArea).text),
@@ -97,23 +100,37 @@ class DeployScreen(ModalScreen[int | None]):
         values = {
             k: self.query_one(f"#{k}", Input).value for k in ("replicas", "cpu", "memory", "gpu")
         }
-        self._deploy(int(build), values, env)  # type: ignore[arg-type]
+        comment = self.query_one("#comment", Input).value.strip()
+        self._deploy(int(build), comment, values, env)  # type: ignore[arg-type]
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def _deploy(self, build: int, values: dict[str, str], env: dict[str, str]) -> None:
+    def _deploy(
+        self, build: int, comment: str, values: dict[str, str], env: dict[str, str]
+    ) -> None:
         from cdsw_tui.services import deployments, models
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
             asked = deployments.request(
-                wb, models.resolve(wb, self.ref), build_number=build, env=env, **values
+                wb,
+                models.resolve(wb, self.ref),
+                new_build=build == NEW_BUILD,
+                build_number=None if build == NEW_BUILD else build,
+                comment=comment or ("Deploy New Build" if build == NEW_BUILD else ""),
+                env=env,
+                **values,
             )
             self.app.ensure_controller()  # type: ignore[attr-defined]
         except CdswError as exc:
             self.app.call_from_thread(self._error, exc)
             return
+        if asked.deployment is None:
+            assert asked.build is not None
+            said = f"build {asked.build.number} queued; it deploys once built"
+            self.app.call_from_thread(self.notify, said)
+            self.app.call_from_thread(self.dismiss, 0)
+            return
         d = asked.deployment
-        assert d is not None
         self.app.call_from_thread(self.notify, f"deployment {d.id} of build {build} pending")
         self.app.call_from_thread(self.dismiss, int(d.id))
 

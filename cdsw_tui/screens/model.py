@@ -63,32 +63,81 @@ class ModelScreen(PollingScreen):
         Binding("3", "tab('deployments')", "Deployments", show=False),
         Binding("4", "tab('monitoring')", "Monitoring", show=False),
         Binding("5", "tab('settings')", "Settings", show=False),
-        Binding("ctrl+t", "test", "Test", id="model.test"),
-        Binding("c", "copy_sample", "Copy sample", id="model.copy"),
-        Binding("l", "next_lang", "Sample language", id="model.lang"),
-        Binding("n", "deploy_new_build", "Deploy New Build", id="model.deploy_new_build"),
-        Binding("b", "build_only", "Build", id="model.build"),
-        Binding("x", "cancel_build", "Cancel Build", id="model.cancel_build"),
-        Binding("r", "redeploy", "Re-deploy this build", id="model.redeploy"),
-        Binding("S", "stop", "Stop", id="model.stop"),
-        Binding("R", "restart", "Restart", id="model.restart"),
-        Binding("v", "reveal_key", "Show key", id="model.reveal"),
-        Binding("g", "regenerate_key", "Regenerate key", id="model.regenerate"),
-        Binding("ctrl+s", "save_env", "Save variables", id="model.save_env"),
-        Binding("ctrl+d", "delete_model", "Delete model", id="model.delete"),
-    ]
-    HELP = [
-        ("1-5", "Overview, Builds, Deployments, Monitoring, Settings"),
-        ("ctrl+t", "Test Model: send the input"),
-        ("c / l", "copy the sample call / next language"),
-        ("n", "Deploy New Build (build the code as it is now, then deploy)"),
-        ("b", "build only"),
-        ("x", "cancel the selected build"),
-        ("r", "Re-deploy the selected build"),
-        ("S / R", "stop / restart the model"),
-        ("v / g", "show / regenerate the access key"),
-        ("ctrl+s", "save model variables"),
-        ("ctrl+d", "delete the model"),
+        Binding(
+            "ctrl+t",
+            "test",
+            "Test",
+            id="model.test",
+            tooltip="Test Model: send the input, show the answer",
+        ),
+        Binding(
+            "c",
+            "copy_sample",
+            "Copy sample",
+            id="model.copy",
+            tooltip="copy the sample call (Overview)",
+        ),
+        Binding(
+            "l",
+            "next_lang",
+            "Sample language",
+            id="model.lang",
+            tooltip="shell, Python or R sample",
+        ),
+        Binding(
+            "n",
+            "deploy_new_build",
+            "Deploy New Build",
+            id="model.deploy_new_build",
+            tooltip="build the code as it is now, then deploy it",
+        ),
+        Binding("b", "build_only", "Build", id="model.build", tooltip="build only, no deploy"),
+        Binding(
+            "x",
+            "cancel_build",
+            "Cancel Build",
+            id="model.cancel_build",
+            tooltip="cancel the selected build (Builds)",
+        ),
+        Binding(
+            "r",
+            "redeploy",
+            "Re-deploy this build",
+            id="model.redeploy",
+            tooltip="deploy the selected deployment's build again (Deployments)",
+        ),
+        Binding("S", "stop", "Stop", id="model.stop", tooltip="stop the model's replicas"),
+        Binding(
+            "R", "restart", "Restart", id="model.restart", tooltip="replace the replicas one by one"
+        ),
+        Binding(
+            "v",
+            "reveal_key",
+            "Show/hide key",
+            id="model.reveal",
+            tooltip="show or hide the access key (Settings)",
+        ),
+        Binding(
+            "g",
+            "regenerate_key",
+            "Regenerate key",
+            id="model.regenerate",
+            tooltip="a new access key; the old one stops working (Settings)",
+        ),
+        Binding(
+            "ctrl+s",
+            "save_env",
+            "Save variables",
+            id="model.save_env",
+            tooltip="save the model's variables (Settings)",
+        ),
+        Binding(
+            "ctrl+d",
+            "delete_model",
+            "Delete model",
+            id="model.delete",
+            tooltip="delete the model, its builds and logs (Settings)",
+        ),
     ]
     TAB_ACTIONS = {
         "test": "overview",
@@ -541,28 +590,9 @@ class ModelScreen(PollingScreen):
         return models.resolve(self.wb, self.ref)
 
     def action_deploy_new_build(self) -> None:
-        from cdsw_tui.services import deployments
-        from cdsw_tui.services import env as env_service
-
-        def go() -> None:
-            active = self.detail.active if self.detail else None
-            keep = {}  # the running deployment's resources and variables carry over
-            if active is not None:
-                keep = {
-                    "replicas": active.replicas,
-                    "cpu": active.cpu,
-                    "memory": active.memory,
-                    "gpu": active.gpu,
-                    "env": env_service.unpack(self.wb, active.env),
-                }
-            deployments.request(
-                self.wb, self._model(), new_build=True, comment="Deploy New Build", **keep
-            )
-            self.workbench.ensure_controller()
-
-        self.selected_build = None
-        self.action_tab("builds")
-        self.run_service(go, done="new build queued; it deploys once built")
+        """The deploy form, set to a new build of the code as it is now (nothing is
+        built or deployed until the form is sent)."""
+        self._deploy_form(None, self.detail.active if self.detail else None, new=True)
 
     def action_build_only(self) -> None:
         from cdsw_tui.services import builds
@@ -590,24 +620,38 @@ class ModelScreen(PollingScreen):
             )
 
     def action_redeploy(self) -> None:
-        from cdsw_tui.screens.deploy import DeployScreen
-        from cdsw_tui.services import env as env_service
-
         if self.detail is None or not self.detail.deployments:
             return
         table = self.query_one("#deployments-table", DataTable)
         index = min(table.cursor_row or 0, len(self.detail.deployments) - 1)
         d = self.detail.deployments[index]
+        self._deploy_form(self.detail.build_numbers.get(d.build_id), d)
+
+    def _deploy_form(self, build: int | None, start, new: bool = False) -> None:
+        """One form for Deploy New Build and Re-deploy, carrying over the resources and
+        variables of ``start`` (a deployment), else the model's defaults."""
+        from cdsw_tui.screens.deploy import DeployScreen
+        from cdsw_tui.services import env as env_service
+
+        if self.detail is None:
+            return
+        built = [b.number for b in self.detail.builds if b.status == "built"]
         self.app.push_screen(
             DeployScreen(
                 self.ref,
-                self.detail.build_numbers.get(d.build_id),
-                d,
-                [b.number for b in self.detail.builds if b.status == "built"],
-                env_service.unpack(self.wb, d.env),
+                None if new else build,
+                start or self.detail.model,
+                built,
+                env_service.unpack(self.wb, start.env) if start is not None else {},
             ),
-            lambda _r: self.reload(),
+            self._deployed,
         )
+
+    def _deployed(self, result: int | None) -> None:
+        if result == 0:  # a new build was queued: show it building
+            self.selected_build = None
+            self.action_tab("builds")
+        self.reload()
 
     def action_stop(self) -> None:
         from cdsw_tui.services import deployments

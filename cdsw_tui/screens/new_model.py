@@ -26,14 +26,20 @@ class NewModelScreen(Screen):
     """
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Cancel", id="form.cancel"),
-        Binding("ctrl+s", "submit(True)", "Deploy Model", id="form.deploy"),
-        Binding("ctrl+o", "submit(False)", "Create only", id="form.create"),
-    ]
-    HELP = [
-        ("ctrl+s", "Deploy Model: create, build, deploy"),
-        ("ctrl+o", "create only"),
-        ("tab", "next field"),
-        ("escape", "cancel"),
+        Binding(
+            "ctrl+s",
+            "submit(True)",
+            "Deploy Model",
+            id="form.deploy",
+            tooltip="create, build, then deploy",
+        ),
+        Binding(
+            "ctrl+o",
+            "submit(False)",
+            "Create only",
+            id="form.create",
+            tooltip="create the model without building",
+        ),
     ]
 
     def __init__(self, project_name: str) -> None:

@@ -17,15 +17,20 @@ class ProjectScreen(ListScreen):
         Binding("escape", "app.pop_screen", "Back", id="nav.back"),
         Binding("n", "new_model", "New Model", id="project.new_model"),
         Binding("enter", "open", "Open", id="project.open"),
-        Binding("e", "settings", "Project Settings", id="project.settings"),
-        Binding("d", "delete", "Delete Model", id="project.delete_model"),
-    ]
-    HELP = [
-        ("n", "new model"),
-        ("enter", "open the model"),
-        ("e", "project settings: engine, runtime, environment"),
-        ("d", "delete the model"),
-        ("escape", "back to the projects"),
+        Binding(
+            "e",
+            "settings",
+            "Project Settings",
+            id="project.settings",
+            tooltip="engine, runtime, environment",
+        ),
+        Binding(
+            "d",
+            "delete",
+            "Delete Model",
+            id="project.delete_model",
+            tooltip="delete the selected model",
+        ),
     ]
 
     def __init__(self, project_name: str) -> None:

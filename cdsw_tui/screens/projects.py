@@ -16,16 +16,17 @@ class ProjectsScreen(ListScreen):
     BINDINGS = [
         Binding("n", "new_project", "New Project", id="projects.new"),
         Binding("enter", "open", "Open", id="projects.open", show=True),
-        Binding("d", "delete", "Delete", id="projects.delete"),
-        Binding("s", "app.settings", "Settings", id="app.settings"),
+        Binding(
+            "d", "delete", "Delete", id="projects.delete", tooltip="delete the selected project"
+        ),
+        Binding(
+            "s",
+            "app.settings",
+            "Settings",
+            id="app.settings",
+            tooltip="global settings and variables",
+        ),
         Binding("q", "app.quit", "Quit", id="app.quit"),
-    ]
-    HELP = [
-        ("n", "new project"),
-        ("enter", "open the project"),
-        ("d", "delete the project"),
-        ("s", "settings"),
-        ("q", "quit"),
     ]
 
     def __init__(self) -> None:

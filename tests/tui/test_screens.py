@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from textual.widgets import DataTable, Input, Label, Select, TabbedContent, TextArea
 
 from cdsw_tui.screens.confirm import ConfirmScreen
@@ -350,3 +351,68 @@ def test_r_functions_are_offered_by_the_picker(seeded, tmp_path):
     projects.create(seeded, "rproj", path=root)
     assert projects.source_files(seeded, "rproj") == ["model.R"]
     assert set(projects.functions(seeded, "rproj", "model.R")) == {"add", "scale"}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_help_is_built_from_the_bindings(app, size):
+    """Every key of the model screen is in its help, with the words of its binding,
+    including the keys the footer has no room for."""
+    async with app.run_test(size=size) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        screen = app.screen
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        listed = dict(app.screen.keys)
+        for binding in type(screen).BINDINGS:
+            shown = app.get_key_display(binding)
+            assert shown in listed, f"{binding.key} missing from help"
+            assert binding.description in listed[shown]
+            if binding.tooltip:
+                assert binding.tooltip in listed[shown]
+        deploy = next(b for b in type(screen).BINDINGS if b.action == "deploy_new_build")
+        assert "build the code as it is now" in listed[app.get_key_display(deploy)]
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_deploy_new_build_is_a_form_that_carries_the_deployment_over(app, size, tmp_path):
+    """A stray n deploys nothing: it opens the one deploy form, set to a new build, with
+    the running deployment's resources and variables; the comment has the focus."""
+    from cdsw_tui.screens.deploy import NEW_BUILD, DeployScreen
+    from cdsw_tui.services import builds, models
+    from cdsw_tui.store import Project
+
+    model = models.resolve(app.wb, "demo/add")
+    project = tmp_path / "code"
+    project.mkdir()
+    (project / model.file).write_text("def add(args):\n    return args['a'] + args['b']\n")
+    app.wb.store.update(Project, model.project_id, path=str(project))
+    before = [b.number for b in builds.list_builds(app.wb, model)]
+    async with app.run_test(size=size) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        screen = app.screen
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
+        form = app.screen
+        assert form.query_one("#build", Select).value == NEW_BUILD
+        assert form.focused is form.query_one("#comment", Input)
+        assert form.query_one("#replicas", Input).value == "2"  # the running deployment's
+        await pilot.press("escape")
+        assert app.screen is screen
+        assert [b.number for b in builds.list_builds(app.wb, model)] == before  # nothing built
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
+        await pilot.press(*"new threshold")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is screen)
+        await wait_for(pilot, lambda: screen.active_tab() == "builds")
+    newest = builds.list_builds(app.wb, model)[0]
+    assert newest.number == max(before) + 1 and newest.comment == "new threshold"
+    assert '"replicas": 2' in newest.deploy_request
