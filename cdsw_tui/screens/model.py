@@ -24,6 +24,7 @@ from textual.widgets import (
     Static,
     TabbedContent,
     TabPane,
+    Tabs,
     TextArea,
 )
 
@@ -41,6 +42,23 @@ from cdsw_tui.widgets.test_pane import TestPane
 LANGS = ("shell", "python", "r")
 
 
+_TIPS = {
+    "test": "Test Model: send the input, show the answer (Overview)",
+    "copy": "copy the sample call (Overview)",
+    "lang": "shell, Python or R sample (Overview)",
+    "new": "the deploy form, set to a new build of the code as it is now",
+    "build": "build only, no deploy",
+    "cancel": "cancel the selected build (Builds)",
+    "redeploy": "the deploy form, set to the selected deployment's build (Deployments)",
+    "stop": "stop the model's replicas",
+    "restart": "replace the replicas one by one",
+    "key": "show or hide the access key (Settings)",
+    "newkey": "regenerate the access key; the old one stops working (Settings)",
+    "save": "save the model's variables (Settings)",
+    "delete": "delete the model, its builds and logs (Settings)",
+}
+
+
 class ModelScreen(PollingScreen):
     DEFAULT_CSS = """
     ModelScreen #details { height: auto; border: round $panel; padding: 0 1; }
@@ -56,6 +74,7 @@ class ModelScreen(PollingScreen):
     ModelScreen #setting-buttons Button { margin-right: 2; }
     ModelScreen #model-env { height: 8; }
     """
+    # the footer shows what matters on the tab (it fits 80 columns); Help lists them all
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="nav.back"),
         Binding("1", "tab('overview')", "Overview", show=False),
@@ -63,92 +82,53 @@ class ModelScreen(PollingScreen):
         Binding("3", "tab('deployments')", "Deployments", show=False),
         Binding("4", "tab('monitoring')", "Monitoring", show=False),
         Binding("5", "tab('settings')", "Settings", show=False),
-        Binding(
-            "ctrl+t",
-            "test",
-            "Test",
-            id="model.test",
-            tooltip="Test Model: send the input, show the answer",
-        ),
-        Binding(
-            "c",
-            "copy_sample",
-            "Copy sample",
-            id="model.copy",
-            tooltip="copy the sample call (Overview)",
-        ),
-        Binding(
-            "l",
-            "next_lang",
-            "Sample language",
-            id="model.lang",
-            tooltip="shell, Python or R sample",
-        ),
+        Binding("ctrl+t", "test", "Test", id="model.test", tooltip=_TIPS["test"]),
+        Binding("c", "copy_sample", "Copy", id="model.copy", tooltip=_TIPS["copy"]),
+        Binding("l", "next_lang", "Language", id="model.lang", show=False, tooltip=_TIPS["lang"]),
         Binding(
             "n",
             "deploy_new_build",
             "Deploy New Build",
             id="model.deploy_new_build",
-            tooltip="build the code as it is now, then deploy it",
+            tooltip=_TIPS["new"],
         ),
-        Binding("b", "build_only", "Build", id="model.build", tooltip="build only, no deploy"),
+        Binding("b", "build_only", "Build", id="model.build", show=False, tooltip=_TIPS["build"]),
         Binding(
-            "x",
-            "cancel_build",
-            "Cancel Build",
-            id="model.cancel_build",
-            tooltip="cancel the selected build (Builds)",
+            "x", "cancel_build", "Cancel Build", id="model.cancel_build", tooltip=_TIPS["cancel"]
         ),
+        Binding("r", "redeploy", "Re-deploy", id="model.redeploy", tooltip=_TIPS["redeploy"]),
+        Binding("S", "stop", "Stop", id="model.stop", tooltip=_TIPS["stop"]),
         Binding(
-            "r",
-            "redeploy",
-            "Re-deploy this build",
-            id="model.redeploy",
-            tooltip="deploy the selected deployment's build again (Deployments)",
+            "R", "restart", "Restart", id="model.restart", show=False, tooltip=_TIPS["restart"]
         ),
-        Binding("S", "stop", "Stop", id="model.stop", tooltip="stop the model's replicas"),
-        Binding(
-            "R", "restart", "Restart", id="model.restart", tooltip="replace the replicas one by one"
-        ),
-        Binding(
-            "v",
-            "reveal_key",
-            "Show/hide key",
-            id="model.reveal",
-            tooltip="show or hide the access key (Settings)",
-        ),
-        Binding(
-            "g",
-            "regenerate_key",
-            "Regenerate key",
-            id="model.regenerate",
-            tooltip="a new access key; the old one stops working (Settings)",
-        ),
-        Binding(
-            "ctrl+s",
-            "save_env",
-            "Save variables",
-            id="model.save_env",
-            tooltip="save the model's variables (Settings)",
-        ),
-        Binding(
-            "ctrl+d",
-            "delete_model",
-            "Delete model",
-            id="model.delete",
-            tooltip="delete the model, its builds and logs (Settings)",
-        ),
+        Binding("v", "reveal_key", "Key", id="model.reveal", tooltip=_TIPS["key"]),
+        Binding("g", "regenerate_key", "New key", id="model.regenerate", tooltip=_TIPS["newkey"]),
+        Binding("ctrl+s", "save_env", "Save", id="model.save_env", tooltip=_TIPS["save"]),
+        Binding("ctrl+d", "delete_model", "Delete", id="model.delete", tooltip=_TIPS["delete"]),
+        # the log's keys act on the tab's log whatever has focus (Builds, Monitoring)
+        Binding("f", "log('toggle_follow')", "Follow", show=False, tooltip="follow the log"),
+        Binding("w", "log('toggle_wrap')", "Wrap", show=False, tooltip="wrap long log lines"),
+        Binding("t", "log('toggle_timestamps')", "Timestamps", show=False, tooltip="log times"),
+        Binding("slash", "log('filter')", "Filter", show=False, tooltip="filter the log"),
+        Binding("a", "log('next_source')", "Replica", show=False, tooltip="one replica, or all"),
     ]
-    TAB_ACTIONS = {
-        "test": "overview",
-        "copy_sample": "overview",
-        "next_lang": "overview",
-        "cancel_build": "builds",
-        "redeploy": "deployments",
-        "reveal_key": "settings",
-        "regenerate_key": "settings",
-        "save_env": "settings",
-        "delete_model": "settings",
+    AUTO_FOCUS = ""  # none (None would mean the app's "*"): focus follows the tab, in action_tab
+    WORK_TABS = ("overview", "builds", "deployments", "monitoring")
+    TAB_ACTIONS: dict[str, tuple[str, ...]] = {  # where each key acts (and shows)
+        "test": ("overview",),
+        "copy_sample": ("overview",),
+        "next_lang": ("overview",),
+        "deploy_new_build": WORK_TABS,
+        "build_only": WORK_TABS,
+        "stop": WORK_TABS,
+        "restart": WORK_TABS,
+        "cancel_build": ("builds",),
+        "redeploy": ("deployments",),
+        "log": ("builds", "monitoring"),
+        "reveal_key": ("settings",),
+        "regenerate_key": ("settings",),
+        "save_env": ("settings",),
+        "delete_model": ("settings",),
     }
 
     def __init__(self, ref: str, tab: str = "overview") -> None:
@@ -434,6 +414,12 @@ class ModelScreen(PollingScreen):
             else "test latency ms (Test Model fills this)"
         )
 
+    def on_mount(self) -> None:
+        super().on_mount()
+        # the tab bar takes no focus: digits switch tabs, so typing there would
+        self.query_one(TabbedContent).query_one(Tabs).can_focus = False
+        self.call_after_refresh(self.action_tab, self.initial_tab)
+
     def on_resize(self) -> None:
         self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
 
@@ -537,8 +523,8 @@ class ModelScreen(PollingScreen):
         return self.query_one(TabbedContent).active or "overview"
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        tab = self.TAB_ACTIONS.get(action)
-        if tab is not None and self.active_tab() != tab:
+        tabs = self.TAB_ACTIONS.get(action)
+        if tabs is not None and self.active_tab() not in tabs:
             return False
         d = self.detail
         if action in ("stop", "restart"):
@@ -557,8 +543,22 @@ class ModelScreen(PollingScreen):
     def _tab_changed(self) -> None:
         self.refresh_bindings()
 
+    def action_log(self, name: str) -> None:
+        log_id = "#build-log" if self.active_tab() == "builds" else "#replica-log"
+        getattr(self.query_one(log_id, LogView), f"action_{name}")()
+
+    TAB_FOCUS = {
+        "builds": "#builds-table",
+        "deployments": "#deployments-table",
+        "monitoring": "#replicas-table",
+    }
+
     def action_tab(self, tab: str) -> None:
+        # a widget focused on the old tab would pull the tabs back to it when it hides
+        self.set_focus(None)
         self.query_one(TabbedContent).active = tab
+        if tab in self.TAB_FOCUS:  # a table takes no letters: every key still acts
+            self.call_after_refresh(self.query_one(self.TAB_FOCUS[tab]).focus)
         self.refresh_bindings()
 
     def action_test(self) -> None:

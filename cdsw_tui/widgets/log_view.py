@@ -47,11 +47,12 @@ class LogView(Vertical, can_focus=False):
     LogView.-filtering #log-filter { display: block; }
     """
     BINDINGS = [
-        Binding("f", "toggle_follow", "Follow", id="log.follow"),
-        Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
-        Binding("t", "toggle_timestamps", "Timestamps", id="log.timestamps"),
-        Binding("slash", "filter", "Filter", id="log.filter"),
-        Binding("a", "next_source", "Replica", id="log.source"),
+        # the bar under the log names these keys; the footer keeps its room
+        Binding("f", "toggle_follow", "Follow", id="log.follow", show=False),
+        Binding("w", "toggle_wrap", "Wrap", id="log.wrap", show=False),
+        Binding("t", "toggle_timestamps", "Timestamps", id="log.timestamps", show=False),
+        Binding("slash", "filter", "Filter", id="log.filter", show=False),
+        Binding("a", "next_source", "Replica", id="log.source", show=False),
         Binding("end", "follow_end", "End", show=False),
     ]
 
@@ -212,14 +213,13 @@ class LogView(Vertical, can_focus=False):
 
     def _update_bar(self) -> None:
         flags = [
-            f"follow {'on' if self.follow else 'off'}",
-            f"wrap {'on' if self.wrap else 'off'}",
-            f"timestamps {'on' if self.timestamps else 'off'}",
+            f"f follow {'on' if self.follow else 'off'}",
+            f"w wrap {'on' if self.wrap else 'off'}",
+            f"t timestamps {'on' if self.timestamps else 'off'}",
         ]
         if self.show_sources:
-            flags.append(f"replica {self.source or 'all'}")
-        if self.pattern:
-            flags.append(f"filter '{self.pattern}'")
+            flags.append(f"a replica {self.source or 'all'}")
+        flags.append(f"/ filter '{self.pattern}'" if self.pattern else "/ filter")
         if self.missed:
             flags.append(f"+{self.missed} lines (End to follow)")
         self.query_one("#log-status", Label).update("  ·  ".join(flags))

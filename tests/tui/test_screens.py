@@ -373,7 +373,7 @@ async def test_help_is_built_from_the_bindings(app, size):
             if binding.tooltip:
                 assert binding.tooltip in listed[shown]
         deploy = next(b for b in type(screen).BINDINGS if b.action == "deploy_new_build")
-        assert "build the code as it is now" in listed[app.get_key_display(deploy)]
+        assert "a new build of the code as it is now" in listed[app.get_key_display(deploy)]
         await pilot.press("escape")
         assert app.screen is screen
 
@@ -416,3 +416,69 @@ async def test_deploy_new_build_is_a_form_that_carries_the_deployment_over(app, 
     newest = builds.list_builds(app.wb, model)[0]
     assert newest.number == max(before) + 1 and newest.comment == "new threshold"
     assert '"replicas": 2' in newest.deploy_request
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_every_footer_fits_and_keeps_help(app, size):
+    from textual.widgets._footer import FooterKey
+
+    async with app.run_test(size=size) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        tabs = dict(
+            zip(
+                "12345",
+                ("overview", "builds", "deployments", "monitoring", "settings"),
+                strict=True,
+            )
+        )
+
+        def footer_fits(tab: str) -> bool:
+            shown = [k for k in app.screen.query(FooterKey) if k.display]
+            actions = {k.action for k in shown}
+            settled = ("stop" in actions) == (tab != "settings")  # re-rendered for this tab
+            fits = all(0 < k.region.right <= size[0] for k in shown)
+            return settled and fits and "help" in actions
+
+        for key, tab in tabs.items():
+            await pilot.press(key)
+            await wait_for(pilot, lambda tab=tab: footer_fits(tab))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_log_keys_act_whatever_has_focus(app, size):
+    from cdsw_tui.widgets.log_view import LogView
+
+    async with app.run_test(size=size) as pilot:
+        app.open_model("demo/add", "monitoring")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        log = app.screen.query_one("#replica-log", LogView)
+        app.screen.query_one("#replicas-table", DataTable).focus()
+        await pilot.pause(0.05)
+        wrap, follow, stamps = log.wrap, log.follow, log.timestamps
+        await pilot.press("w", "f", "t")
+        assert (log.wrap, log.follow, log.timestamps) == (not wrap, not follow, not stamps)
+        await pilot.press("2")  # the Builds tab: its own log answers
+        await wait_for(pilot, lambda: app.screen.active_tab() == "builds")
+        build_log = app.screen.query_one("#build-log", LogView)
+        await pilot.press("w")
+        assert build_log.wrap is True and log.wrap == (not wrap)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_tab_never_lands_on_the_tab_bar(app, size):
+    from textual.widgets import Tabs
+
+    async with app.run_test(size=size) as pilot:
+        app.open_model("demo/add", "settings")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        for _ in range(8):
+            await pilot.press("tab")
+            assert not isinstance(app.focused, Tabs)
+        assert app.screen.active_tab() == "settings"
