@@ -70,7 +70,7 @@ class NewModelScreen(Screen):
             )
             yield Field(
                 "Example Input (JSON)",
-                JsonEditor('{"a": 3, "b": 5}', id="example_input", height=4),
+                JsonEditor("{}", id="example_input", height=4),
                 name="example_input",
             )
             yield Field(
@@ -96,6 +96,7 @@ class NewModelScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._filled: dict[str, set[str]] = {}  # what the form put in the example editors
         self.query_one("#name", Input).focus()
         self._load_files()
 
@@ -151,6 +152,33 @@ class NewModelScreen(Screen):
         select.prompt = "choose a function" if found else "no top-level functions in this file"
         if len(usable) == 1:
             select.value = usable[0]
+
+    @on(Select.Changed, "#function")
+    def _function_chosen(self, event: Select.Changed) -> None:
+        file = self._value("#file")
+        if file and event.value not in (Select.BLANK, None):
+            self._load_example(file, str(event.value))
+
+    @work(thread=True, exclusive=True, group="example", exit_on_error=False)
+    def _load_example(self, file: str, function: str) -> None:
+        from cdsw_tui.services import projects
+
+        try:
+            found = projects.example_for(self.app.wb, self.project_name, file, function)  # type: ignore[attr-defined]
+        except CdswError:
+            return
+        self.app.call_from_thread(self._set_example, *found)
+
+    def _set_example(self, example_input: str, example_output: str) -> None:
+        """Fill the examples unless the user has typed their own."""
+        for selector, text in (
+            ("#example_input", example_input),
+            ("#example_output", example_output),
+        ):
+            editor = self.query_one(selector, JsonEditor)
+            if editor.text.strip() in self._filled.get(selector, {"", "{}"}):
+                editor.text = text
+                self._filled[selector] = {text.strip(), "", "{}"}
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:

@@ -29,7 +29,7 @@ class NewProjectScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Label("[b]New Project[/b]")
-            yield Field("Name", Input(placeholder="demo", id="name"), name="name")
+            yield Field("Name", Input(id="name"), name="name")
             yield Field(
                 "Source",
                 Select(
@@ -62,6 +62,21 @@ class NewProjectScreen(ModalScreen[str | None]):
         self.query_one("#runtime", Select).value = self.app.wb.settings.runtime  # type: ignore[attr-defined]
         self.query_one("#engine", Input).value = self.app.wb.settings.engine_image  # type: ignore[attr-defined]
         self.query_one("#name", Input).focus()
+        self._suggest_name()
+
+    @work(thread=True, exclusive=True, group="name", exit_on_error=False)
+    def _suggest_name(self) -> None:
+        """A real default (Enter creates it), not a placeholder."""
+        from cdsw_tui.services import projects
+
+        name = projects.free_name(self.app.wb)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._set_name, name)
+
+    def _set_name(self, name: str) -> None:
+        field = self.query_one("#name", Input)
+        if not field.value:  # the user has not typed one yet
+            field.value = name
+            field.cursor_position = len(name)
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:

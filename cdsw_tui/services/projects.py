@@ -39,6 +39,15 @@ def list_all(wb: Workbench) -> list[Project]:
         return list(s.exec(select(Project).order_by(Project.name)))
 
 
+def free_name(wb: Workbench, base: str = "demo") -> str:
+    """A project name not taken yet: ``demo``, else ``demo-2``, ``demo-3``..."""
+    taken = {p.name for p in list_all(wb)}
+    n = 1
+    while (name := base if n == 1 else f"{base}-{n}") in taken:
+        n += 1
+    return name
+
+
 def create(
     wb: Workbench,
     name: str,
@@ -168,3 +177,37 @@ def functions(wb: Workbench, name: str, file: str) -> dict[str, str | None]:
     """Top-level functions of a project file: name -> None if usable, else why not."""
     path = v.model_file(Path(get(wb, name).path), file)
     return v.functions_in(path, "r" if path.suffix.lower() == ".r" else "python3")
+
+
+EXAMPLES_FILE = (
+    "model-examples.json"  # a template's examples: {"file:function": {"input", "output"}}
+)
+
+
+def example_for(wb: Workbench, name: str, file: str, function: str) -> tuple[str, str]:
+    """(example input, example output) to start a New Model with: the last model of this
+    project made from the same file and function, else the project's ``model-examples.json``
+    (templates carry one), else ``{}`` and nothing."""
+    import json
+
+    from cdsw_tui.errors import CdswError
+    from cdsw_tui.store import Model
+
+    project = get(wb, name)
+    with wb.store.session() as s:
+        last = s.exec(
+            select(Model)
+            .where(Model.project_id == project.id, Model.file == file, Model.function == function)
+            .order_by(col(Model.id).desc())
+        ).first()
+    if last is not None and last.example_input:
+        return last.example_input, last.example_output
+    try:
+        path = v.model_file(Path(project.path), EXAMPLES_FILE)  # inside the project, no link out
+        given = json.loads(path.read_text(encoding="utf-8")).get(f"{file}:{function}") or {}
+    except (CdswError, OSError, ValueError, AttributeError):
+        given = {}
+    if not isinstance(given, dict) or "input" not in given:
+        return "{}", ""
+    output = json.dumps(given["output"]) if "output" in given else ""
+    return json.dumps(given["input"]), output

@@ -482,3 +482,45 @@ async def test_tab_never_lands_on_the_tab_bar(app, size):
             await pilot.press("tab")
             assert not isinstance(app.focused, Tabs)
         assert app.screen.active_tab() == "settings"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_new_project_enter_creates_it_with_a_real_default_name(app, size):
+    from cdsw_tui.screens.new_project import NewProjectScreen
+
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewProjectScreen))
+        name = app.screen.query_one("#name", Input)
+        await wait_for(pilot, lambda: name.value == "demo-2")  # "demo" is taken in the seed
+        assert app.focused is name
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+    assert "demo-2" in {p.name for p in projects.list_all(app.wb)}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_new_model_takes_the_example_of_the_file_and_function(app, size, tmp_path):
+    from cdsw_tui.screens.new_model import NewModelScreen
+
+    projects.create(app.wb, "code", path=tmp_path / "code", template="quickstart")
+    async with app.run_test(size=size) as pilot:
+        app.open_project("code")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewModelScreen))
+        form = app.screen
+        example_in = form.query_one("#example_input")
+        example_out = form.query_one("#example_output")
+        assert example_in.text == "{}"  # nothing chosen yet: no stranger's example
+        form.query_one("#file", Select).value = "iris_model.py"
+        await wait_for(pilot, lambda: "petal_length" in example_in.text)
+        assert "versicolor" in example_out.text
+        form.query_one("#file", Select).value = "add_numbers.py"
+        await wait_for(pilot, lambda: example_in.text == '{"a": 3, "b": 5}')
+        assert example_out.text == "8"
+        example_in.text = '{"a": 1, "b": 1}'  # the user's own: kept from now on
+        form.query_one("#file", Select).value = "iris_model.py"
+        await wait_for(pilot, lambda: form.query_one("#function", Select).value == "predict")
+        await pilot.pause(0.3)
+        assert example_in.text == '{"a": 1, "b": 1}'
