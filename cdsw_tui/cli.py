@@ -46,12 +46,14 @@ def _wb(ctx: click.Context) -> Workbench:
     return ctx.obj
 
 
-def _controller(wb: Workbench) -> None:
+def _controller(wb: Workbench) -> bool:
+    """A controller runs (started in the background, and said so, if none did)."""
     from cdsw_tui.services import controller
 
     st, started = controller.ensure(wb)
     if started:
         click.echo(f"started the controller in the background (pid {st.pid})", err=True)
+    return started
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print a JSON array")
@@ -705,7 +707,11 @@ def call_cmd(ctx: click.Context, ref: str, request_json: str | None, api_key: st
     from cdsw_tui.services import calls, models
 
     wb = _wb(ctx)
-    result = calls.call(wb, models.resolve(wb, ref), request_json, api_key=api_key)
+    model = models.resolve(wb, ref)
+    # the gateway lives in the controller: start it as the mutating commands do (its
+    # replicas outlive it and are adopted), then give it a moment to listen
+    patience = 15.0 if _controller(wb) else 0.0
+    result = calls.call(wb, model, request_json, api_key=api_key, patience=patience)
     click.echo(_json.dumps(result.body))
     if not result.ok:
         ctx.exit(1)

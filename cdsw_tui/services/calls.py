@@ -72,18 +72,30 @@ def _identity(home: Path) -> bytes:
         return fh.read()
 
 
-def verify_gateway(wb: Workbench) -> None:
-    """Raise unless what answers on the gateway's address is this home's controller."""
+def verify_gateway(wb: Workbench, patience: float = 0.0) -> None:
+    """Raise unless what answers on the gateway's address is this home's controller;
+    ``patience``: seconds to wait for a controller that is starting to listen."""
     url = wb.settings.gateway_url
     challenge = secrets.token_hex(16)
-    try:
-        response = _client().get(f"{url}/health", params={"challenge": challenge}, timeout=10)
-        proof = response.json().get("proof", "")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        raise CdswError(
-            f"the gateway at {url} did not answer ({type(exc).__name__}); is the controller "
-            "running? ('cdsw-tui status'; any command that deploys starts it)"
-        ) from None
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            response = _client().get(f"{url}/health", params={"challenge": challenge}, timeout=10)
+            proof = response.json().get("proof", "")
+            break
+        except httpx.ConnectError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise CdswError(
+                f"nothing listens at {url}: the controller is not running; start it with "
+                "'cdsw-tui serve' (foreground) or any command that deploys"
+            ) from None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise CdswError(
+                f"the gateway at {url} did not answer ({type(exc).__name__}); "
+                "'cdsw-tui status' shows the controller"
+            ) from None
     identity = _identity(wb.home)
     expected = hmac.new(identity, challenge.encode(), hashlib.sha256).hexdigest()
     if not identity or not hmac.compare_digest(str(proof), expected):
@@ -99,6 +111,7 @@ def call(
     request_json: str | None = None,
     timeout: float | None = None,
     api_key: str | None = None,
+    patience: float = 0.0,
 ) -> CallResult:
     text = (
         request_json
@@ -109,7 +122,7 @@ def call(
         request = json.loads(text)
     except ValueError as exc:
         raise CdswError(f"the request is not valid JSON: {exc}") from None
-    verify_gateway(wb)
+    verify_gateway(wb, patience)
     payload = json.dumps({"accessKey": model.access_key, "request": request})
     headers = {"Content-Type": "application/json"}
     api_key = api_key or os.environ.get("CDSW_TUI_API_KEY", "")

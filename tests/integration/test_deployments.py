@@ -15,7 +15,7 @@ import pytest
 
 from cdsw_tui.services import deployments, models, projects
 from cdsw_tui.services.lock import state
-from tests.conftest import Cli, replica_pid, write_project
+from tests.conftest import Cli, replica_pid, stop_controller, write_project
 
 CODE = """\
 import os
@@ -146,7 +146,6 @@ def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, pr
 
 
 def test_two_deploys_at_once_one_wins(cli: Cli, wb, project, home: Path):
-    from tests.conftest import stop_controller
 
     cli("model", "create", "p/m", "--file", "model.py", "--function", "predict", "--no-deploy")
     cli("build", "p/m", "--wait")
@@ -273,3 +272,16 @@ def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Pa
     for pid in started:  # the half-started replicas of the dead controller were stopped
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_call_with_the_controller_down_starts_it_and_answers(cli: Cli, wb, project, home: Path):
+    """The controller is gone, its replicas live on: call starts it, says so, answers."""
+    from cdsw_tui.services.lock import state
+
+    create(cli)
+    stop_controller(home)
+    assert not state(home).running
+    result = cli("call", "p/m", "{}")
+    assert "started the controller in the background" in result.err
+    assert json.loads(result.out)["success"] is True
+    assert state(home).running
