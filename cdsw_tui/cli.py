@@ -210,10 +210,16 @@ def model() -> None:
 
 
 def model_row(wb: Workbench, m, *, show_key: bool = False) -> dict:
+    from cdsw_tui.services import builds as builds_service
     from cdsw_tui.services import models
 
-    build = models.latest_build(wb, m)
+    every = builds_service.list_builds(wb, m)
+    newest = every[0] if every else None
     deployment = models.active_deployment(wb, m)
+    # the build that runs, else the newest that could: never a cancelled or failed one
+    build = next((b for b in every if deployment and b.id == deployment.build_id), None) or next(
+        (b for b in every if b.status == "built"), None
+    )
     row = {
         "name": m.name,
         "project": models.project_of(wb, m).name,
@@ -224,6 +230,7 @@ def model_row(wb: Workbench, m, *, show_key: bool = False) -> dict:
         "id": m.id,
         "description": m.description,
         "build": build.number if build else None,
+        "newest_build": f"{newest.number} ({newest.status})" if newest else None,
         "deployment": deployment.id if deployment else None,
         "replicas": m.replicas,
         "cpu": m.cpu,

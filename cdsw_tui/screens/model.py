@@ -252,6 +252,8 @@ class ModelScreen(PollingScreen):
         m, d = detail.model, detail.active
         build = detail.builds[0] if detail.builds else None
         deployed_build = detail.build_numbers.get(d.build_id) if d else None
+        # what runs, after a rollback too: the deployed build's comment, not the newest's
+        shown = next((b for b in detail.builds if d and b.id == d.build_id), build)
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim")
         grid.add_column()
@@ -269,7 +271,7 @@ class ModelScreen(PollingScreen):
                 "Deployed at",
                 when(d.deployed_at) if d else "-",
                 "Comment",
-                dash(build.comment if build else ""),
+                dash(shown.comment if shown else ""),
             ),
             (
                 "Kernel",

@@ -110,6 +110,8 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
     assert [d["status"] for d in listed] == ["deployed", "stopped", "stopped"]
     assert listed[0]["env"] == {"API_TOKEN": "••••••", "LEVEL": "d"}  # the secret masked
     assert listed[1]["env"] == {}
+    shown = json.loads(cli("model", "show", "p/m", "--json").out)
+    assert (shown["build"], shown["newest_build"]) == (1, "2 (built)")  # what runs
     assert len({d["id"] for d in listed}) == 3
 
 

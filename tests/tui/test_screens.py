@@ -524,3 +524,29 @@ async def test_new_model_takes_the_example_of_the_file_and_function(app, size, t
         await wait_for(pilot, lambda: form.query_one("#function", Select).value == "predict")
         await pilot.pause(0.3)
         assert example_in.text == '{"a": 1, "b": 1}'
+
+
+async def test_overview_shows_the_deployed_build_after_a_rollback(app):
+    """A newer build exists, the deployment runs build 1: Overview names build 1 and its
+    comment, not the newest's."""
+    from cdsw_tui.services import models
+    from cdsw_tui.store import Build
+
+    model = models.resolve(app.wb, "demo/add")
+    with app.wb.store.session() as s:
+        s.add(
+            Build(model_id=model.id, number=2, status="built", comment="the newer one",
+                  file="add_numbers.py", function="add", kernel="python3", runtime="local")
+        )  # fmt: skip
+        s.commit()
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        from rich.console import Console
+
+        console = Console(width=120, record=True)
+        console.print(app.screen.query_one("#details").content)
+        text = console.export_text()
+        assert "1 (newest 2)" in text and "first" in text and "the newer one" not in text
