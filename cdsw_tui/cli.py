@@ -189,14 +189,16 @@ def project_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="do not ask")
 @click.pass_context
 def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
-    """Delete a project's models, builds and logs (its folder stays)."""
-    from cdsw_tui.services import projects
+    """Delete a project's models, builds and logs (its folder stays); running
+    deployments are stopped first."""
+    from cdsw_tui.services import artifacts, deployments, projects
 
     wb = _wb(ctx)
     projects.get(wb, name)
     if not yes:
-        click.confirm(f"delete project {name} with its models, builds and logs?", abort=True)
-    for note in projects.delete(wb, name):
+        stops = artifacts.stops_words(wb, projects.models_of(wb, name))
+        click.confirm(f"delete project {name} with its models, builds and logs{stops}?", abort=True)
+    for note in deployments.delete_project(wb, name):
         click.echo(f"note: {note}", err=True)
     click.echo(f"project {name} deleted")
 
@@ -370,14 +372,15 @@ def model_show(ctx: click.Context, ref: str, show_key: bool, as_json: bool) -> N
 @click.option("--yes", is_flag=True, help="do not ask")
 @click.pass_context
 def model_delete(ctx: click.Context, ref: str, yes: bool) -> None:
-    """Delete a model with its builds and logs."""
-    from cdsw_tui.services import models
+    """Delete a model with its builds and logs; a running deployment is stopped first."""
+    from cdsw_tui.services import artifacts, deployments, models
 
     wb = _wb(ctx)
     m = models.resolve(wb, ref)
     if not yes:
-        click.confirm(f"delete model {ref} with its builds and logs?", abort=True)
-    for note in models.delete(wb, m):
+        stops = artifacts.stops_words(wb, [m])
+        click.confirm(f"delete model {ref} with its builds and logs{stops}?", abort=True)
+    for note in deployments.delete_model(wb, m):
         click.echo(f"note: {note}", err=True)
     click.echo(f"model {ref} deleted")
 

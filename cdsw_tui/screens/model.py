@@ -737,20 +737,23 @@ class ModelScreen(PollingScreen):
         )
 
     def action_delete_model(self) -> None:
-        from cdsw_tui.services import models
+        from cdsw_tui.services import artifacts, deployments
+
+        model = self._model()
+        stops = artifacts.stops_words(self.wb, [model])
+
+        def go() -> None:
+            deployments.delete_model(self.wb, model)  # stop, wait, delete: one step
+            self.app.call_from_thread(self.app.pop_screen)
 
         def answer(yes: bool | None) -> None:
             if yes:
-                try:
-                    models.delete(self.wb, self._model())
-                except CdswError as exc:
-                    self.notify(exc.message, severity="error")
-                    return
-                self.notify(f"model {self.ref} deleted")
-                self.app.pop_screen()
+                self.run_service(go, done=f"model {self.ref} deleted")
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete model {self.ref} with its builds and logs?", yes="Delete"),
+            ConfirmScreen(
+                f"Delete model {self.ref} with its builds and logs{stops}?", yes="Delete"
+            ),
             answer,
         )
 

@@ -97,14 +97,19 @@ class ProjectScreen(ListScreen):
         row = self.selected()
         if row is None:
             return
-        from cdsw_tui.services import models
+        from cdsw_tui.services import artifacts, deployments, models
+
+        model = models.resolve(self.wb, f"{self.project_name}/{row.name}")
+        stops = artifacts.stops_words(self.wb, [model])
 
         def answer(yes: bool | None) -> None:
             if yes:
-                model = models.resolve(self.wb, f"{self.project_name}/{row.name}")
-                self.run_service(models.delete, self.wb, model, done=f"model {row.name} deleted")
+                done = f"model {row.name} deleted"
+                self.run_service(deployments.delete_model, self.wb, model, done=done)
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete model {row.name} with its builds and logs?", yes="Delete"),
+            ConfirmScreen(
+                f"Delete model {row.name} with its builds and logs{stops}?", yes="Delete"
+            ),
             answer,
         )

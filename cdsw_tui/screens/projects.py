@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Label
 
+from cdsw_tui.output import count
 from cdsw_tui.screens.base import ListScreen
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.services import runtimes
@@ -83,18 +84,19 @@ class ProjectsScreen(ListScreen):
         row = self.selected()
         if row is None:
             return
-        from cdsw_tui.services import projects
+        from cdsw_tui.services import artifacts, deployments, projects
+
+        stops = artifacts.stops_words(self.wb, projects.models_of(self.wb, row.name))
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.run_service(
-                    projects.delete, self.wb, row.name, done=f"project {row.name} deleted"
-                )
+                done = f"project {row.name} deleted"
+                self.run_service(deployments.delete_project, self.wb, row.name, done=done)
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete project {row.name} with its {row.models} models, their builds and logs? "
-                "The folder itself stays.",
+                f"Delete project {row.name} with its {count(row.models, 'model')}, their builds "
+                f"and logs{stops}? The folder itself stays.",
                 yes="Delete",
             ),
             answer,

@@ -14,6 +14,29 @@ from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model
 
 
+def active_of(wb: Workbench, models: list[Model]) -> list[Deployment]:
+    """The active deployments of these models (what deleting them has to stop)."""
+    ids = [m.id for m in models]
+    with wb.store.session() as s:
+        return list(
+            s.exec(
+                select(Deployment).where(
+                    col(Deployment.model_id).in_(ids), col(Deployment.status).in_(DEPLOYMENT_ACTIVE)
+                )
+            )
+        )
+
+
+def stops_words(wb: Workbench, models: list[Model]) -> str:
+    """What a delete will stop, in words for its confirmation ("" if nothing runs)."""
+    names = {m.id: m.name for m in models}
+    running = [
+        f"deployment {d.id} of {names[d.model_id]} ({d.replicas} replica{'s' if d.replicas != 1 else ''})"
+        for d in active_of(wb, models)
+    ]
+    return "; it stops " + ", ".join(running) if running else ""
+
+
 def refuse_if_deployed(wb: Workbench, models: list[Model]) -> None:
     """One clear refusal before anything is deleted, naming every deployed model."""
     ids = [m.id for m in models]

@@ -295,3 +295,38 @@ def deploy_built(wb: Workbench, build: Build) -> None:
         create(wb, model, build_id=int(build.id), **request)  # type: ignore[arg-type]
     except CdswError as exc:
         wb.store.update(Build, int(build.id), reason=f"built, but not deployed: {exc.message}")  # type: ignore[arg-type]
+
+
+def stop_all(wb: Workbench, models: list[Model], timeout: float = 120.0) -> None:
+    """Stop every active deployment of these models and wait until they are stopped
+    (the controller does it: one is started if none runs)."""
+    from cdsw_tui.services import artifacts, controller
+
+    running = artifacts.active_of(wb, models)
+    if not running:
+        return
+    by_id = {m.id: m for m in models}
+    for model_id in {d.model_id for d in running}:
+        stop(wb, by_id[model_id])
+    controller.ensure(wb)
+    deadline = time.monotonic() + timeout
+    while artifacts.active_of(wb, models):
+        if time.monotonic() > deadline:
+            raise CdswError(
+                f"the deployments did not stop within {timeout:g} s; nothing was deleted"
+            )
+        time.sleep(0.1)
+
+
+def delete_model(wb: Workbench, model: Model) -> list[str]:
+    """Delete as the user asks it, in one step: stop what runs, wait, then remove."""
+    stop_all(wb, [model])
+    return models.delete(wb, model)
+
+
+def delete_project(wb: Workbench, name: str) -> list[str]:
+    """Every running deployment of the project stopped first, or nothing is deleted."""
+    from cdsw_tui.services import projects
+
+    stop_all(wb, projects.models_of(wb, name))
+    return projects.delete(wb, name)

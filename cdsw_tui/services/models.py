@@ -222,8 +222,9 @@ def regenerate_key(wb: Workbench, model: Model) -> Model:
 
 
 def delete(wb: Workbench, model: Model) -> list[str]:
-    """Refused while a deployment is active; removes builds, artifacts and logs.
-    Returns notes on what could not be removed (an engine that is away)."""
+    """Removes builds, artifacts and logs; refused, before anything is removed, while a
+    deployment is active (``deployments.stop_all`` first). Returns notes on what could
+    not be removed (an engine that is away)."""
     artifacts.refuse_if_deployed(wb, [model])
     runtimes = artifacts.runtimes_of(wb, int(model.id))  # type: ignore[arg-type]
     with wb.store.session() as s:

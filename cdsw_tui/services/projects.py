@@ -118,12 +118,18 @@ def update(
         return row
 
 
-def delete(wb: Workbench, name: str) -> list[str]:
-    """Removes the project's models (and their builds, images and logs); the user's folder
-    stays. Refused, before anything is deleted, if one of its models is deployed."""
+def models_of(wb: Workbench, name: str) -> list[Model]:
     project = get(wb, name)
     with wb.store.session() as s:
-        model_rows = list(s.exec(select(Model).where(Model.project_id == project.id)))
+        return list(s.exec(select(Model).where(Model.project_id == project.id)))
+
+
+def delete(wb: Workbench, name: str) -> list[str]:
+    """Removes the project's models (and their builds, images and logs); the user's folder
+    stays. A deployed model refuses the whole delete before anything is removed
+    (``deployments.stop_all`` first)."""
+    project = get(wb, name)
+    model_rows = models_of(wb, name)
     artifacts.refuse_if_deployed(wb, model_rows)
     runtimes = {int(m.id): artifacts.runtimes_of(wb, int(m.id)) for m in model_rows}  # type: ignore[arg-type]
     with wb.store.session() as s:

@@ -287,3 +287,30 @@ def test_call_with_the_controller_down_starts_it_and_answers(cli: Cli, wb, proje
     assert "started the controller in the background" in result.err
     assert json.loads(result.out)["success"] is True
     assert state(home).running
+
+
+def test_delete_stops_what_runs_then_deletes_in_one_step(cli: Cli, wb, project, home: Path):
+    """Delete used to refuse a deployed model after its confirmation, and project delete
+    to stop half-way; now the running deployments stop first, then everything goes."""
+    from cdsw_tui.errors import NotFound
+
+    cli("model", "create", "p/two", "--file", "model.py", "--function", "predict", "--wait")
+    said = cli("model", "delete", "p/two", "--yes")
+    assert "model p/two deleted" in said.out
+    with pytest.raises(NotFound):
+        models.resolve(wb, "p/two")
+    create(cli)
+    cli("model", "create", "p/idle", "--file", "model.py", "--function", "predict", "--no-deploy")
+    pids = [
+        replica_pid(r) for r in deployments.replicas_of(wb, deployments.list_deployments(wb)[0])
+    ]
+    assert pids and all(pids)
+    cli("project", "delete", "p", "--yes")
+    with pytest.raises(NotFound):
+        models.resolve(wb, "p/m")
+    assert deployments.list_deployments(wb) == []
+    for pid in pids:  # its replicas were stopped, not orphaned
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
