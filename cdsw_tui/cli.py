@@ -69,7 +69,27 @@ def main(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from cdsw_tui.app import run_app
 
-        run_app(_wb(ctx))
+        wb = _wb(ctx)
+        run_app(wb)
+        _still_serving(wb)
+
+
+def _still_serving(wb: Workbench) -> None:
+    """Leaving the workbench leaves the controller and its replicas serving: say so."""
+    from cdsw_tui.services import deployments
+    from cdsw_tui.services.lock import state
+
+    active = [d for d in deployments.list_deployments(wb) if d.status in ("deploying", "deployed")]
+    if not active or not state(wb.home).running:
+        return
+    names = sorted({deployments.summary(wb, d)["model"] for d in active})
+    first = names[0]
+    click.echo(
+        f"{count(len(names), 'model')} still serving at {wb.settings.gateway_url} "
+        f"({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}); "
+        f"'cdsw-tui stop {first}' stops one, 'cdsw-tui status' lists them",
+        err=True,
+    )
 
 
 # -- controller --------------------------------------------------------------

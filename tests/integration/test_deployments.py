@@ -314,3 +314,14 @@ def test_delete_stops_what_runs_then_deletes_in_one_step(cli: Cli, wb, project, 
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
+
+
+def test_leaving_the_workbench_says_what_keeps_serving(cli: Cli, wb, project, home: Path, capsys):
+    from cdsw_tui.cli import _still_serving
+
+    _still_serving(wb)
+    assert capsys.readouterr().err == ""  # nothing runs: nothing to say
+    create(cli)
+    _still_serving(wb)
+    said = capsys.readouterr().err
+    assert "1 model still serving" in said and "p/m" in said and "cdsw-tui stop p/m" in said
