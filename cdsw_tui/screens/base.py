@@ -73,6 +73,21 @@ class PollingScreen(Screen):
         self.app.call_from_thread(self.reload)
 
 
+def refill(table: DataTable, keys: list[str], rows: list[tuple]) -> None:
+    """Replace a table's rows; the selected row stays selected by its key (rows that
+    come in above it do not move the selection to another row)."""
+    current = [str(k.value) for k in table.rows]
+    cursor = table.cursor_row
+    selected = current[cursor] if 0 <= cursor < len(current) else None
+    table.clear()
+    for key, row in zip(keys, rows, strict=True):
+        table.add_row(*row, key=key)
+    if keys:
+        table.move_cursor(
+            row=keys.index(selected) if selected in keys else min(cursor, len(keys) - 1)
+        )
+
+
 class ListScreen(PollingScreen):
     """A screen whose heart is one table of rows: opening and deleting act on the
     highlighted row, and only when there is one."""
@@ -87,13 +102,7 @@ class ListScreen(PollingScreen):
         if cells == self._cells:
             return
         self.rows, self._cells = rows, cells
-        table = self.query_one(DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for key, row in zip(keys, cells, strict=True):
-            table.add_row(*row, key=key)
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
+        refill(self.query_one(DataTable), keys, cells)
         self.query_one("#empty-hint", Label).update("" if rows else empty_hint)
         self.refresh_bindings()
 

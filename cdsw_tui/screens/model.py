@@ -30,7 +30,7 @@ from textual.widgets import (
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import count
-from cdsw_tui.screens.base import PollingScreen
+from cdsw_tui.screens.base import PollingScreen, refill
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.screens.project_settings import env_text
 from cdsw_tui.services import runtimes
@@ -474,14 +474,8 @@ class ModelScreen(PollingScreen):
     @staticmethod
     def _fill(table: DataTable, keys: list[str], rows: list[tuple]) -> None:
         """Update in place when the rows are the same ones, so the cursor stays put."""
-        current = [str(k.value) for k in table.rows]
-        if current != keys:
-            cursor = table.cursor_row
-            table.clear()
-            for key, row in zip(keys, rows, strict=True):
-                table.add_row(*row, key=key)
-            if keys:
-                table.move_cursor(row=min(cursor, len(keys) - 1))
+        if [str(k.value) for k in table.rows] != keys:
+            refill(table, keys, rows)
             return
         for key, row in zip(keys, rows, strict=True):
             for col, value in zip(table.columns, row, strict=True):

@@ -550,3 +550,36 @@ async def test_overview_shows_the_deployed_build_after_a_rollback(app):
         console.print(app.screen.query_one("#details").content)
         text = console.export_text()
         assert "1 (newest 2)" in text and "first" in text and "the newer one" not in text
+
+
+async def test_deployments_table_keeps_the_selected_deployment_when_one_is_added(app):
+    """The cursor stays on the deployment, not on the row number, so r re-deploys it."""
+    from cdsw_tui.screens.deploy import DeployScreen
+    from cdsw_tui.services import deployments, models
+    from cdsw_tui.store import Deployment
+
+    model = models.resolve(app.wb, "demo/add")
+    first = deployments.list_deployments(app.wb, model)[0]
+    with app.wb.store.session() as s:
+        s.add(Deployment(model_id=model.id, build_id=first.build_id, status="stopped", replicas=4))
+        s.commit()
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add", "deployments")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        table = app.screen.query_one("#deployments-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        table.move_cursor(row=1)
+        chosen = table.coordinate_to_cell_key((1, 0)).row_key.value
+        with app.wb.store.session() as s:
+            s.add(
+                Deployment(model_id=model.id, build_id=first.build_id, status="stopped", replicas=7)
+            )
+            s.commit()
+        await wait_for(pilot, lambda: table.row_count == 3)
+        assert table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value == chosen
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
+        wanted = deployments.get(app.wb, int(chosen))
+        assert app.screen.query_one("#replicas", Input).value == str(wanted.replicas)
