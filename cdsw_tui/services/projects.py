@@ -59,6 +59,7 @@ def create(
 ) -> Project:
     name = v.name(name)
     runtime = v.runtime(runtime or wb.settings.runtime)
+    engine = v.engine(engine or wb.settings.engine_image)  # before any folder is made
     if path is None and template is None:
         raise ValidationError(
             "give a folder (--path DIR) or a template (--template quickstart)", field="path"
@@ -92,7 +93,10 @@ def create(
         if not target.is_dir():
             raise ValidationError(f"folder {path} does not exist", field="path")
     project = Project(
-        name=name, path=str(target), runtime=runtime, engine=engine or wb.settings.engine_image
+        name=name,
+        path=str(target),
+        runtime=runtime,
+        engine=engine,
     )
     with wb.store.session() as s:
         s.add(project)
@@ -111,7 +115,7 @@ def update(
         if runtime is not None:
             row.runtime = v.runtime(runtime)
         if engine is not None:
-            row.engine = engine
+            row.engine = v.engine(engine)
         s.add(row)
         s.commit()
         s.refresh(row)

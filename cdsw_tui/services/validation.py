@@ -198,3 +198,28 @@ def function(path: Path, kernel_name: str, value: str) -> str:
     if problem:
         raise ValidationError(f"function {value!r} {problem}", field="function")
     return value
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+IMAGE_RE = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+
+
+def engine(value: str) -> str:
+    """An engine image reference as Docker spells one (``name[:tag][@digest]``)."""
+    value = value.strip()
+    if not value:
+        raise ValidationError(
+            "engine must not be empty (e.g. cdsw-tui/engine:latest)", field="engine"
+        )
+    if len(value) > 255 or not IMAGE_RE.fullmatch(value):
+        raise ValidationError(
+            f"engine {value!r} is not an image reference (lowercase name[:tag], "
+            "e.g. cdsw-tui/engine:latest)",
+            field="engine",
+        )
+    return value

@@ -334,10 +334,17 @@ async def test_project_settings_change_runtime_and_variables(app):
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: form.query_one("#field-env", Field).has_class("-invalid"))
         form.query_one("#env", TextArea).text = "DATA_DIR=/data\n"
+        engine = form.query_one("#engine", Input)
+        engine.value = "Not An Image"  # refused, marked, nothing saved
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: form.query_one("#field-engine", Field).has_class("-invalid"))
+        assert projects.get(app.wb, "demo").engine == "cdsw-tui/engine:latest"
+        engine.value = "cdsw-tui/engine-r:latest"
         form.query_one("#runtime", Select).value = "docker"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
     project = projects.get(app.wb, "demo")
+    assert project.engine == "cdsw-tui/engine-r:latest"
     assert project.runtime == "docker"
     assert env.list_vars(app.wb, "project", int(project.id)) == {"DATA_DIR": "/data"}
 

@@ -133,3 +133,18 @@ def test_access_keys_are_32_lowercase_alnum_and_distinct():
         assert len(key) == 32 and set(key) <= set(ALPHABET)
     key = next(iter(keys))
     assert key[:4] not in mask(key)
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["cdsw-tui/engine:latest", "python", "localhost:5000/team/engine-r:3.11", "a/b@sha256:" + "0" * 64],
+)
+def test_engine_accepts_image_references(good):
+    assert v.engine(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "Engine:1", "a b", "x:", "../etc", "img:tag;rm -rf /", "a" * 300])
+def test_engine_refuses_what_docker_would(bad):
+    with pytest.raises(ValidationError) as caught:
+        v.engine(bad)
+    assert caught.value.field == "engine"
