@@ -6,6 +6,8 @@ when it next starts.
 
 from __future__ import annotations
 
+import os
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -63,6 +65,19 @@ class SettingsScreen(ModalScreen[None]):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
 
     def on_mount(self) -> None:
+        s = self.app.wb.settings  # type: ignore[attr-defined]
+        self.opened_with = {
+            "gateway_port": s.gateway_port,
+            "runtime": s.runtime,
+            "engine_image": s.engine_image,
+        }
+        for name in self.opened_with:
+            variable = f"CDSW_TUI_{name.upper()}"
+            if os.environ.get(variable) is not None:  # it wins over config.toml: say so
+                field = self.query_one(f"#field-{name}", Field)
+                note = f"{field.label} (set by {variable}, which wins over config.toml)"
+                field.query_one(".field-label", Label).update(note)
+                field.widget.disabled = True
         self._load()
 
     @work(thread=True, exit_on_error=False)
@@ -89,11 +104,14 @@ class SettingsScreen(ModalScreen[None]):
         except CdswError as exc:
             mark_error(self, "env", exc.message)
             return
-        updates = {
+        shown = {
             "gateway_port": int(port_text),
             "runtime": str(self.query_one("#runtime", Select).value),
             "engine_image": self.query_one("#engine_image", Input).value.strip(),
         }
+        # only what was changed here: a value that came from a CDSW_TUI_* variable must
+        # not become the config file's (it would outlive the variable)
+        updates = {k: v for k, v in shown.items() if v != self.opened_with[k]}
         self._save(updates, values)
 
     @work(thread=True, exit_on_error=False)

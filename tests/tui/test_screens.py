@@ -590,3 +590,22 @@ async def test_deployments_table_keeps_the_selected_deployment_when_one_is_added
         await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
         wanted = deployments.get(app.wb, int(chosen))
         assert app.screen.query_one("#replicas", Input).value == str(wanted.replicas)
+
+
+async def test_global_settings_never_write_an_environment_override(app, monkeypatch):
+    """A value that came from CDSW_TUI_ENGINE_IMAGE is shown as such and is not copied
+    into config.toml when something else is saved."""
+    from cdsw_tui.screens.settings import SettingsScreen
+
+    monkeypatch.setenv("CDSW_TUI_ENGINE_IMAGE", "override/engine:1")
+    app.wb.settings.engine_image = "override/engine:1"  # as load_settings took it
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        form = app.screen
+        assert form.query_one("#engine_image", Input).disabled
+        form.query_one("#gateway_port", Input).value = "9124"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectsScreen))
+    config = tomllib.loads((app.wb.home / "config.toml").read_text())
+    assert config == {"gateway_port": 9124}
