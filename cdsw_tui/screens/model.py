@@ -3,6 +3,7 @@ Monitoring (replicas, rates, logs) and Settings (access key, environment, delete
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -575,10 +576,50 @@ class ModelScreen(PollingScreen):
         if self.detail is None:
             return
         m = self.detail.model
-        self.app.copy_to_clipboard(
-            samples.sample(self.lang, self.wb.settings.gateway_url, m.access_key, m.example_input)
+        text = samples.sample(
+            self.lang, self.wb.settings.gateway_url, m.access_key, m.example_input
         )
-        self.notify(f"{self.lang} sample copied (with the access key)")
+        self.app.copy_to_clipboard(text)  # OSC 52: nothing tells whether the terminal took it
+        self._copy_to_tmux(text)
+
+    @work(thread=True, exclusive=True, group="copy", exit_on_error=False)
+    def _copy_to_tmux(self, text: str) -> None:
+        """Say honestly where the sample went: tmux drops OSC 52 unless told otherwise, so
+        inside tmux it also goes into tmux's paste buffer; elsewhere the sample is shown
+        selected, for a manual copy if the terminal ignored the request."""
+        import subprocess
+
+        where = ""
+        if os.environ.get("TMUX"):
+            try:
+                done = subprocess.run(
+                    ["tmux", "load-buffer", "-"],
+                    input=text.encode(),
+                    capture_output=True,
+                    timeout=5,
+                )
+                if done.returncode == 0:
+                    where = "into tmux's paste buffer (prefix ] pastes it)"
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if where:
+            self.app.call_from_thread(
+                self.notify, f"{self.lang} sample (with the access key) copied {where}"
+            )
+        else:
+            self.app.call_from_thread(self._show_for_copy, text)
+
+    def _show_for_copy(self, text: str) -> None:
+        from cdsw_tui.screens.confirm import TextScreen
+
+        self.app.push_screen(
+            TextScreen(
+                f"{self.lang} sample, with the access key",
+                text,
+                "Sent to the terminal's clipboard (OSC 52), if it accepts that. If not, the "
+                "text below is selected: copy it with your terminal's own keys.",
+            )
+        )
 
     def _model(self):
         from cdsw_tui.services import models

@@ -609,3 +609,53 @@ async def test_global_settings_never_write_an_environment_override(app, monkeypa
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectsScreen))
     config = tomllib.loads((app.wb.home / "config.toml").read_text())
     assert config == {"gateway_port": 9124}
+
+
+async def test_copy_inside_tmux_fills_its_paste_buffer(app, monkeypatch, tmp_path):
+    import subprocess
+
+    socket = tmp_path / "tmux.sock"
+    subprocess.run(["tmux", "-S", str(socket), "new-session", "-d", "-s", "copy"], check=True)
+    try:
+        pid = subprocess.run(
+            ["tmux", "-S", str(socket), "display-message", "-p", "#{pid}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        monkeypatch.setenv("TMUX", f"{socket},{pid},0")
+        async with app.run_test(size=SIZE) as pilot:
+            app.open_model("demo/add")
+            await wait_for(
+                pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+            )
+            await pilot.press("c")
+
+            def buffer() -> str:
+                shown = subprocess.run(
+                    ["tmux", "-S", str(socket), "show-buffer"], capture_output=True, text=True
+                )
+                return shown.stdout
+
+            await wait_for(pilot, lambda: "curl" in buffer())
+            assert "k" * 32 in buffer()  # the user asked for the sample with its key
+            assert isinstance(app.screen, ModelScreen)  # no manual-copy box needed
+    finally:
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True)
+
+
+async def test_copy_outside_tmux_shows_the_text_selected(app, monkeypatch):
+    from textual.widgets import TextArea as Area
+
+    from cdsw_tui.screens.confirm import TextScreen
+
+    monkeypatch.delenv("TMUX", raising=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
+        area = app.screen.query_one(Area)
+        assert area.selected_text == area.text and "curl" in area.text
+        await pilot.press("escape")
+        assert isinstance(app.screen, ModelScreen)

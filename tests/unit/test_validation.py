@@ -137,13 +137,20 @@ def test_access_keys_are_32_lowercase_alnum_and_distinct():
 
 @pytest.mark.parametrize(
     "good",
-    ["cdsw-tui/engine:latest", "python", "localhost:5000/team/engine-r:3.11", "a/b@sha256:" + "0" * 64],
+    [
+        "cdsw-tui/engine:latest",
+        "python",
+        "localhost:5000/team/engine-r:3.11",
+        "a/b@sha256:" + "0" * 64,
+    ],
 )
 def test_engine_accepts_image_references(good):
     assert v.engine(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "Engine:1", "a b", "x:", "../etc", "img:tag;rm -rf /", "a" * 300])
+@pytest.mark.parametrize(
+    "bad", ["", "Engine:1", "a b", "x:", "../etc", "img:tag;rm -rf /", "a" * 300]
+)
 def test_engine_refuses_what_docker_would(bad):
     with pytest.raises(ValidationError) as caught:
         v.engine(bad)
