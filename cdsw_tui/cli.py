@@ -740,7 +740,11 @@ def call_cmd(ctx: click.Context, ref: str, request_json: str | None, api_key: st
     model = models.resolve(wb, ref)
     # the gateway lives in the controller: start it as the mutating commands do (its
     # replicas outlive it and are adopted), then give it a moment to listen
-    patience = 15.0 if _controller(wb) else 0.0
+    # replicas outlive it and are adopted), then give it a moment to listen; something
+    # else on the port is not started over (the check names it, and sends it nothing)
+    patience = 0.0
+    if not calls.gateway_listening(wb):
+        patience = 15.0 if _controller(wb) else 0.0
     result = calls.call(wb, model, request_json, api_key=api_key, patience=patience)
     click.echo(_json.dumps(result.body))
     if not result.ok:

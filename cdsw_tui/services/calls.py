@@ -72,6 +72,19 @@ def _identity(home: Path) -> bytes:
         return fh.read()
 
 
+def gateway_listening(wb: Workbench) -> bool:
+    """Whether anything accepts connections on the gateway's address (ours or not)."""
+    import socket
+
+    try:
+        with socket.create_connection(
+            (wb.settings.gateway_host, wb.settings.gateway_port), timeout=1
+        ):
+            return True
+    except OSError:
+        return False
+
+
 def verify_gateway(wb: Workbench, patience: float = 0.0) -> None:
     """Raise unless what answers on the gateway's address is this home's controller;
     ``patience``: seconds to wait for a controller that is starting to listen."""
