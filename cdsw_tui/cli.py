@@ -739,7 +739,6 @@ def call_cmd(ctx: click.Context, ref: str, request_json: str | None, api_key: st
     wb = _wb(ctx)
     model = models.resolve(wb, ref)
     # the gateway lives in the controller: start it as the mutating commands do (its
-    # replicas outlive it and are adopted), then give it a moment to listen
     # replicas outlive it and are adopted), then give it a moment to listen; something
     # else on the port is not started over (the check names it, and sends it nothing)
     patience = 0.0
