@@ -421,7 +421,7 @@ class ModelScreen(PollingScreen):
         super().on_mount()
         # the tab bar takes no focus: digits switch tabs, so typing there would
         self.query_one(TabbedContent).query_one(Tabs).can_focus = False
-        self.call_after_refresh(self.action_tab, self.initial_tab)
+        self.call_after_refresh(self._focus_tab)  # the tab the user is on by then
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
@@ -554,9 +554,15 @@ class ModelScreen(PollingScreen):
         # a widget focused on the old tab would pull the tabs back to it when it hides
         self.set_focus(None)
         self.query_one(TabbedContent).active = tab
-        if tab in self.TAB_FOCUS:  # a table takes no letters: every key still acts
-            self.call_after_refresh(self.query_one(self.TAB_FOCUS[tab]).focus)
+        self.call_after_refresh(self._focus_tab)
         self.refresh_bindings()
+
+    def _focus_tab(self) -> None:
+        """The shown tab's table takes the focus (it takes no letters: every key still
+        acts); other tabs leave it with nobody."""
+        selector = self.TAB_FOCUS.get(self.active_tab())
+        if selector is not None:
+            self.query_one(selector).focus()
 
     def action_test(self) -> None:
         self.query_one(TestPane).send()
