@@ -83,7 +83,6 @@ class LogView(Vertical, can_focus=False):
         self.buffer: deque[str] = deque(maxlen=KEEP)
         self.missed = 0
         self._stop = threading.Event()
-        self.shown = threading.Event()  # set while on screen: a hidden view does not read
         self.last_line_at = 0.0
         self._ignore_scroll_until = 0.0
         self.generation = 0
@@ -102,13 +101,6 @@ class LogView(Vertical, can_focus=False):
 
     def on_unmount(self) -> None:
         self._stop.set()
-        self.shown.set()  # wake a paused reader so it sees the stop
-
-    def on_show(self) -> None:
-        self.shown.set()
-
-    def on_hide(self) -> None:
-        self.shown.clear()  # its tab is hidden: the reader pauses where it is
 
     # -- reading -------------------------------------------------------------------------
 
@@ -122,9 +114,6 @@ class LogView(Vertical, can_focus=False):
         positions: dict[Path, int] = {}
         partial: dict[Path, bytes] = {}
         while not self._stop.is_set() and generation == self.generation:
-            if not self.shown.is_set():  # hidden: no reading, no store queries
-                self.shown.wait(0.5)
-                continue
             batch: list[str] = []
             try:
                 paths = self.files()

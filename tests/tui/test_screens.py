@@ -659,30 +659,3 @@ async def test_copy_outside_tmux_shows_the_text_selected(app, monkeypatch):
         assert area.selected_text == area.text and "curl" in area.text
         await pilot.press("escape")
         assert isinstance(app.screen, ModelScreen)
-
-
-async def test_a_hidden_log_view_pauses_and_catches_up_when_shown(app):
-    """The Builds tab's log reads nothing while another tab is shown, then shows what was
-    written meanwhile."""
-    from cdsw_tui.services import models
-    from cdsw_tui.widgets.log_view import LogView
-
-    model = models.resolve(app.wb, "demo/add")
-    path = app.wb.build_log_path(int(model.id), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("2026-01-01T00:00:00.000Z first line\n")
-    async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "builds")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
-        view = app.screen.query_one("#build-log", LogView)
-        await wait_for(pilot, lambda: any("first line" in line for line in view.buffer))
-        await pilot.press("1")
-        await wait_for(pilot, lambda: not view.shown.is_set())
-        with open(path, "a") as fh:
-            fh.write("2026-01-01T00:00:01.000Z written while hidden\n")
-        await pilot.pause(0.6)
-        assert not any("while hidden" in line for line in view.buffer)  # paused
-        await pilot.press("2")
-        await wait_for(pilot, lambda: any("while hidden" in line for line in view.buffer))
