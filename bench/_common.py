@@ -208,21 +208,40 @@ def raw_replica(
             raise RuntimeError(f"the raw replica ended with status {proc.returncode}")
         time.sleep(0.02)
     address = tcp(int(port_file.read_text()))
+    wait_answer(address, "GET", "/health", b"", proc, timeout=30, poll=0.02)
+    return address, proc
 
-    async def ready() -> None:
+
+def wait_answer(
+    address: str,
+    method: str,
+    path: str,
+    body: bytes,
+    proc: subprocess.Popen,
+    timeout: float,
+    poll: float = 0.2,
+) -> None:
+    """Until what ``proc`` serves at ``address`` answers 200 (RuntimeError if it ends or
+    does not answer in time)."""
+
+    async def ask() -> None:
+        deadline = time.monotonic() + timeout
         while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"it ended with status {proc.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"it did not answer within {timeout:g} s")
             conn = HttpConnection(address)
             try:
-                if (await conn.request("GET", "/health"))[0] == 200:
+                if (await conn.request(method, path, body))[0] == 200:
                     return
             except OSError:
                 pass
             finally:
                 conn.close()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(poll)
 
-    asyncio.run(ready())
-    return address, proc
+    asyncio.run(ask())
 
 
 def tcp(port: int) -> str:

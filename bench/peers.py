@@ -21,13 +21,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import Figures, HttpConnection, Scratch, free_port, load, raw_replica, tcp
+from _common import Figures, Scratch, free_port, load, raw_replica, tcp
+from _common import wait_answer as common_wait_answer
 from gateway import build_and_deploy
 
 from cdsw_tui.services import projects
@@ -128,24 +128,10 @@ def venv(name: str) -> Path:
 def wait_answer(
     address: str, path: str, body: bytes, proc: subprocess.Popen, timeout: float
 ) -> None:
-    async def ask() -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise Skipped(f"it ended with status {proc.returncode} while starting")
-            if time.monotonic() > deadline:
-                raise Skipped(f"it did not answer within {timeout:g} s")
-            conn = HttpConnection(address)
-            try:
-                if (await conn.request("POST", path, body))[0] == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            await asyncio.sleep(0.2)
-
-    asyncio.run(ask())
+    try:
+        common_wait_answer(address, "POST", path, body, proc, timeout)
+    except RuntimeError as exc:
+        raise Skipped(str(exc)) from None
 
 
 def start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
