@@ -15,9 +15,9 @@ from textual.binding import Binding, BindingsMap
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
-from cdsw_tui.errors import CdswError
 from cdsw_tui.resources import assets_dir
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
 class JumpProvider(Provider):
@@ -42,7 +42,7 @@ class JumpProvider(Provider):
                 yield Hit(score, matcher.highlight(label), callback, help=help_text)
 
 
-class WorkbenchApp(App[None]):
+class WorkbenchApp(ReportsWorkerErrors, App[None]):
     TITLE = "cdsw-tui"
     SUB_TITLE = "models as REST APIs"
     CSS_PATH = str(assets_dir() / "cdsw.tcss")
@@ -72,11 +72,7 @@ class WorkbenchApp(App[None]):
     def _ensure_controller(self) -> None:
         from cdsw_tui.services import controller
 
-        try:
-            state, started = controller.ensure(self.wb)
-        except CdswError as exc:
-            self.call_from_thread(self.notify, exc.message, severity="error", timeout=15)
-            return
+        state, started = controller.ensure(self.wb)  # a failure: ReportsWorkerErrors
         if started:
             self.call_from_thread(
                 self.notify, f"started the controller in the background (pid {state.pid})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual import work
@@ -9,10 +10,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
 
-from cdsw_tui.errors import CdswError
+from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class PollingScreen(Screen):
+class PollingScreen(ReportsWorkerErrors, Screen):
     """Subclasses define ``load`` (runs in a thread) and ``show`` (runs on the UI)."""
 
     POLL_SECONDS = 1.0
@@ -39,11 +41,7 @@ class PollingScreen(Screen):
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def _load_worker(self) -> None:
-        try:
-            data = self.load()
-        except CdswError as exc:
-            self.app.call_from_thread(self.notify, exc.message, severity="error")
-            return
+        data = self.load()  # a failure is reported by ReportsWorkerErrors
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show_safely, data)
 
@@ -58,16 +56,39 @@ class PollingScreen(Screen):
         pass
 
     def run_service(self, fn, *args, done: str | None = None, **kwargs) -> None:
-        """Run a service call in a thread; its error becomes a notification."""
+        """Run a service call in a thread; its error becomes a notification (reported by
+        ReportsWorkerErrors, as every worker's)."""
         self._service_worker(fn, args, kwargs, done)
+
+    def ask(
+        self,
+        question: str | Callable[[], str],
+        yes: str,
+        act: Callable[[], object],
+        done: str | None = None,
+    ) -> None:
+        """Ask before a destructive action; on yes, ``act`` runs in a thread. A question
+        that must read the store (what a delete stops) is a function, run in a thread too."""
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self.run_service(act, done=done)
+
+        def push(text: str) -> None:
+            self.app.push_screen(ConfirmScreen(text, yes=yes), answer)
+
+        if isinstance(question, str):
+            push(question)
+        else:
+            self._question_worker(question, push)
+
+    @work(thread=True, exclusive=True, group="question", exit_on_error=False)
+    def _question_worker(self, question: Callable[[], str], push) -> None:
+        self.app.call_from_thread(push, question())
 
     @work(thread=True, group="service", exit_on_error=False)
     def _service_worker(self, fn, args, kwargs, done) -> None:
-        try:
-            fn(*args, **kwargs)
-        except CdswError as exc:
-            self.app.call_from_thread(self.notify, exc.message, severity="error", timeout=8)
-            return
+        fn(*args, **kwargs)
         if done:
             self.app.call_from_thread(self.notify, done)
         self.app.call_from_thread(self.reload)

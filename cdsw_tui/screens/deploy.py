@@ -14,11 +14,12 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 NEW_BUILD = 0  # the Build select's value for "a new build of the code as it is now"
 
 
-class DeployScreen(ModalScreen[int | None]):
+class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
     DEFAULT_CSS = """
     DeployScreen { align: center middle; }
     DeployScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
@@ -133,6 +134,72 @@ class DeployScreen(ModalScreen[int | None]):
         d = asked.deployment
         self.app.call_from_thread(self.notify, f"deployment {d.id} of build {build} pending")
         self.app.call_from_thread(self.dismiss, int(d.id))
+
+    def _error(self, exc: CdswError) -> None:
+        if not mark_error(self, exc.field, exc.message):
+            self.notify(exc.message, severity="error")
+
+
+class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
+    """Scale the running deployment: a new replica count, no new build or deployment
+    (kubectl scale, docker service scale)."""
+
+    DEFAULT_CSS = """
+    ScaleScreen { align: center middle; }
+    ScaleScreen > VerticalScroll { width: 60; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    ScaleScreen #buttons { height: auto; align-horizontal: right; }
+    ScaleScreen Button { margin-left: 2; }
+    """
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
+        Binding("ctrl+s", "scale", "Scale", id="form.submit", tooltip="scale as filled in"),
+    ]
+    AUTO_FOCUS = "#replicas"
+
+    def __init__(self, ref: str, deployment_id: int, replicas: int) -> None:
+        super().__init__()
+        self.ref = ref
+        self.deployment_id = deployment_id
+        self.replicas = replicas
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label(
+                f"[b]Scale[/b] {self.ref}  (deployment {self.deployment_id}, {self.replicas} now)",
+                id="form-title",
+            )
+            yield Field(
+                "Replicas (1 to 9)",
+                Input(str(self.replicas), id="replicas", type="integer"),
+                name="replicas",
+            )
+            with Horizontal(id="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Scale (ctrl+s)", id="scale", variant="primary")
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#replicas")
+    @on(Button.Pressed, "#scale")
+    def action_scale(self) -> None:
+        self._scale(self.query_one("#replicas", Input).value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def _scale(self, value: str) -> None:
+        from cdsw_tui.services import deployments, models
+
+        wb = self.app.wb  # type: ignore[attr-defined]
+        try:
+            d = deployments.scale(wb, models.resolve(wb, self.ref), value)
+            self.app.ensure_controller()  # type: ignore[attr-defined]
+        except CdswError as exc:
+            self.app.call_from_thread(self._error, exc)
+            return
+        said = f"deployment {d.id} scaling to {d.replicas}"
+        self.app.call_from_thread(self.notify, said)
+        self.app.call_from_thread(self.dismiss, d.replicas)
 
     def _error(self, exc: CdswError) -> None:
         if not mark_error(self, exc.field, exc.message):

@@ -32,7 +32,6 @@ from textual.widgets import (
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import count
 from cdsw_tui.screens.base import PollingScreen, refill
-from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.screens.project_settings import env_text
 from cdsw_tui.services import runtimes
 from cdsw_tui.services.keys import mask
@@ -51,6 +50,7 @@ _TIPS = {
     "build": "build only, no deploy",
     "cancel": "cancel the selected build (Builds)",
     "redeploy": "the deploy form, set to the selected deployment's build (Deployments)",
+    "scale": "change the running deployment's replica count, no new build",
     "stop": "stop the model's replicas",
     "restart": "replace the replicas one by one",
     "key": "show or hide the access key (Settings)",
@@ -98,6 +98,7 @@ class ModelScreen(PollingScreen):
             "x", "cancel_build", "Cancel Build", id="model.cancel_build", tooltip=_TIPS["cancel"]
         ),
         Binding("r", "redeploy", "Re-deploy", id="model.redeploy", tooltip=_TIPS["redeploy"]),
+        Binding("s", "scale", "Scale", id="model.scale", show=False, tooltip=_TIPS["scale"]),
         Binding("S", "stop", "Stop", id="model.stop", tooltip=_TIPS["stop"]),
         Binding(
             "R", "restart", "Restart", id="model.restart", show=False, tooltip=_TIPS["restart"]
@@ -123,6 +124,7 @@ class ModelScreen(PollingScreen):
         "build_only": WORK_TABS,
         "stop": WORK_TABS,
         "restart": WORK_TABS,
+        "scale": WORK_TABS,
         "cancel_build": ("builds",),
         "redeploy": ("deployments",),
         "log": ("builds", "monitoring"),
@@ -324,13 +326,13 @@ class ModelScreen(PollingScreen):
         )
 
     def _show_builds(self, detail) -> None:
-        from cdsw_tui.services.builds import summary
+        from cdsw_tui.services.builds import duration as took
 
         table = self.query_one("#builds-table", DataTable)
         keys = [str(b.number) for b in detail.builds]
         rows = []
         for b in detail.builds:
-            duration = summary(self.wb, b)["duration"] if b.finished_at else None
+            duration = took(b)
             rows.append(
                 (
                     str(b.number),
@@ -524,7 +526,7 @@ class ModelScreen(PollingScreen):
         if tabs is not None and self.active_tab() not in tabs:
             return False
         d = self.detail
-        if action in ("stop", "restart"):
+        if action in ("stop", "restart", "scale"):
             return (
                 d is not None
                 and d.active is not None
@@ -699,40 +701,37 @@ class ModelScreen(PollingScreen):
     def action_stop(self) -> None:
         from cdsw_tui.services import deployments
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.run_service(
-                    lambda: (
-                        deployments.stop(self.wb, self._model()),
-                        self.workbench.ensure_controller(),
-                    ),
-                    done=f"{self.ref} stopping",
-                )
+        def go() -> None:
+            deployments.stop(self.wb, self._model())
+            self.workbench.ensure_controller()
 
-        self.app.push_screen(
-            ConfirmScreen(
-                f"Stop {self.ref}? Calls get model.not_deployed until it is deployed again.",
-                yes="Stop",
-            ),
-            answer,
+        self.ask(
+            f"Stop {self.ref}? Calls get model.not_deployed until it is deployed again.",
+            "Stop",
+            go,
+            done=f"{self.ref} stopping",
         )
+
+    def action_scale(self) -> None:
+        from cdsw_tui.screens.deploy import ScaleScreen
+
+        if self.detail is None or self.detail.active is None:
+            return
+        d = self.detail.active
+        self.app.push_screen(ScaleScreen(self.ref, int(d.id), d.replicas), lambda _n: self.reload())
 
     def action_restart(self) -> None:
         from cdsw_tui.services import deployments
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.run_service(
-                    lambda: (
-                        deployments.restart(self.wb, self._model()),
-                        self.workbench.ensure_controller(),
-                    ),
-                    done=f"{self.ref} restarting replica by replica",
-                )
+        def go() -> None:
+            deployments.restart(self.wb, self._model())
+            self.workbench.ensure_controller()
 
-        self.app.push_screen(
-            ConfirmScreen(f"Restart every replica of {self.ref}, one by one?", yes="Restart"),
-            answer,
+        self.ask(
+            f"Restart every replica of {self.ref}, one by one?",
+            "Restart",
+            go,
+            done=f"{self.ref} restarting replica by replica",
         )
 
     def action_reveal_key(self) -> None:
@@ -743,21 +742,11 @@ class ModelScreen(PollingScreen):
     def action_regenerate_key(self) -> None:
         from cdsw_tui.services import models
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.run_service(
-                    models.regenerate_key,
-                    self.wb,
-                    self._model(),
-                    done="new access key made; the old one no longer works",
-                )
-
-        self.app.push_screen(
-            ConfirmScreen(
-                "Regenerate the access key? Callers using the old key fail at once.",
-                yes="Regenerate",
-            ),
-            answer,
+        self.ask(
+            "Regenerate the access key? Callers using the old key fail at once.",
+            "Regenerate",
+            lambda: models.regenerate_key(self.wb, self._model()),
+            done="new access key made; the old one no longer works",
         )
 
     def action_save_env(self) -> None:
@@ -780,23 +769,15 @@ class ModelScreen(PollingScreen):
     def action_delete_model(self) -> None:
         from cdsw_tui.services import artifacts, deployments
 
-        model = self._model()
-        stops = artifacts.stops_words(self.wb, [model])
+        def question() -> str:
+            stops = artifacts.stops_words(self.wb, [self._model()])
+            return f"Delete model {self.ref} with its builds and logs{stops}?"
 
         def go() -> None:
-            deployments.delete_model(self.wb, model)  # stop, wait, delete: one step
+            deployments.delete_model(self.wb, self._model())  # stop, wait, delete: one step
             self.app.call_from_thread(self.app.pop_screen)
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.run_service(go, done=f"model {self.ref} deleted")
-
-        self.app.push_screen(
-            ConfirmScreen(
-                f"Delete model {self.ref} with its builds and logs{stops}?", yes="Delete"
-            ),
-            answer,
-        )
+        self.ask(question, "Delete", go, done=f"model {self.ref} deleted")
 
     @on(Button.Pressed, "#reveal")
     def _reveal(self) -> None:

@@ -13,9 +13,10 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.screens.project_settings import parse_env
 from cdsw_tui.widgets.json_editor import JsonEditor
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class NewModelScreen(Screen):
+class NewModelScreen(ReportsWorkerErrors, Screen):
     DEFAULT_CSS = """
     NewModelScreen VerticalScroll { padding: 0 2; }
     NewModelScreen #resources { height: auto; }

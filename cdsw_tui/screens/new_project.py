@@ -12,9 +12,10 @@ from textual.widgets import Button, Input, Label, Select
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.services import runtimes
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class NewProjectScreen(ModalScreen[str | None]):
+class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
     DEFAULT_CSS = """
     NewProjectScreen { align: center middle; }
     NewProjectScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }

@@ -7,7 +7,6 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Label
 
 from cdsw_tui.screens.base import ListScreen
-from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.status import badge, dash, when
 
@@ -99,17 +98,15 @@ class ProjectScreen(ListScreen):
             return
         from cdsw_tui.services import artifacts, deployments, models
 
-        model = models.resolve(self.wb, f"{self.project_name}/{row.name}")
-        stops = artifacts.stops_words(self.wb, [model])
+        ref = f"{self.project_name}/{row.name}"
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                done = f"model {row.name} deleted"
-                self.run_service(deployments.delete_model, self.wb, model, done=done)
+        def question() -> str:
+            stops = artifacts.stops_words(self.wb, [models.resolve(self.wb, ref)])
+            return f"Delete model {row.name} with its builds and logs{stops}?"
 
-        self.app.push_screen(
-            ConfirmScreen(
-                f"Delete model {row.name} with its builds and logs{stops}?", yes="Delete"
-            ),
-            answer,
+        self.ask(
+            question,
+            "Delete",
+            lambda: deployments.delete_model(self.wb, models.resolve(self.wb, ref)),
+            done=f"model {row.name} deleted",
         )

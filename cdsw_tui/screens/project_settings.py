@@ -12,6 +12,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.services import runtimes
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
 def env_text(values: dict[str, str]) -> str:
@@ -34,7 +35,7 @@ def parse_env(text: str) -> dict[str, str]:
     return v.env_pairs(lines)
 
 
-class ProjectSettingsScreen(ModalScreen[None]):
+class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     DEFAULT_CSS = """
     ProjectSettingsScreen { align: center middle; }
     ProjectSettingsScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }

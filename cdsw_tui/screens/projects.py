@@ -8,7 +8,6 @@ from textual.widgets import DataTable, Footer, Header, Label
 
 from cdsw_tui.output import count
 from cdsw_tui.screens.base import ListScreen
-from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.status import when
 
@@ -86,18 +85,16 @@ class ProjectsScreen(ListScreen):
             return
         from cdsw_tui.services import artifacts, deployments, projects
 
-        stops = artifacts.stops_words(self.wb, projects.models_of(self.wb, row.name))
-
-        def answer(yes: bool | None) -> None:
-            if yes:
-                done = f"project {row.name} deleted"
-                self.run_service(deployments.delete_project, self.wb, row.name, done=done)
-
-        self.app.push_screen(
-            ConfirmScreen(
+        def question() -> str:
+            stops = artifacts.stops_words(self.wb, projects.models_of(self.wb, row.name))
+            return (
                 f"Delete project {row.name} with its {count(row.models, 'model')}, their builds "
-                f"and logs{stops}? The folder itself stays.",
-                yes="Delete",
-            ),
-            answer,
+                f"and logs{stops}? The folder itself stays."
+            )
+
+        self.ask(
+            question,
+            "Delete",
+            lambda: deployments.delete_project(self.wb, row.name),
+            done=f"project {row.name} deleted",
         )

@@ -20,9 +20,10 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.services import runtimes
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class SettingsScreen(ModalScreen[None]):
+class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     DEFAULT_CSS = """
     SettingsScreen { align: center middle; }
     SettingsScreen > VerticalScroll { width: 84; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }

@@ -187,7 +187,7 @@ def summary(wb: Workbench, build: Build) -> dict:
         "created_at": iso(build.created_at),
         "started_at": iso(build.started_at),
         "finished_at": iso(build.finished_at),
-        "duration": _duration(build),
+        "duration": duration(build),
     }
 
 
@@ -199,7 +199,8 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _duration(build: Build) -> float | None:
+def duration(build: Build) -> float | None:
+    """Seconds from start to finish, once the build has both (pure: no store)."""
     if build.started_at and build.finished_at:
         return round((build.finished_at - build.started_at).total_seconds(), 2)
     return None

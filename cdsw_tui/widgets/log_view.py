@@ -22,6 +22,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, RichLog
 
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
+
 CHUNK = 65536
 KEEP = 5000
 
@@ -38,7 +40,7 @@ class FollowLog(RichLog):
             self.post_message(self.ScrolledUp())
 
 
-class LogView(Vertical, can_focus=False):
+class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
     DEFAULT_CSS = """
     LogView { height: 1fr; }
     LogView RichLog { height: 1fr; border: round $panel; }

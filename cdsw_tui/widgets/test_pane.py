@@ -15,9 +15,10 @@ from textual.widgets import Button, DataTable, Label, Static
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.widgets.json_editor import JsonEditor
+from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class TestPane(Vertical):
+class TestPane(ReportsWorkerErrors, Vertical):
     __test__ = False  # a widget, not a pytest class
 
     DEFAULT_CSS = """

@@ -46,11 +46,16 @@ async def test_create_build_deploy_and_test_by_keys(home: Path):
 
             await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
             screen = app.screen
-            await wait_for(
-                pilot,
-                lambda: screen.detail is not None and screen.detail.status == "deployed",
-                tries=2400,  # the quickstart's cdsw-build.sh installs numpy: up to two minutes
-            )
+            try:
+                await wait_for(
+                    pilot,
+                    lambda: screen.detail is not None and screen.detail.status == "deployed",
+                    tries=2400,  # the quickstart's cdsw-build.sh installs numpy: up to 2 min
+                )
+            except AssertionError:
+                out = home / "logs" / "controller.out"
+                said = out.read_text()[-2000:] if out.exists() else "(no controller.out)"
+                raise AssertionError(f"not deployed: {screen.detail}\ncontroller: {said}") from None
             await pilot.press("1", "ctrl+t")
             status = screen.query_one("#test-status", Label)
             await wait_for(pilot, lambda: "200" in str(status.render()), tries=200)

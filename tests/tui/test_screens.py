@@ -29,6 +29,15 @@ async def wait_for(pilot, predicate, tries: int = 100) -> None:
     raise AssertionError("condition not reached")
 
 
+async def open_model(pilot, app, ref: str, tab: str = "overview") -> ModelScreen:
+    """Open a model's screen (on ``tab``) and wait until it shows the model."""
+    app.open_model(ref, tab)
+    await wait_for(
+        pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+    )
+    return app.screen
+
+
 async def test_projects_screen_lists_and_opens(app):
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
@@ -114,10 +123,7 @@ async def test_new_model_form_marks_bad_fields_and_creates(app, tmp_path):
 
 async def test_model_screen_tabs_and_keys(app):
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         screen = app.screen
         tabs = screen.query_one(TabbedContent)
         for key, tab in (
@@ -169,10 +175,7 @@ async def test_model_screen_tabs_and_keys(app):
 
 async def test_monitoring_shows_replica_statistics(app):
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "monitoring")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "monitoring")
         table = app.screen.query_one("#replicas-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 2)
         row = table.get_row_at(0)
@@ -198,10 +201,7 @@ async def test_monitoring_shows_the_gateway_calls_and_their_latency(app):
     ]  # fmt: skip
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "monitoring")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "monitoring")
         calls = app.screen.query_one("#requests-table", DataTable)
         await wait_for(pilot, lambda: calls.row_count == 41)
         newest = calls.get_row_at(0)
@@ -213,10 +213,7 @@ async def test_monitoring_shows_the_gateway_calls_and_their_latency(app):
 
 async def test_stop_asks_and_marks_the_deployment(app):
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         app.screen.run_service = lambda fn, *a, **k: fn(
             *a
         )  # run inline: no controller in this test
@@ -278,10 +275,7 @@ async def test_secret_looking_variables_are_masked_and_kept(app):
     model = models.resolve(app.wb, "demo/add")
     env.set_vars(app.wb, "model", int(model.id), {"API_TOKEN": "s3cr3t-value", "REGION": "eu"})
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "settings")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "settings")
         area = app.screen.query_one("#model-env", TextArea)
         await wait_for(pilot, lambda: "REGION=eu" in area.text)
         assert "s3cr3t-value" not in area.text and "API_TOKEN=••••••" in area.text
@@ -298,10 +292,7 @@ async def test_redeploy_form_is_prefilled_and_marks_bad_replicas(app):
     from cdsw_tui.services import deployments
 
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "deployments")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "deployments")
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
         form = app.screen
@@ -365,10 +356,7 @@ async def test_help_is_built_from_the_bindings(app, size):
     """Every key of the model screen is in its help, with the words of its binding,
     including the keys the footer has no room for."""
     async with app.run_test(size=size) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         screen = app.screen
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
@@ -400,10 +388,7 @@ async def test_deploy_new_build_is_a_form_that_carries_the_deployment_over(app, 
     app.wb.store.update(Project, model.project_id, path=str(project))
     before = [b.number for b in builds.list_builds(app.wb, model)]
     async with app.run_test(size=size) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         screen = app.screen
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
@@ -430,10 +415,7 @@ async def test_every_footer_fits_and_keeps_help(app, size):
     from textual.widgets._footer import FooterKey
 
     async with app.run_test(size=size) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         tabs = dict(
             zip(
                 "12345",
@@ -459,10 +441,7 @@ async def test_log_keys_act_whatever_has_focus(app, size):
     from cdsw_tui.widgets.log_view import LogView
 
     async with app.run_test(size=size) as pilot:
-        app.open_model("demo/add", "monitoring")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "monitoring")
         log = app.screen.query_one("#replica-log", LogView)
         app.screen.query_one("#replicas-table", DataTable).focus()
         await pilot.pause(0.05)
@@ -481,10 +460,7 @@ async def test_tab_never_lands_on_the_tab_bar(app, size):
     from textual.widgets import Tabs
 
     async with app.run_test(size=size) as pilot:
-        app.open_model("demo/add", "settings")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "settings")
         for _ in range(8):
             await pilot.press("tab")
             assert not isinstance(app.focused, Tabs)
@@ -547,10 +523,7 @@ async def test_overview_shows_the_deployed_build_after_a_rollback(app):
         )  # fmt: skip
         s.commit()
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         from rich.console import Console
 
         console = Console(width=120, record=True)
@@ -571,10 +544,7 @@ async def test_deployments_table_keeps_the_selected_deployment_when_one_is_added
         s.add(Deployment(model_id=model.id, build_id=first.build_id, status="stopped", replicas=4))
         s.commit()
     async with app.run_test(size=SIZE) as pilot:
-        app.open_model("demo/add", "deployments")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add", "deployments")
         table = app.screen.query_one("#deployments-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 2)
         table.move_cursor(row=1)
@@ -623,10 +593,7 @@ async def test_copy_inside_tmux_fills_its_paste_buffer(app, monkeypatch, tmp_pat
         ).stdout.strip()  # fmt: skip
         monkeypatch.setenv("TMUX", f"{socket},{pid},0")
         async with app.run_test(size=SIZE) as pilot:
-            app.open_model("demo/add")
-            await wait_for(
-                pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-            )
+            await open_model(pilot, app, "demo/add")
             await pilot.press("c")
 
             def buffer() -> str:
@@ -649,13 +616,38 @@ async def test_copy_outside_tmux_shows_the_text_selected(app, monkeypatch):
 
     monkeypatch.delenv("TMUX", raising=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_model("demo/add")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-        )
+        await open_model(pilot, app, "demo/add")
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
         area = app.screen.query_one(Area)
         assert area.selected_text == area.text and "curl" in area.text
         await pilot.press("escape")
         assert isinstance(app.screen, ModelScreen)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_s_scales_the_running_deployment_through_a_form(app, size):
+    """s opens a one-field form with the running count focused; a bad count is marked in
+    the form and changes nothing; a good one scales the deployment, no new deployment."""
+    from cdsw_tui.screens.deploy import ScaleScreen
+    from cdsw_tui.services import deployments
+
+    model = models.resolve(app.wb, "demo/add")
+    before = deployments.list_deployments(app.wb, model)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_model(pilot, app, "demo/add", "deployments")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ScaleScreen))
+        form = app.screen
+        box = form.query_one("#replicas", Input)
+        assert form.focused is box and box.value == "2"
+        await pilot.press("backspace", "1", "2", "enter")
+        await wait_for(pilot, lambda: form.query_one("#field-replicas").has_class("-invalid"))
+        assert "between 1 and 9" in str(
+            form.query_one("#field-replicas .field-error", Label).render()
+        )
+        assert deployments.list_deployments(app.wb, model)[0].replicas == 2
+        await pilot.press("backspace", "backspace", "3", "ctrl+s")
+        await wait_for(pilot, lambda: app.screen is screen)
+    after = deployments.list_deployments(app.wb, model)
+    assert [d.id for d in after] == [d.id for d in before] and after[0].replicas == 3
