@@ -17,6 +17,7 @@ from textual.screen import Screen
 
 from cdsw_tui.resources import assets_dir
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.services.logwatch import LogWatcher
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
@@ -56,6 +57,7 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
         super().__init__()
         self.wb = wb
         self.start_controller = start_controller
+        self.log_watcher = LogWatcher(wb.home / "logs")  # the one watcher; log views subscribe
         self._since = datetime.now(UTC)
 
     def on_mount(self) -> None:
@@ -67,6 +69,9 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
         if self.start_controller:
             self._ensure_controller()
         self.set_interval(2.0, self._watch_events)
+
+    def on_unmount(self) -> None:
+        self.log_watcher.close()
 
     @work(thread=True, exclusive=True, group="controller", exit_on_error=False)
     def _ensure_controller(self) -> None:

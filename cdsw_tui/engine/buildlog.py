@@ -71,22 +71,36 @@ class BuildLog:
 BLOCK = 64 * 1024
 
 
-def last_lines(path: Path, n: int) -> tuple[list[str], int]:
-    """The last ``n`` lines and the file's size, reading backwards from the end: the
-    cost follows ``n``, not the file."""
+def tail_offset(path: Path, n: int) -> tuple[int, int]:
+    """Where the last ``n`` lines of ``path`` begin, and the file's size, reading
+    backwards from the end: the cost follows ``n``, not the file."""
     with open(path, "rb") as fh:
         size = fh.seek(0, os.SEEK_END)
+        if n <= 0:
+            return size, size
         data = b""
         pos = size
-        while pos > 0 and data.count(b"\n") <= n:
+        while pos > 0:
             step = min(BLOCK, pos)
             pos -= step
             fh.seek(pos)
             data = fh.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    if pos > 0:
-        lines = lines[1:]  # the first one is cut
-    return (lines[-n:] if n else []), size
+            body = data[:-1] if data.endswith(b"\n") else data  # the last line's own end
+            if body.count(b"\n") >= n:
+                end = len(body)
+                for _ in range(n):
+                    end = body.rindex(b"\n", 0, end)
+                return pos + end + 1, size
+    return 0, size
+
+
+def last_lines(path: Path, n: int) -> tuple[list[str], int]:
+    """The last ``n`` lines and the file's size (the cost follows ``n``, not the file)."""
+    offset, size = tail_offset(path, n)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(size - offset)
+    return data.decode("utf-8", "replace").splitlines(), size
 
 
 def all_lines(path: Path) -> Iterator[str]:

@@ -419,11 +419,11 @@ class ModelScreen(PollingScreen):
             else "test latency ms (Test Model fills this)"
         )
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # PollingScreen's on_mount runs too: Textual calls both
         # the tab bar takes no focus: digits switch tabs, so typing there would
         self.query_one(TabbedContent).query_one(Tabs).can_focus = False
         self.call_after_refresh(self._focus_tab)  # the tab the user is on by then
+        self._sync_logs()
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
@@ -541,6 +541,20 @@ class ModelScreen(PollingScreen):
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:
         self.refresh_bindings()
+        self._sync_logs()
+
+    def on_screen_suspend(self) -> None:
+        self._sync_logs()
+
+    def on_screen_resume(self) -> None:  # PollingScreen's reloads too: Textual calls both
+        self._sync_logs()
+
+    def _sync_logs(self) -> None:
+        """Each log view reads while its tab is shown and this screen is on top, else it
+        is paused: decided from the state now, so quick switches cannot leave it wrong."""
+        tab = self.active_tab() if self.is_current else None
+        self.query_one("#build-log", LogView).set_active(tab == "builds")
+        self.query_one("#replica-log", LogView).set_active(tab == "monitoring")
 
     def action_log(self, name: str) -> None:
         log_id = "#build-log" if self.active_tab() == "builds" else "#replica-log"

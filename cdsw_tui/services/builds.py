@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,9 +11,9 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
-from cdsw_tui.engine.buildlog import BLOCK, all_lines
+from cdsw_tui.engine.buildlog import all_lines
 from cdsw_tui.errors import CdswError, NotFound
-from cdsw_tui.services import models, projects
+from cdsw_tui.services import logwatch, models, projects
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import BUILD_FINAL, Build, Model, utcnow
 
@@ -139,32 +138,18 @@ def log_path(wb: Workbench, build: Build) -> Path:
     return wb.build_log_path(build.model_id, build.number)
 
 
-def follow_log(wb: Workbench, build: Build, *, follow: bool, poll: float = 0.1) -> Iterator[str]:
-    """Lines of the build log; with ``follow``, until the build ends."""
+def follow_log(wb: Workbench, build: Build, *, follow: bool) -> Iterator[str]:
+    """Lines of the build log; with ``follow``, until the build ends (the one log
+    watcher, services/logwatch, waits for what it appends)."""
     path = log_path(wb, build)
     done = refresh(wb, build).status in BUILD_FINAL
     if done or not follow:  # a finished log streams, a block at a time
         yield from all_lines(path)
         return
-    pos = 0
-    pending = b""
-    while True:
-        done = refresh(wb, build).status in BUILD_FINAL
-        if path.exists():
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < pos:
-                    pos = 0  # rotated
-                fh.seek(pos)
-                while chunk := fh.read(BLOCK):
-                    pos += len(chunk)
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        yield line.decode("utf-8", "replace")
-        if not follow or done:
-            if pending:
-                yield pending.decode("utf-8", "replace")
-            return
-        time.sleep(poll)
+    for _, line in logwatch.follow(
+        path.parent, lambda: [path], until=lambda: refresh(wb, build).status in BUILD_FINAL
+    ):
+        yield line
 
 
 def summary(wb: Workbench, build: Build) -> dict:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cdsw_tui.engine.buildlog import BLOCK, all_lines, last_lines
+from cdsw_tui.engine.buildlog import all_lines, last_lines
 from cdsw_tui.errors import CdswError
-from cdsw_tui.services import deployments, models
+from cdsw_tui.services import deployments, logwatch, models
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, Model
 
@@ -58,8 +57,9 @@ def _tail(path: Path, n: int | None) -> tuple[list[str], int]:
     return list(all_lines(path)), path.stat().st_size
 
 
-def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -> Iterator[str]:
-    """Lines of several replicas merged by timestamp, prefixed with the replica name."""
+def read(files: list[Path], tail: int | None, follow: bool) -> Iterator[str]:
+    """Lines of several replicas merged by timestamp, prefixed with the replica name;
+    with ``follow``, then what they append (the one log watcher, services/logwatch)."""
     positions: dict[Path, int] = {}
     first: list[list[tuple[str, str]]] = []
     for path in files:
@@ -68,18 +68,10 @@ def read(files: list[Path], tail: int | None, follow: bool, poll: float = 0.2) -
         first.append([(line[:24], f"{path.stem} {line}") for line in lines])
     merged = [text for _, text in heapq.merge(*first)]
     yield from (merged[-tail:] if tail else merged)
-    while follow:
-        time.sleep(poll)
-        for path in list(positions):
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < positions[path]:
-                    positions[path] = 0  # rotated: a new file began
-                fh.seek(positions[path])
-                chunk = fh.read(BLOCK * 16)
-            complete = chunk.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in chunk else b""
-            positions[path] += len(complete)
-            for line in complete.decode("utf-8", "replace").splitlines():
-                yield f"{path.stem} {line}"
+    if follow and files:
+        root = Path(os.path.commonpath([p.parent for p in files]))
+        for path, line in logwatch.follow(root, lambda: files, start=positions):
+            yield f"{path.stem} {line}"
 
 
 def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
@@ -106,31 +98,12 @@ def recent_calls(wb: Workbench, model: Model, tail: int) -> tuple[list[dict], in
     return [r for r in (_record(line) for line in lines) if r is not None], size
 
 
-def follow_calls(wb: Workbench, model: Model, offset: int, poll: float = 0.2) -> Iterator[dict]:
+def follow_calls(wb: Workbench, model: Model, offset: int) -> Iterator[dict]:
     path = requests_file(wb.home, int(model.id))  # type: ignore[arg-type]
-    for line in read_from(path, offset, poll):
+    for _, line in logwatch.follow(path.parent, lambda: [path], start={path: offset}):
         record = _record(line)
         if record is not None:
             yield record
-
-
-def read_from(path: Path, offset: int, poll: float) -> Iterator[str]:
-    """Lines appended to ``path`` after ``offset``, as they come (a rotation starts over)."""
-    position = offset
-    while True:
-        try:
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < position:
-                    position = 0
-                fh.seek(position)
-                chunk = fh.read(BLOCK * 16)
-        except FileNotFoundError:
-            chunk = b""
-        complete = chunk.rsplit(b"\n", 1)[0] + b"\n" if b"\n" in chunk else b""
-        position += len(complete)
-        yield from complete.decode("utf-8", "replace").splitlines()
-        if not complete:
-            time.sleep(poll)
 
 
 def _record(line: str) -> dict | None:

@@ -57,3 +57,23 @@ def test_new_project_form_with_an_error(snap_compare, app):
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_model_monitoring_with_replica_logs(snap_compare, app):
+    from tests.tui.test_log_view import replica_logs, write
+
+    a, b = replica_logs(app)
+    write(a, *(f"POST /predict 200 in {i % 7 + 1} ms" for i in range(40)))
+    with open(b, "a") as fh:
+        fh.write("2026-11-20T09:31:00.000Z stderr Traceback (most recent call last):\n")
+
+    async def run_before(pilot) -> None:
+        app.open_model("demo/add", "monitoring")
+        await settle(pilot)
+        for _ in range(100):  # the watcher delivers in its own time
+            if len(pilot.app.screen.query_one("#replica-log").buffer) == 41:
+                break
+            await pilot.pause(0.05)
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -109,3 +109,15 @@ async def test_a_worker_that_fails_says_so_in_one_line_and_files_the_traceback(a
         await pilot.pause(0.2)
         await pilot.press("y")
         await wait_for(pilot, lambda: "model add is busy" in said())
+
+
+async def test_the_model_screen_polls_the_store_once_a_second_not_twice(app):
+    """Textual calls every class's on_mount; ModelScreen also called PollingScreen's
+    itself, so it ran two poll timers (two store reads a second for nothing)."""
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_model("demo/add")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+        )
+        timers = [t for t in app.screen._timers if t._callback == app.screen.reload]
+        assert len(timers) == 1
