@@ -54,14 +54,14 @@ class LogLines(ScrollView, can_focus=True):
         self.at_end = True  # the last append followed: a resize keeps the end in view
         self._strips: LRUCache[int, Strip] = LRUCache(1024)
 
-    def set_lines(self, lines: list[str]) -> None:
+    def set_lines(self, lines: list[str], *, scroll_end: bool) -> None:
+        """Start over with ``lines`` (a filter, a toggle, a new width for wrapping)."""
         self.lines.clear()
         self.first = 0
         self._strips.clear()
         self.widest = 0
         self.rows = []
-        self.append(lines, scroll_end=False)
-        self.refresh()
+        self.append(lines, scroll_end=scroll_end)
 
     def append(self, lines: list[str], *, scroll_end: bool) -> None:
         dropped = max(0, len(self.lines) + len(lines) - KEEP)
@@ -90,7 +90,7 @@ class LogLines(ScrollView, can_focus=True):
         self.refresh()
 
     def rewrap(self) -> None:
-        self.set_lines(list(self.lines))
+        self.set_lines(list(self.lines), scroll_end=self.at_end)
 
     def on_resize(self) -> None:
         """Lines that came before the pane had its size were placed at no height: the
@@ -318,9 +318,7 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
     def redraw(self) -> None:
         log = self.query_one(LogLines)
         log.wrap = self.wrap
-        log.set_lines([line for line in self.buffer if self._visible(line)])
-        if self.follow:
-            log.scroll_end(animate=False)
+        log.set_lines([line for line in self.buffer if self._visible(line)], scroll_end=self.follow)
         self._update_bar()
 
     def _update_bar(self) -> None:
@@ -346,10 +344,6 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
         if self.follow:
             self.follow = False
             self._update_bar()
-
-    def _scrolled_up(self) -> bool:
-        log = self.query_one(LogLines)
-        return log.scroll_y < log.max_scroll_y - 1
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow
