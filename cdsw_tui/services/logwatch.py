@@ -108,7 +108,7 @@ class Subscription:
         self.indexes: dict[Path, FileIndex] = {}
         self.paused = False
         self.closed = False
-        self.first = True  # files named by the first listing start at tail/start
+        self.first = True  # files of the first listing that names any start at tail/start
         self.refreshed_at = 0.0
 
     def pause(self) -> None:
@@ -136,7 +136,7 @@ class Subscription:
                 self.indexes[path] = FileIndex(path, self._start_of(path))
         for path in [p for p in self.indexes if p not in paths]:
             self.indexes.pop(path).close()
-        self.first = False
+        self.first = not paths  # until files are named, the first ones start at the tail
 
     def _start_of(self, path: Path) -> int:
         if not self.first:
@@ -154,7 +154,8 @@ class Subscription:
         """Read what is new; True if a file has more than one pass could take. A file
         that appeared, or a while gone by, asks ``files()`` again (it may read the store:
         here, never on the UI thread)."""
-        if self.first or now - self.refreshed_at >= REFRESH_SECONDS or (added - set(self.indexes)):
+        every = 0.5 if self.first else REFRESH_SECONDS  # sooner while nothing is named yet
+        if now - self.refreshed_at >= every or (added - set(self.indexes)):
             self._refresh(now)
         batch: Lines = []
         more = False

@@ -165,3 +165,19 @@ def test_logs_follow_of_several_replicas_starts_at_their_tails(tmp_path):
         "r-a 2026-01-01T00:00:03.000Z stdout a2",
         "r-b 2026-01-01T00:00:04.000Z stdout b2",
     ]
+
+
+def test_a_pane_opened_before_its_file_is_named_still_starts_at_the_tail(tmp_path):
+    """The build log pane names no file until the model is loaded: the first file it
+    names is a long build log, shown from its last lines, not read whole."""
+    path = tmp_path / "1.log"
+    append(path, *(f"step {i}" for i in range(10_000)))
+    names: list[Path] = []
+    sink = Sink()
+    with LogWatcher(tmp_path) as watcher:
+        watcher.subscribe(lambda: list(names), sink, tail=5)
+        watcher.caught_up()
+        names.append(path)
+        wait_until(lambda: len(sink.lines()) >= 5)
+        watcher.caught_up()
+    assert sink.lines() == [f"step {i}" for i in range(9995, 10_000)]
