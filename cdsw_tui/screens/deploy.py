@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
-from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -123,7 +123,7 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
             )
             self.app.ensure_controller()  # type: ignore[attr-defined]
         except CdswError as exc:
-            self.app.call_from_thread(self._error, exc)
+            self.app.call_from_thread(show_error, self, exc)
             return
         if asked.deployment is None:
             assert asked.build is not None
@@ -134,10 +134,6 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
         d = asked.deployment
         self.app.call_from_thread(self.notify, f"deployment {d.id} of build {build} pending")
         self.app.call_from_thread(self.dismiss, int(d.id))
-
-    def _error(self, exc: CdswError) -> None:
-        if not mark_error(self, exc.field, exc.message):
-            self.notify(exc.message, severity="error")
 
 
 class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
@@ -195,12 +191,8 @@ class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
             d = deployments.scale(wb, models.resolve(wb, self.ref), value)
             self.app.ensure_controller()  # type: ignore[attr-defined]
         except CdswError as exc:
-            self.app.call_from_thread(self._error, exc)
+            self.app.call_from_thread(show_error, self, exc)
             return
         said = f"deployment {d.id} scaling to {d.replicas}"
         self.app.call_from_thread(self.notify, said)
         self.app.call_from_thread(self.dismiss, d.replicas)
-
-    def _error(self, exc: CdswError) -> None:
-        if not mark_error(self, exc.field, exc.message):
-            self.notify(exc.message, severity="error")

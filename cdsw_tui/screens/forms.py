@@ -7,6 +7,8 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Label
 
+from cdsw_tui.errors import CdswError
+
 
 class Field(Vertical):
     DEFAULT_CSS = """
@@ -45,3 +47,9 @@ def mark_error(screen: Widget, field: str | None, message: str) -> bool:
             target.widget.focus()
             return True
     return False
+
+
+def show_error(screen: Widget, exc: CdswError) -> None:
+    """A refused form: the field the error names is marked, else a notification says it."""
+    if not mark_error(screen, exc.field, exc.message):
+        screen.notify(exc.message, severity="error")

@@ -712,17 +712,23 @@ class ModelScreen(PollingScreen):
             self.action_tab("builds")
         self.reload()
 
+    def _ask_controller(self, question: str, yes: str, change, done: str) -> None:
+        """Ask, then make ``change`` (a deployments function of the model) in a worker and
+        see that a controller runs to carry it out."""
+
+        def go() -> None:
+            change(self.wb, self._model())
+            self.workbench.ensure_controller()
+
+        self.ask(question, yes, go, done=done)
+
     def action_stop(self) -> None:
         from cdsw_tui.services import deployments
 
-        def go() -> None:
-            deployments.stop(self.wb, self._model())
-            self.workbench.ensure_controller()
-
-        self.ask(
+        self._ask_controller(
             f"Stop {self.ref}? Calls get model.not_deployed until it is deployed again.",
             "Stop",
-            go,
+            deployments.stop,
             done=f"{self.ref} stopping",
         )
 
@@ -737,14 +743,10 @@ class ModelScreen(PollingScreen):
     def action_restart(self) -> None:
         from cdsw_tui.services import deployments
 
-        def go() -> None:
-            deployments.restart(self.wb, self._model())
-            self.workbench.ensure_controller()
-
-        self.ask(
+        self._ask_controller(
             f"Restart every replica of {self.ref}, one by one?",
             "Restart",
-            go,
+            deployments.restart,
             done=f"{self.ref} restarting replica by replica",
         )
 

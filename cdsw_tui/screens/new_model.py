@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
-from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import parse_env
 from cdsw_tui.widgets.json_editor import JsonEditor
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
@@ -240,7 +240,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         try:
             model = models.create(wb, self.project_name, spec)
         except CdswError as exc:
-            self.app.call_from_thread(self._error, exc)
+            self.app.call_from_thread(show_error, self, exc)
             return
         ref = f"{self.project_name}/{model.name}"
         if deploy:
@@ -262,10 +262,6 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         else:
             self.app.call_from_thread(self.notify, f"model {ref} created")
         self.app.call_from_thread(self._done, ref, deploy)
-
-    def _error(self, exc: CdswError) -> None:
-        if not mark_error(self, exc.field, exc.message):
-            self.notify(exc.message, severity="error")
 
     def _done(self, ref: str, deploy: bool) -> None:
         self.app.pop_screen()

@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from cdsw_tui.errors import CdswError
-from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -112,10 +112,6 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
                 engine=engine,
             )
         except CdswError as exc:
-            self.app.call_from_thread(self._error, exc)
+            self.app.call_from_thread(show_error, self, exc)
             return
         self.app.call_from_thread(self.dismiss, project.name)
-
-    def _error(self, exc: CdswError) -> None:
-        if not mark_error(self, exc.field, exc.message):
-            self.notify(exc.message, severity="error")

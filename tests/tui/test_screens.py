@@ -38,6 +38,15 @@ async def open_model(pilot, app, ref: str, tab: str = "overview") -> ModelScreen
     return app.screen
 
 
+async def from_project(pilot, app, project: str, key: str, screen_type: type):
+    """Open a project's screen, press ``key`` there and wait for the screen it opens."""
+    app.open_project(project)
+    await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(app.screen, screen_type))
+    return app.screen
+
+
 async def test_projects_screen_lists_and_opens(app):
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
@@ -81,10 +90,7 @@ async def test_new_model_form_marks_bad_fields_and_creates(app, tmp_path):
     )
     projects.create(app.wb, "code", path=root)
     async with app.run_test(size=SIZE) as pilot:
-        app.open_project("code")
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewModelScreen))
+        await from_project(pilot, app, "code", "n", NewModelScreen)
         form = app.screen
         file_select = form.query_one("#file", Select)
         await wait_for(pilot, lambda: file_select.value == "add_numbers.py")
@@ -315,10 +321,7 @@ async def test_project_settings_change_runtime_and_variables(app):
     from cdsw_tui.services import env
 
     async with app.run_test(size=SIZE) as pilot:
-        app.open_project("demo")
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
-        await pilot.press("e")
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectSettingsScreen))
+        await from_project(pilot, app, "demo", "e", ProjectSettingsScreen)
         form = app.screen
         await wait_for(pilot, lambda: form.query_one("#runtime", Select).value == "local")
         form.query_one("#env", TextArea).text = "no equals sign"
@@ -488,10 +491,7 @@ async def test_new_model_takes_the_example_of_the_file_and_function(app, size, t
 
     projects.create(app.wb, "code", path=tmp_path / "code", template="quickstart")
     async with app.run_test(size=size) as pilot:
-        app.open_project("code")
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewModelScreen))
+        await from_project(pilot, app, "code", "n", NewModelScreen)
         form = app.screen
         example_in = form.query_one("#example_input")
         example_out = form.query_one("#example_output")
