@@ -6,7 +6,9 @@ parser, no JSON parse: the status and error code are in the frame's head). The f
 layout is the runner's (``serving/replica.py``), imported from there.
 
 Replicas are reached at an address their runtime gave: ``unix:/path`` (a socket only
-the controller's user can open) or ``tcp://host:port``. A Unix socket is opened
+the controller's user can open) or ``tcp://host:port#key`` (a port other hosts may
+reach: the connection first answers the replica's challenge with the key, which the
+address carries and nothing prints). A Unix socket is opened
 without following a symlink in its last component and must be a socket: a container
 can write in its socket's folder, and the gateway must never be sent elsewhere
 (say, to the Docker engine's own socket) by a link planted there.
@@ -25,7 +27,9 @@ from cdsw_tui.serving.replica import (
     FLAG_CLOSE,
     KIND_CALL,
     KIND_HEALTH,
+    NONCE_SIZE,
     REQUEST_HEAD,
+    channel_proof,
 )
 
 
@@ -57,6 +61,39 @@ def open_unix(path: str) -> socket.socket:
             raise
     finally:
         os.close(fd)
+    return sock
+
+
+def parse_tcp(address: str) -> tuple[str, int, bytes]:
+    """``tcp://host:port#key`` as (host, port, key); the key is required."""
+    where, _, key = address[6:].partition("#")
+    host, _, port = where.rpartition(":")
+    if not key:
+        raise ValueError("a TCP replica address needs its channel key")
+    return host.strip("[]"), int(port), bytes.fromhex(key)
+
+
+async def open_tcp(address: str) -> socket.socket:
+    """A connected socket that has answered the replica's challenge."""
+    host, port, key = parse_tcp(address)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, target = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, target)
+        nonce = b""
+        while len(nonce) < NONCE_SIZE:
+            chunk = await loop.sock_recv(sock, NONCE_SIZE - len(nonce))
+            if not chunk:
+                raise ConnectionResetError("the replica closed the connection before its challenge")
+            nonce += chunk
+        await loop.sock_sendall(sock, channel_proof(key, nonce))
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -153,8 +190,9 @@ class ReplicaConnection:
                     _FrameProtocol, sock=open_unix(address[5:])
                 )
             elif address.startswith("tcp://"):
-                host, _, port = address[6:].rpartition(":")
-                _, protocol = await loop.create_connection(_FrameProtocol, host, int(port))
+                _, protocol = await loop.create_connection(
+                    _FrameProtocol, sock=await open_tcp(address)
+                )
             else:
                 raise OSError(f"unknown replica address {address!r}")
         except (OSError, ValueError) as exc:

@@ -3,11 +3,17 @@
 Standard library only, so it runs inside any engine image or virtual environment:
 
     python replica.py --dir BUILD_DIR --file F --function FN --name REPLICA
-                      (--socket PATH | --port N [--port-file P]) [--memory-mb N]
+                      (--socket PATH | --listen PORT --key-file K | --port N [--port-file P])
+                      [--memory-mb N]
 
 On its Unix socket (``--socket``), which only the gateway can reach, it speaks frames
-(below); on a loopback TCP port (``--port``, a benchmark's direct baseline) it speaks
-plain HTTP/1.1 (``POST /call``, ``GET /health``). Either way a call carries the
+(below). On a TCP port open to other hosts (``--listen``, for a runtime whose replicas
+live elsewhere) it speaks the same frames after a challenge: it sends ``NONCE_SIZE``
+random bytes and drops the connection unless the next ``PROOF_SIZE`` bytes are
+``channel_proof(key, nonce)``, so only a holder of the replica's key (the gateway) can
+call it, and a proof seen on the wire cannot be replayed. On a loopback TCP port
+(``--port``, a benchmark's direct baseline) it speaks plain HTTP/1.1 (``POST /call``,
+``GET /health``). Either way a call carries the
 gateway's body (``{"accessKey": ..., "request": ...}``) and is answered in SPEC's JSON
 with this replica's name as ``ReplicaID``. Calls run one at a time, while a health
 probe answers on its own connection at any moment, so a held connection cannot starve
@@ -32,9 +38,13 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
+import hmac
 import importlib.util
 import json
 import os
+import secrets
+import socket
 import socketserver
 import struct
 import sys
@@ -60,6 +70,14 @@ KIND_CALL = b"C"
 KIND_HEALTH = b"H"
 FLAG_CLOSE = 1  # the replica ends after this answer (it ran out of memory)
 MAX_FRAME = 1 << 31  # a payload length past this is not a frame of ours
+NONCE_SIZE = 16
+PROOF_SIZE = 32
+CHALLENGE_TIMEOUT = 5.0  # seconds a TCP caller has to prove it holds the key
+
+
+def channel_proof(key: bytes, nonce: bytes) -> bytes:
+    """What a caller sends back for ``nonce``: HMAC-SHA256 under the replica's key."""
+    return hmac.new(key, b"cdsw-channel " + nonce, hashlib.sha256).digest()
 
 
 def stamp() -> str:
@@ -392,12 +410,40 @@ def make_http_handler(replica: Replica):
     return Handler
 
 
-def make_frame_handler(replica: Replica):
-    """Frames on the private Unix socket: what the gateway and the controller speak."""
+def _read_exactly(sock, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def challenge(sock, key: bytes) -> bool:
+    """A TCP caller proves it holds the key before any frame is read."""
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    sock.settimeout(CHALLENGE_TIMEOUT)
+    try:
+        sock.sendall(nonce)
+        proof = _read_exactly(sock, PROOF_SIZE)
+    except OSError:
+        return False
+    sock.settimeout(None)
+    return hmac.compare_digest(proof, channel_proof(key, nonce))
+
+
+def make_frame_handler(replica: Replica, key: bytes | None = None):
+    """Frames on the private Unix socket, or on a TCP port after the key's challenge:
+    what the gateway and the controller speak."""
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             sock = self.request
+            if key is not None and not challenge(sock, key):
+                return  # no frame is read from a caller without the key
+            if key is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             rfile = sock.makefile("rb")
             head_size = REQUEST_HEAD.size
             try:
@@ -456,6 +502,23 @@ class UnixFrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
             os.chdir(here)
 
 
+class TcpFrameServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """Frames on a port other hosts can reach: every connection is challenged first."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def read_key(path: str) -> bytes:
+    """The channel key (hex) from a file the runtime mounted; the model never gets it
+    through the environment."""
+    with open(path) as fh:
+        key = bytes.fromhex(fh.read().strip())
+    if len(key) < 16:
+        raise SystemExit("the channel key is too short")
+    return key
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", required=True)
@@ -464,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--socket", help="listen on this Unix socket")
     parser.add_argument("--socket-mode", default="600", help="octal mode of the socket")
+    parser.add_argument("--listen", type=int, help="frames on 0.0.0.0:PORT, challenged")
+    parser.add_argument("--key-file", help="the channel key of --listen (hex)")
     parser.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead (benchmarks)")
     parser.add_argument("--port-file")
     parser.add_argument("--memory-mb", type=int, default=0)
@@ -484,6 +549,13 @@ def main(argv: list[str] | None = None) -> None:
             os.path.abspath(args.socket), make_frame_handler(replica), int(args.socket_mode, 8)
         )
         where = args.socket
+    elif args.listen is not None:
+        if not args.key_file:
+            parser.error("--listen needs --key-file: no replica is callable without the key")
+        server = TcpFrameServer(
+            ("0.0.0.0", args.listen), make_frame_handler(replica, read_key(args.key_file))
+        )
+        where = f"port {server.server_address[1]} (challenged)"
     else:
         server = ThreadingHTTPServer(("127.0.0.1", args.port or 0), make_http_handler(replica))
         server.daemon_threads = True

@@ -1,0 +1,106 @@
+"""The challenged TCP channel of replicas that other hosts can reach (the swarm runtime):
+a real runner on a real port, dialled with and without its key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cdsw_tui.resources import RUNNER
+from cdsw_tui.serving.connection import ReplicaConnection, ReplicaConnectionError, health
+from cdsw_tui.serving.replica import NONCE_SIZE, PROOF_SIZE, channel_proof
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def runner(tmp_path: Path):
+    (tmp_path / "m.py").write_text("def add(args):\n    return args['a'] + args['b']\n")
+    key = secrets.token_bytes(32)
+    (tmp_path / "key").write_text(key.hex())
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), "--dir", str(tmp_path), "--file", "m.py"]
+        + ["--function", "add", "--name", "r-1", "--listen", str(port)]
+        + ["--key-file", str(tmp_path / "key")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"tcp://127.0.0.1:{port}#{key.hex()}"
+    deadline = time.monotonic() + 20
+    while not asyncio.run(health(address, 1.0)):
+        assert time.monotonic() < deadline, "the runner did not come up"
+        time.sleep(0.05)
+    yield port, key
+    proc.kill()
+    proc.wait()
+
+
+def test_the_gateway_with_the_key_calls_the_replica(runner):
+    port, key = runner
+
+    async def two_calls():
+        conn = ReplicaConnection(f"tcp://127.0.0.1:{port}#{key.hex()}")
+        try:
+            first = await conn.call(json.dumps({"request": {"a": 3, "b": 5}}).encode())
+            second = await conn.call(json.dumps({"request": {"a": 1, "b": 1}}).encode())
+        finally:
+            conn.close()
+        return first, second
+
+    first, second = asyncio.run(two_calls())
+    assert first[0] == 200 and json.loads(first[2])["response"] == 8
+    assert json.loads(second[2])["response"] == 2  # the same connection, no second challenge
+
+
+def test_a_caller_without_the_key_gets_no_answer(runner):
+    port, _ = runner
+    wrong = secrets.token_bytes(32)
+    assert not asyncio.run(health(f"tcp://127.0.0.1:{port}#{wrong.hex()}", 2.0))
+
+    async def call_with_wrong_key():
+        conn = ReplicaConnection(f"tcp://127.0.0.1:{port}#{wrong.hex()}")
+        try:
+            return await conn.call(b'{"request": {"a": 1, "b": 2}}')
+        finally:
+            conn.close()
+
+    with pytest.raises(ReplicaConnectionError):
+        asyncio.run(call_with_wrong_key())
+    # a raw caller that skips the challenge and sends a frame straight away is dropped
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        assert len(sock.recv(NONCE_SIZE)) == NONCE_SIZE
+        sock.sendall(b"C\x00\x00\x00\x1d" + b'{"request": {"a": 1, "b": 2}}' + b"\0" * 3)
+        assert sock.recv(1024) == b""  # closed, nothing answered
+
+
+def test_a_proof_seen_on_the_wire_cannot_be_replayed(runner):
+    port, key = runner
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        seen = channel_proof(key, sock.recv(NONCE_SIZE))
+        sock.sendall(seen)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.recv(NONCE_SIZE)  # a new nonce: the old proof no longer fits
+        sock.sendall(seen)
+        sock.sendall(b"H\x00\x00\x00\x00")
+        assert sock.recv(1024) == b""
+    assert len(seen) == PROOF_SIZE
+
+
+def test_a_tcp_address_without_a_key_is_refused():
+    async def dial():
+        conn = ReplicaConnection("tcp://127.0.0.1:9")
+        try:
+            await conn.call(b"{}")
+        finally:
+            conn.close()
+
+    with pytest.raises(ReplicaConnectionError):
+        asyncio.run(dial())
