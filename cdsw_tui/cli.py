@@ -162,6 +162,7 @@ def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:
         "name": p.name,
         "runtime": p.runtime,
         "engine": p.engine,
+        "placement": [c for c in p.placement.splitlines() if c],
         "path": p.path,
         "models": counts.get(p.id, 0),
         "id": p.id,
@@ -172,16 +173,30 @@ def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:
 @click.argument("name")
 @click.option("--path", "path", type=click.Path(file_okay=False), help="an existing folder of code")
 @click.option("--template", type=click.Choice(["quickstart"]), help="copy a template project")
-@click.option("--runtime", help="where builds and replicas run (local, docker, ...)")
+@click.option("--runtime", help="where builds and replicas run (local, docker, swarm)")
 @click.option("--engine", help="the engine image of Docker builds")
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    help="where the swarm may place replicas, e.g. node.labels.gpu==true (repeatable)",
+)
 @json_option
 @click.pass_context
-def project_create(ctx, name, path, template, runtime, engine, as_json) -> None:
+def project_create(ctx, name, path, template, runtime, engine, constraints, as_json) -> None:
     """Register a folder, or make one from a template."""
     from cdsw_tui.services import projects
 
     wb = _wb(ctx)
-    p = projects.create(wb, name, path=path, template=template, runtime=runtime, engine=engine)
+    p = projects.create(
+        wb,
+        name,
+        path=path,
+        template=template,
+        runtime=runtime,
+        engine=engine,
+        placement=constraints,
+    )
     if as_json:
         emit_json(_project_row(wb, p, {}))
     else:
@@ -868,6 +883,25 @@ def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         return
     shown = [dict(r, value=_json.dumps(r["value"])) for r in rows]  # JSON, not Python repr
     table(shown, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """The image registry swarm builds are pushed to."""
+
+
+@registry_group.command("start")
+@click.option("--port", type=int, default=5000, show_default=True, help="port on 127.0.0.1")
+@click.pass_context
+def registry_start(ctx: click.Context, port: int) -> None:
+    """Start a registry on 127.0.0.1 (Debian's docker-registry), enough for a one-node swarm."""
+    from cdsw_tui.services import engines
+
+    wb = _wb(ctx)
+    address, new = engines.start_registry(wb.home, port)
+    if wb.settings.registry:
+        click.echo(f"note: builds go to REGISTRY={wb.settings.registry}, not {address}", err=True)
+    click.echo(f"registry {'started' if new else 'already runs'} at {address}")
 
 
 @main.group("engine")

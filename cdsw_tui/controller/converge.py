@@ -14,6 +14,7 @@ import logging
 
 from cdsw_tui.controller import adoption, rollout
 from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.engine.runtime import Exit
 from cdsw_tui.services import calls
 from cdsw_tui.serving.gateway import start_gateway
 from cdsw_tui.store import DeploymentStatus, ReplicaStatus
@@ -64,16 +65,19 @@ async def watch(mgr: ServingManager) -> None:
         return
 
     def inspect() -> list:
-        verdicts = []
+        verdicts: list[tuple[Exit | None, str | None]] = []
         for st, r in ready:
             runtime = mgr.runtimes.made.get(st.ctx.build.runtime)
             try:
-                verdicts.append(runtime.inspect(r.handle) if runtime else None)
+                exit = runtime.inspect(r.handle) if runtime else None
+                verdicts.append((exit, None if exit or not runtime else runtime.address(r.handle)))
             except Exception:  # cannot tell now: ask again next pass
-                verdicts.append(None)
+                verdicts.append((None, None))
         return verdicts
 
-    for (st, r), exit in zip(ready, await asyncio.to_thread(inspect), strict=True):
+    for (st, r), (exit, moved) in zip(ready, await asyncio.to_thread(inspect), strict=True):
+        if moved and r.status == ReplicaStatus.READY and not r.working:
+            r.moved = moved  # the pass has it rejoin there
         if exit is not None and r.status == ReplicaStatus.READY and not r.working:
             st.pool.remove(r.name)
             r.failed, r.exit = exit.reason, exit

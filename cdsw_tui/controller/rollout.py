@@ -123,8 +123,11 @@ def _step_serve(mgr: ServingManager, st: DeploymentState, row: Deployment) -> No
             continue
         if r.status == ReplicaStatus.READY and r.failed:
             reason, exit = r.failed, r.exit
-            r.failed, r.exit = "", None
+            r.failed, r.exit, r.moved = "", None, ""
             mgr.spawn(r, supervision.restart(mgr, st, r, reason, exit))
+        elif r.status == ReplicaStatus.READY and r.moved:
+            address, r.moved = r.moved, ""
+            mgr.spawn(r, supervision.rejoin(mgr, st, r, address))
         elif r.status == ReplicaStatus.RESTARTING and now >= r.not_before:
             mgr.spawn(r, supervision.start(mgr, st, r))
     if row.restart_requested or st.restarting:

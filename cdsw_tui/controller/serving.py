@@ -165,6 +165,7 @@ class ServingManager:
             cpu=d.cpu,
             memory=d.memory,
             gpu=d.gpu,
+            placement=tuple(c for c in ctx.project.placement.splitlines() if c),
         )
 
     def ship(self, st: DeploymentState, r: ReplicaState) -> bool:

@@ -56,6 +56,7 @@ class ReplicaState:
     abort: bool = False  # a stop was asked while it started
     failed: str = ""  # the gateway (or the runtime) saw it fail; the next pass replaces it
     exit: Exit | None = None  # the runtime's verdict, when it gave one
+    moved: str = ""  # its runtime moved it (a rescheduled task): the new address to rejoin at
     retiring: bool = False  # a rolling restart replaces it
     events: list[dict] = field(default_factory=list)  # the runner's own records
     last_stderr: str = ""

@@ -196,6 +196,10 @@ async def restart(
                 exit = await asyncio.to_thread(runtime.inspect, r.handle)
                 if exit is not None:
                     break
+                moved = await asyncio.to_thread(runtime.address, r.handle)
+                if moved:  # not dead: rescheduled elsewhere by its runtime
+                    await rejoin(mgr, st, r, moved)
+                    return
                 await asyncio.sleep(0.05)
         if r.handle:
             await asyncio.to_thread(mgr.ship, st, r)
@@ -207,6 +211,34 @@ async def restart(
     except Exception as exc:  # the runtime is away: start again later
         log.warning("replica %s: %s", r.name, _one_line(exc))
     await _back_off(mgr, st, r, reason)
+
+
+async def rejoin(mgr: ServingManager, st: DeploymentState, r: ReplicaState, address: str) -> None:
+    """Its runtime moved the replica (Swarm rescheduled its task): back in the pool at its
+    new address once it answers there; replaced if it does not."""
+    r.status = ReplicaStatus.STARTING
+    st.pool.remove(r.name)
+    r.gateway.conn.close()
+    await asyncio.to_thread(mgr.note, st, r, "replica moved by its runtime; rejoining")
+    log.info("replica %s moved; rejoining", r.name)
+    runtime = await mgr.runtime(st)
+    deadline = time.monotonic() + mgr.health_timeout
+    while not await mgr.probe(address, 1.0):
+        exit = await asyncio.to_thread(runtime.inspect, r.handle)
+        if r.abort or st.goal == Goal.STOP:
+            r.status = ReplicaStatus.STOPPING
+            return
+        if exit is not None or time.monotonic() > deadline:
+            why = "it did not answer at its new place" if exit is None else exit.reason
+            await restart(mgr, st, r, why, exit)
+            return
+        await asyncio.sleep(0.1)
+    r.gateway.moved(address)
+    if r.abort or st.goal == Goal.STOP:
+        r.status = ReplicaStatus.STOPPING
+        return
+    r.status = ReplicaStatus.READY
+    st.pool.add(r.gateway)
 
 
 async def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> None:

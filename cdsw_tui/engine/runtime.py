@@ -29,10 +29,12 @@ class ReplicaSpec:
     cpu: float = 1.0
     memory: int = 2048
     gpu: int = 0
+    placement: tuple[str, ...] = ()  # constraints on where it may run (a scheduler's backend)
 
 
-def runner_arguments(spec: ReplicaSpec, directory: str, socket: str) -> list[str]:
-    """What every backend passes the replica runner (serving/replica.py), after its path."""
+def runner_arguments(spec: ReplicaSpec, directory: str, socket: str = "") -> list[str]:
+    """What every backend passes the replica runner (serving/replica.py), after its path;
+    without ``socket`` the backend adds where the runner listens."""
     return [
         "--dir",
         directory,
@@ -42,8 +44,7 @@ def runner_arguments(spec: ReplicaSpec, directory: str, socket: str) -> list[str
         spec.function,
         "--name",
         spec.name,
-        "--socket",
-        socket,
+        *(["--socket", socket] if socket else []),
         "--kernel",
         spec.kernel,
     ]
@@ -53,8 +54,9 @@ def runner_arguments(spec: ReplicaSpec, directory: str, socket: str) -> list[str
 class Placed:
     """A started (or adopted) replica: where the gateway reaches it, and its handle.
 
-    ``address`` is ``unix:/path/to/socket`` (or ``tcp://host:port`` for a backend whose
-    replicas live on other hosts); only the gateway's channel may dial it."""
+    ``address`` is ``unix:/path/to/socket``, or ``tcp://host:port#key`` for a backend
+    whose replicas live on other hosts (the key answers the replica's challenge); only
+    the gateway's channel may dial it."""
 
     address: str
     handle: str
@@ -120,11 +122,18 @@ class Runtime(Protocol):
     def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
         """Stamped output lines (runner format) written after ``offset``."""
 
+    def address(self, handle: str) -> str | None:
+        """Where the replica answers now, if its scheduler moved it (a node failed, a task
+        was rescheduled) since it was placed; None when it is where it was placed."""
+
 
 class RuntimeBase:
     """What every backend's runtime shares: garbage collection on top of list/stop/remove."""
 
     name = ""
+
+    def address(self, handle: str) -> str | None:
+        return None  # a process or a container stays where it was started
 
     def list(self) -> list[Found]:  # pragma: no cover - every backend defines it
         raise NotImplementedError

@@ -16,7 +16,7 @@ from cdsw_tui.services import builds, models, runtimes
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Replica
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Project, Replica
 
 FINAL = ("deployed", "failed", "stopped")
 
@@ -111,6 +111,10 @@ def request(
     """The one way faces ask for a deployment (the CLI's deploy and model create, the
     Deploy Model, Deploy New Build and re-deploy forms): of a built build now, or of a
     new build once it is built. Every field is checked before anything is written."""
+    with wb.store.session() as s:
+        project = s.get(Project, model.project_id)
+    if project is not None:
+        runtimes.preflight(project.runtime)
     resources = {
         "replicas": v.replicas(model.replicas if replicas is None else replicas),
         "cpu": v.cpu(model.cpu if cpu is None else cpu),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 
 def build(tag: str, *, with_r: bool, log: Callable[[str], None]) -> str:
@@ -15,3 +16,10 @@ def list_engines() -> list[dict]:
     from cdsw_tui.engine.backends.docker.images import list_engines as listing
 
     return listing()
+
+
+def start_registry(home: Path, port: int) -> tuple[str, bool]:
+    """This home's own image registry for the swarm runtime: (address, newly started)."""
+    from cdsw_tui.engine.backends.swarm.registry import start
+
+    return start(home, port)

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from cdsw_tui.errors import Conflict, NotFound, ValidationError
 from cdsw_tui.resources import assets_dir
-from cdsw_tui.services import artifacts
+from cdsw_tui.services import artifacts, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import EnvVar, Model, Project
@@ -56,10 +56,13 @@ def create(
     template: str | None = None,
     runtime: str | None = None,
     engine: str | None = None,
+    placement: list[str] | tuple[str, ...] = (),
 ) -> Project:
     name = v.name(name)
     runtime = v.runtime(runtime or wb.settings.runtime)
     engine = v.engine(engine or wb.settings.engine_image)  # before any folder is made
+    constraints = v.placement(placement)
+    runtimes.preflight(runtime)
     if path is None and template is None:
         raise ValidationError(
             "give a folder (--path DIR) or a template (--template quickstart)", field="path"
@@ -97,6 +100,7 @@ def create(
         path=str(target),
         runtime=runtime,
         engine=engine,
+        placement=constraints,
     )
     with wb.store.session() as s:
         s.add(project)
@@ -114,6 +118,7 @@ def update(
         assert row is not None
         if runtime is not None:
             row.runtime = v.runtime(runtime)
+            runtimes.preflight(row.runtime)
         if engine is not None:
             row.engine = v.engine(engine)
         s.add(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cdsw_tui.engine import backends
+from cdsw_tui.errors import CdswError, ValidationError
 
 
 def names() -> tuple[str, ...]:
@@ -35,3 +36,12 @@ def r_from_host(runtime: str) -> bool:
         return backends.get(runtime).r == "host"
     except Exception:  # a runtime no longer registered
         return False
+
+
+def preflight(runtime: str) -> None:
+    """One clear line now, before anything is written, if ``runtime`` cannot work here
+    (the swarm runtime on an engine that is no swarm manager)."""
+    try:
+        backends.get(runtime).preflight()
+    except CdswError as exc:
+        raise ValidationError(exc.message, field="runtime") from None

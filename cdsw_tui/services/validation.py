@@ -47,6 +47,24 @@ def runtime(value: str) -> str:
     return backends.get(value).name
 
 
+CONSTRAINT_RE = re.compile(r"[A-Za-z][\w.\-]*\s*(==|!=)\s*[^\s=!]+")
+
+
+def placement(values: list[str] | tuple[str, ...]) -> str:
+    """Placement constraints as Swarm spells them (``node.labels.gpu==true``), one a line."""
+    kept = []
+    for value in values:
+        value = value.strip()
+        if not CONSTRAINT_RE.fullmatch(value):
+            raise ValidationError(
+                f"constraint {value!r} is not 'attribute==value' or 'attribute!=value' "
+                "(e.g. node.labels.gpu==true)",
+                field="placement",
+            )
+        kept.append(value)
+    return "\n".join(kept)
+
+
 def replicas(value: int | str) -> int:
     try:
         n = int(value)

@@ -48,8 +48,14 @@ def _migration_2(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE replica DROP COLUMN {old}"))
 
 
+def _migration_3(conn: Connection) -> None:
+    """Projects carry placement constraints for runtimes that schedule over nodes."""
+    if "placement" not in _columns(conn, "project"):
+        conn.execute(text("ALTER TABLE project ADD COLUMN placement VARCHAR NOT NULL DEFAULT ''"))
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,6 +24,7 @@ class Project(SQLModel, table=True):
     path: str
     runtime: str = "local"
     engine: str = ""
+    placement: str = ""  # scheduler constraints, one a line (e.g. node.labels.gpu==true)
     created_at: datetime = Field(default_factory=utcnow)
 
 

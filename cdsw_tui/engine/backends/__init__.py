@@ -26,6 +26,7 @@ RESOURCES = ("cpu", "memory", "gpu")
 REGISTRY: dict[str, str] = {
     "local": "cdsw_tui.engine.backends.local",
     "docker": "cdsw_tui.engine.backends.docker",
+    "swarm": "cdsw_tui.engine.backends.swarm",
 }
 
 
@@ -50,6 +51,12 @@ class Backend:
 
     def runtime(self, home: Path) -> Runtime:
         return importlib.import_module(f"{self.package}.runtime").make_runtime(home)
+
+    def preflight(self) -> None:
+        """Raise a CdswError saying what is missing, if the runtime's module checks."""
+        check = getattr(importlib.import_module(f"{self.package}.runtime"), "preflight", None)
+        if check is not None:
+            check()
 
     def forget_model(self, home: Path, model_id: int) -> list[str]:
         """Remove what the backend keeps for a deleted model outside the home; notes."""

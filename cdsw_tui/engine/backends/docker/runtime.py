@@ -53,18 +53,16 @@ def parse_stamp(text: bytes) -> int:
     return int(seconds.timestamp()) * 1_000_000_000 + int(fraction or b"0")
 
 
-class _Follower:
-    """``docker logs --follow --timestamps`` of one container, into a buffer."""
+class Follower:
+    """A followed, time-stamped log stream (``docker logs`` of a container, or of a
+    service), read into a buffer by a thread of its own."""
 
-    def __init__(self, api, cid: str, since_ns: int) -> None:
+    def __init__(self, stream, name: str) -> None:
         self.buf = bytearray()
         self.lock = threading.Lock()
         self.done = False
-        since = since_ns / 1e9 if since_ns else None
-        self.stream = api.logs(
-            cid, stdout=True, stderr=True, stream=True, follow=True, timestamps=True, since=since
-        )
-        threading.Thread(target=self._pump, daemon=True, name=f"logs-{cid[:12]}").start()
+        self.stream = stream
+        threading.Thread(target=self._pump, daemon=True, name=f"logs-{name}").start()
 
     def _pump(self) -> None:
         try:
@@ -82,6 +80,33 @@ class _Follower:
         except Exception:  # already closed
             pass
 
+    def take(self, offset: int, limit: int) -> Output:
+        """Whole lines after ``offset`` (the nanosecond time of the last one taken)."""
+        with self.lock:
+            cut = self.buf.rfind(b"\n", 0, limit) + 1
+            if not cut and self.done:
+                cut = len(self.buf)
+            chunk = bytes(self.buf[:cut])
+            del self.buf[:cut]
+        lines = []
+        for line in chunk.splitlines(keepends=True):
+            stamp, _, text = line.partition(b" ")
+            try:
+                ns = parse_stamp(stamp)
+            except ValueError:
+                lines.append(line)
+                continue
+            if ns <= offset:
+                continue  # taken before: the follower restarted from that time
+            offset = ns
+            lines.append(text)
+        return Output(b"".join(lines), offset)
+
+
+def since(offset_ns: int) -> float | None:
+    """Docker's ``since`` for a follower that resumes after ``offset_ns``."""
+    return offset_ns / 1e9 if offset_ns else None
+
 
 class DockerRuntime(RuntimeBase):
     name = "docker"
@@ -94,7 +119,7 @@ class DockerRuntime(RuntimeBase):
         self.sockets = home / "run" / "docker"
         self.dead: dict[str, Exit] = {}
         self.names: dict[str, str] = {}
-        self.followers: dict[str, _Follower] = {}
+        self.followers: dict[str, Follower] = {}
         self._lock = threading.Lock()
         events = self._events()  # subscribed before any start: no death goes unheard
         threading.Thread(
@@ -292,29 +317,19 @@ class DockerRuntime(RuntimeBase):
             follower.done and not follower.buf and self.inspect(handle) is None
         ):
             try:
-                follower = _Follower(self.client.api, handle, offset)
+                stream = self.client.api.logs(
+                    handle,
+                    stdout=True,
+                    stderr=True,
+                    stream=True,
+                    follow=True,
+                    timestamps=True,
+                    since=since(offset),
+                )
             except Exception:  # gone, or dockerd is away: nothing to read now
                 return Output(b"", offset)
-            self.followers[handle] = follower
-        with follower.lock:
-            cut = follower.buf.rfind(b"\n", 0, limit) + 1
-            if not cut and follower.done:
-                cut = len(follower.buf)
-            chunk = bytes(follower.buf[:cut])
-            del follower.buf[:cut]
-        lines = []
-        for line in chunk.splitlines(keepends=True):
-            stamp, _, text = line.partition(b" ")
-            try:
-                ns = parse_stamp(stamp)
-            except ValueError:
-                lines.append(line)
-                continue
-            if ns <= offset:
-                continue  # taken before: the follower restarted from that time
-            offset = ns
-            lines.append(text)
-        return Output(b"".join(lines), offset)
+            follower = self.followers[handle] = Follower(stream, handle[:12])
+        return follower.take(offset, limit)
 
 
 def make_runtime(home: Path) -> DockerRuntime:
