@@ -904,6 +904,16 @@ def registry_start(ctx: click.Context, port: int) -> None:
     click.echo(f"registry {'started' if new else 'already runs'} at {address}")
 
 
+@registry_group.command("stop")
+@click.pass_context
+def registry_stop(ctx: click.Context) -> None:
+    """Stop the registry 'registry start' started (the images it holds stay)."""
+    from cdsw_tui.services import engines
+
+    address = engines.stop_registry(_wb(ctx).home)
+    click.echo(f"registry at {address} stopped" if address else "no registry of this home runs")
+
+
 @main.group("engine")
 def engine_group() -> None:
     """Engine images for Docker builds, made locally."""

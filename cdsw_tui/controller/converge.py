@@ -65,19 +65,29 @@ async def watch(mgr: ServingManager) -> None:
         return
 
     def inspect() -> list:
-        verdicts: list[tuple[Exit | None, str | None]] = []
+        verdicts: list[tuple[Exit | None, str | None, bool]] = []
         for st, r in ready:
             runtime = mgr.runtimes.made.get(st.ctx.build.runtime)
             try:
                 exit = runtime.inspect(r.handle) if runtime else None
-                verdicts.append((exit, None if exit or not runtime else runtime.address(r.handle)))
+                if exit is not None or runtime is None:
+                    verdicts.append((exit, None, False))
+                    continue
+                moved = runtime.address(r.handle)
+                verdicts.append((None, moved, not moved and runtime.moving(r.handle)))
             except Exception:  # cannot tell now: ask again next pass
-                verdicts.append((None, None))
+                verdicts.append((None, None, False))
         return verdicts
 
-    for (st, r), (exit, moved) in zip(ready, await asyncio.to_thread(inspect), strict=True):
-        if moved and r.status == ReplicaStatus.READY and not r.working:
+    verdicts = await asyncio.to_thread(inspect)
+    for (st, r), (exit, moved, moving) in zip(ready, verdicts, strict=True):
+        if r.status != ReplicaStatus.READY or r.working:
+            continue
+        if moved:
             r.moved = moved  # the pass has it rejoin there
-        if exit is not None and r.status == ReplicaStatus.READY and not r.working:
+        elif moving:  # out of the pool now; the restart waits for its new place
+            st.pool.remove(r.name)
+            r.failed = "its runtime is placing it again"
+        if exit is not None:
             st.pool.remove(r.name)
             r.failed, r.exit = exit.reason, exit

@@ -192,14 +192,22 @@ async def restart(
     try:
         runtime = await mgr.runtime(st)
         if r.handle and exit is None and not reason.startswith(TIMED_OUT):
-            for _ in range(20):  # a broken connection may come before the runtime's verdict
+            # a broken connection may come before the runtime's verdict; a replica its
+            # runtime is moving (Swarm rescheduling a task) is waited for, then rejoins
+            verdict_by = time.monotonic() + 1.0
+            move_by = time.monotonic() + mgr.health_timeout
+            while time.monotonic() < move_by:
                 exit = await asyncio.to_thread(runtime.inspect, r.handle)
                 if exit is not None:
                     break
                 moved = await asyncio.to_thread(runtime.address, r.handle)
-                if moved:  # not dead: rescheduled elsewhere by its runtime
+                if moved:
                     await rejoin(mgr, st, r, moved)
                     return
+                if time.monotonic() > verdict_by and (
+                    r.abort or not await asyncio.to_thread(runtime.moving, r.handle)
+                ):
+                    break
                 await asyncio.sleep(0.05)
         if r.handle:
             await asyncio.to_thread(mgr.ship, st, r)

@@ -126,6 +126,10 @@ class Runtime(Protocol):
         """Where the replica answers now, if its scheduler moved it (a node failed, a task
         was rescheduled) since it was placed; None when it is where it was placed."""
 
+    def moving(self, handle: str) -> bool:
+        """Its scheduler stopped it where it was and is placing it again (``address``
+        will tell where): not dead, not yet answering."""
+
 
 class RuntimeBase:
     """What every backend's runtime shares: garbage collection on top of list/stop/remove."""
@@ -134,6 +138,9 @@ class RuntimeBase:
 
     def address(self, handle: str) -> str | None:
         return None  # a process or a container stays where it was started
+
+    def moving(self, handle: str) -> bool:
+        return False
 
     def list(self) -> list[Found]:  # pragma: no cover - every backend defines it
         raise NotImplementedError

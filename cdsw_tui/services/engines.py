@@ -23,3 +23,10 @@ def start_registry(home: Path, port: int) -> tuple[str, bool]:
     from cdsw_tui.engine.backends.swarm.registry import start
 
     return start(home, port)
+
+
+def stop_registry(home: Path) -> str:
+    """Stop this home's registry; the address it had, or "" if none ran."""
+    from cdsw_tui.engine.backends.swarm.registry import stop
+
+    return stop(home)

@@ -50,7 +50,8 @@ def _migration_2(conn: Connection) -> None:
 
 def _migration_3(conn: Connection) -> None:
     """Projects carry placement constraints for runtimes that schedule over nodes."""
-    if "placement" not in _columns(conn, "project"):
+    have = _columns(conn, "project")
+    if have and "placement" not in have:
         conn.execute(text("ALTER TABLE project ADD COLUMN placement VARCHAR NOT NULL DEFAULT ''"))
 
 

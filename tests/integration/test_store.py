@@ -115,3 +115,25 @@ def test_a_version_1_store_keeps_its_replicas_by_handle(tmp_path: Path):
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
         SCHEMA_VERSION
     )
+
+
+def test_a_version_2_store_gains_project_placement(tmp_path: Path):
+    """Projects made before the swarm runtime keep their rows and get no constraints."""
+    path = tmp_path / "cdsw.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        """
+        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE project (id INTEGER PRIMARY KEY, name VARCHAR UNIQUE, path VARCHAR,
+            runtime VARCHAR, engine VARCHAR, created_at DATETIME);
+        INSERT INTO project VALUES (1, 'old', '/srv/old', 'docker', 'e:1', '2026-01-01');
+        """
+    )
+    con.commit()
+    con.close()
+    Store(path).close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT name, runtime, placement FROM project").fetchall() == [
+        ("old", "docker", "")
+    ]

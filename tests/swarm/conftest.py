@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,25 +35,28 @@ def _problem() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     problem = _problem()
     if problem is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the swarm tests: {problem}")
         pytest.skip(problem)
     if os.environ.get("CDSW_TUI_REGISTRY"):
-        return os.environ["CDSW_TUI_REGISTRY"]
+        yield os.environ["CDSW_TUI_REGISTRY"]
+        return
     home = tmp_path_factory.mktemp("registry-home")
     port = free_port()
+    env = {**os.environ, "CDSW_TUI_HOME": str(home)}
     started = subprocess.run(
         [sys.executable, "-m", "cdsw_tui", "registry", "start", "--port", str(port)],
-        env={**os.environ, "CDSW_TUI_HOME": str(home)},
+        env=env,
         capture_output=True,
         text=True,
     )
     if started.returncode != 0:
         pytest.skip(f"no registry: {started.stderr.strip()}")
-    return f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}"
+    subprocess.run([sys.executable, "-m", "cdsw_tui", "registry", "stop"], env=env, check=True)
 
 
 @pytest.fixture(autouse=True)

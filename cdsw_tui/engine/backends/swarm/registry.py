@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -95,7 +96,7 @@ def start(home: Path, port: int = DEFAULT_PORT) -> tuple[str, bool]:
         0o600,
     )
     try:
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [binary, "serve", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
@@ -111,4 +112,25 @@ def start(home: Path, port: int = DEFAULT_PORT) -> tuple[str, bool]:
             raise CdswError(f"the registry did not answer on {address}; see {logs}/registry.log")
         time.sleep(0.1)
     (base / "address").write_text(address + "\n")
+    (base / "pid").write_text(f"{proc.pid}\n")
     return address, True
+
+
+def stop(home: Path) -> str:
+    """Stop this home's registry (its images stay in its folder); its address, or ""."""
+    base = folder(home)
+    address = started(home)
+    try:
+        pid = int((base / "pid").read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            ours = BINARY.encode() in fh.read()  # not a pid some other process reuses
+    except (OSError, ValueError):
+        ours = False
+    if ours:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for name in ("address", "pid"):
+        (base / name).unlink(missing_ok=True)
+    return address if ours else ""

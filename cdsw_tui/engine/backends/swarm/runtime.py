@@ -4,9 +4,11 @@ A replica's task runs the build's pushed digest as the unprivileged cdsw user wi
 capability dropped, under the deployment's cpu and memory as limits and reservations
 (GPUs as the generic resource ``gpu`` of nodes that advertise it) and the project's
 placement constraints. Its runner listens on port 8080, published in host mode on a
-port Swarm picks on the task's node: the gateway dials that node's address, and the
-runner answers only a caller that proves it holds the replica's key (a Docker secret,
-derived from a key of this home's, so a restarted controller knows it again).
+port Swarm picks on the task's node: the gateway dials that node's address (or, for a
+task on the controller's own node, its container's address, which spares a userland
+proxy), and the runner answers only a caller that proves it holds the replica's key
+(a Docker secret, derived from a key of this home's, so a restarted controller knows
+it again).
 
 Swarm itself keeps the task running (a node that fails, a task it reschedules): the
 runtime finds the replica's task again by its service, and ``address`` tells the
@@ -115,6 +117,7 @@ class SwarmRuntime(RuntimeBase):
 
         self.client = docker_client(timeout=30)
         manager(self.client)
+        self.node_id = self.client.info()["Swarm"].get("NodeID", "")
         self.home = str(home)
         self.prefix = f"cdsw-{home_id(home)}-"
         self.key = self._home_key(home)
@@ -193,9 +196,22 @@ class SwarmRuntime(RuntimeBase):
         return next((t for t in tasks if t.state == "running" and t.port), None)
 
     def _dial(self, name: str, task: Task) -> str:
-        host = self._node_address(task.node)
+        """A task on this engine's own node is dialled at its container's address (no
+        userland proxy in between); one elsewhere at its node's published port."""
+        host, port = "", PORT
+        if task.node == self.node_id and task.container:
+            try:
+                networks = self.client.api.inspect_container(task.container)["NetworkSettings"]
+                host = next(
+                    (n["IPAddress"] for n in networks["Networks"].values() if n.get("IPAddress")),
+                    "",
+                )
+            except Exception:  # gone already: the published port says the same
+                host = ""
+        if not host:
+            host, port = self._node_address(task.node), task.port
         host = f"[{host}]" if ":" in host else host
-        return f"tcp://{host}:{task.port}#{self.channel_key(name)}"
+        return f"tcp://{host}:{port}#{self.channel_key(name)}"
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -347,6 +363,14 @@ class SwarmRuntime(RuntimeBase):
             return None
         self.placed[handle] = task.id
         return self._dial(name, task)
+
+    def moving(self, handle: str) -> bool:
+        with self._lock:
+            tasks = self.tasks.get(handle)
+        if not tasks:
+            return False
+        placed = next((t for t in tasks if t.id == self.placed.get(handle)), None)
+        return placed is not None and placed.state in GONE and tasks[0].desired == "running"
 
     def stop(self, handle: str) -> None:
         from docker.errors import DockerException, NotFound
