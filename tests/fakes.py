@@ -25,6 +25,8 @@ class FakeReplica:
     exit: Exit | None = None
     removed: bool = False
     output: bytes = b""
+    in_transit: bool = False  # its scheduler is placing it again
+    relocated: bool = False  # placed again at ``address``, not yet reported
 
 
 @dataclass
@@ -93,7 +95,27 @@ class FakeRuntime(RuntimeBase):
         data = replica.output[offset:] if replica else b""
         return Output(data, offset + len(data))
 
+    def address(self, handle: str) -> str | None:
+        replica = self.replicas.get(handle)
+        if replica is None or not replica.relocated:
+            return None
+        replica.relocated = False
+        return replica.address
+
+    def moving(self, handle: str) -> bool:
+        replica = self.replicas.get(handle)
+        return replica is not None and replica.in_transit
+
     # -- what the tests do to it ------------------------------------------------------
+
+    def move(self, name: str, *, landed: bool) -> None:
+        """Its scheduler takes it off its node (``landed=False``), then runs it elsewhere."""
+        for replica in self.replicas.values():
+            if replica.name == name and replica.exit is None:
+                replica.in_transit = not landed
+                if landed:
+                    replica.address += "-moved"
+                    replica.relocated = True
 
     def running(self) -> list[str]:
         return sorted(r.name for r in self.replicas.values() if r.exit is None)

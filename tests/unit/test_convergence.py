@@ -194,6 +194,23 @@ async def test_a_replica_the_gateway_saw_fail_is_replaced(wb):
     assert len(fake.running()) == 1
 
 
+async def test_a_replica_its_scheduler_moves_rejoins_without_a_restart(wb):
+    fake = FakeRuntime()
+    mgr = manager(wb, fake)
+    dep = deploy(wb, 1, replicas=2)
+    await settle(mgr, lambda: status(wb, dep) == "deployed")
+    pool = mgr.router.pools[model(wb).id]
+    name = fake.running()[0]
+    fake.move(name, landed=False)  # stopped on its node: out of the pool while in transit
+    await settle(mgr, lambda: pool.healthy() == 1)
+    assert name not in pool.replicas
+    fake.move(name, landed=True)  # running on another node: back, at its new address
+    await settle(mgr, lambda: pool.healthy() == 2)
+    assert pool.replicas[name].address.endswith("-moved")
+    assert [what for what, _ in fake.events].count("start") == 2  # never started again
+    assert all(r.restarts == 0 for r in rows(wb, dep))
+
+
 async def test_adoption_after_a_controller_restart_keeps_the_same_replicas(wb):
     fake = FakeRuntime()
     first = manager(wb, fake)

@@ -168,7 +168,8 @@ class SwarmRuntime(RuntimeBase):
             s["ID"] for s in self.client.api.services(filters={"label": f"cdsw.home={self.home}"})
         }
         by_service: dict[str, list[Task]] = {sid: [] for sid in services}
-        for raw in self.client.api.tasks():
+        listed = self.client.api.tasks(filters={"service": sorted(services)}) if services else []
+        for raw in listed:  # one call for every replica of this home, whatever their number
             sid = raw.get("ServiceID", "")
             if sid in by_service:
                 by_service[sid].append(_task(raw))
