@@ -1,4 +1,5 @@
-"""Project settings: runtime, engine image and the project's environment variables."""
+"""Project settings: runtime, engine image, placement constraints and the project's
+environment variables."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     ProjectSettingsScreen { align: center middle; }
     ProjectSettingsScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
     ProjectSettingsScreen TextArea { height: 8; }
+    ProjectSettingsScreen #placement { height: 4; }
     ProjectSettingsScreen Horizontal { height: auto; align-horizontal: right; }
     ProjectSettingsScreen Button { margin-left: 2; }
     """
@@ -61,6 +63,11 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
                 name="runtime",
             )
             yield Field("Engine image", Input(id="engine"), name="engine")
+            yield Field(
+                "Placement constraints (swarm; one a line, e.g. node.labels.gpu==true)",
+                TextArea(id="placement"),
+                name="placement",
+            )
             yield Field("Environment variables (K=V, one a line)", TextArea(id="env"), name="env")
             with Horizontal():
                 yield Button("Cancel", id="cancel")
@@ -81,6 +88,7 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     def _fill(self, project, values: dict[str, str]) -> None:
         self.query_one("#runtime", Select).value = project.runtime
         self.query_one("#engine", Input).value = project.engine
+        self.query_one("#placement", TextArea).text = project.placement
         self.query_one("#env", TextArea).text = env_text(values)
 
     @on(Button.Pressed, "#cancel")
@@ -94,19 +102,25 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
         except CdswError as exc:
             mark_error(self, "env", exc.message)
             return
+        placement = self.query_one("#placement", TextArea).text.splitlines()
         self._save(
             str(self.query_one("#runtime", Select).value),
             self.query_one("#engine", Input).value,
+            [line for line in placement if line.strip()],
             values,
         )
 
     @work(thread=True, exit_on_error=False)
-    def _save(self, runtime: str, engine: str, values: dict[str, str]) -> None:
+    def _save(
+        self, runtime: str, engine: str, placement: list[str], values: dict[str, str]
+    ) -> None:
         from cdsw_tui.services import env, projects
 
         wb = self.app.wb  # type: ignore[attr-defined]
         try:
-            project = projects.update(wb, self.project_name, runtime=runtime, engine=engine.strip())
+            project = projects.update(
+                wb, self.project_name, runtime=runtime, engine=engine.strip(), placement=placement
+            )
             env.replace_vars(wb, "project", int(project.id), values)
         except CdswError as exc:
             self.app.call_from_thread(mark_error, self, exc.field, exc.message)

@@ -110,17 +110,25 @@ def create(
 
 
 def update(
-    wb: Workbench, name: str, *, runtime: str | None = None, engine: str | None = None
+    wb: Workbench,
+    name: str,
+    *,
+    runtime: str | None = None,
+    engine: str | None = None,
+    placement: list[str] | tuple[str, ...] | None = None,
 ) -> Project:
     project = get(wb, name)
+    constraints = None if placement is None else v.placement(placement)
     with wb.store.session() as s:
         row = s.get(Project, project.id)
         assert row is not None
-        if runtime is not None:
-            row.runtime = v.runtime(runtime)
-            runtimes.preflight(row.runtime)
+        if runtime is not None and v.runtime(runtime) != row.runtime:
+            runtimes.preflight(runtime)  # only a change is checked: saving leaves it be
+            row.runtime = runtime
         if engine is not None:
             row.engine = v.engine(engine)
+        if constraints is not None:
+            row.placement = constraints
         s.add(row)
         s.commit()
         s.refresh(row)

@@ -334,12 +334,21 @@ async def test_project_settings_change_runtime_and_variables(app):
         await wait_for(pilot, lambda: form.query_one("#field-engine", Field).has_class("-invalid"))
         assert projects.get(app.wb, "demo").engine == "cdsw-tui/engine:latest"
         engine.value = "cdsw-tui/engine-r:latest"
+        placement = form.query_one("#placement", TextArea)
+        placement.text = "node.labels.gpu = = true"  # not a constraint: marked, nothing saved
+        await pilot.press("ctrl+s")
+        await wait_for(
+            pilot, lambda: form.query_one("#field-placement", Field).has_class("-invalid")
+        )
+        assert projects.get(app.wb, "demo").engine == "cdsw-tui/engine:latest"
+        placement.text = "node.labels.gpu==true\n\nnode.role!=manager\n"
         form.query_one("#runtime", Select).value = "docker"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
     project = projects.get(app.wb, "demo")
     assert project.engine == "cdsw-tui/engine-r:latest"
     assert project.runtime == "docker"
+    assert project.placement == "node.labels.gpu==true\nnode.role!=manager"
     assert env.list_vars(app.wb, "project", int(project.id)) == {"DATA_DIR": "/data"}
 
 
