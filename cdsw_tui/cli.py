@@ -921,17 +921,28 @@ def engine_group() -> None:
 
 @engine_group.command("build")
 @click.option("--r", "with_r", is_flag=True, help="include R and jsonlite")
-@click.option("--tag", help="image name (default: the ENGINE_IMAGE setting, or its -r variant)")
+@click.option(
+    "--suite",
+    help="Debian suite: bullseye (Python 3.9), bookworm (3.11), trixie (3.13); "
+    "default: this machine's",
+)
+@click.option(
+    "--tag",
+    help="image name (default: the ENGINE_IMAGE setting, with -<suite> and -r as they apply)",
+)
 @click.pass_context
-def engine_build(ctx: click.Context, with_r: bool, tag: str | None) -> None:
+def engine_build(ctx: click.Context, with_r: bool, suite: str | None, tag: str | None) -> None:
     """Make an engine image from Debian packages (debootstrap, then docker import)."""
     from cdsw_tui.services import engines
 
     wb = _wb(ctx)
-    tag = tag or (
-        wb.settings.engine_image.replace(":", "-r:", 1) if with_r else wb.settings.engine_image
+    tag, image_id = engines.build(
+        tag,
+        base=wb.settings.engine_image,
+        with_r=with_r,
+        suite=suite,
+        log=lambda line: click.echo(line, err=True),
     )
-    image_id = engines.build(tag, with_r=with_r, log=lambda line: click.echo(line, err=True))
     click.echo(f"engine image {tag} ({image_id[:19]})")
 
 
@@ -947,7 +958,7 @@ def engine_list(as_json: bool) -> None:
     else:
         table(
             [{**r, "tags": ", ".join(r["tags"])} for r in rows],
-            ["tags", "id", "r", "size_mb"],
+            ["tags", "id", "suite", "python", "r", "size_mb"],
             empty="no engine images; make one with 'cdsw-tui engine build'",
         )
 

@@ -6,10 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def build(tag: str, *, with_r: bool, log: Callable[[str], None]) -> str:
-    from cdsw_tui.engine.backends.docker.images import build_engine
+def build(
+    tag: str | None, *, base: str, with_r: bool, suite: str | None, log: Callable[[str], None]
+) -> tuple[str, str]:
+    """Make an engine image (named from ``base``, the ENGINE_IMAGE setting, unless ``tag``
+    is given) of a Debian suite; (its tag, its image id)."""
+    from cdsw_tui.engine.backends.docker.images import build_engine, check_suite, default_tag
 
-    return build_engine(tag, with_r=with_r, log=log)
+    if suite is not None:
+        check_suite(suite)  # before a name is made from it
+    tag = tag or default_tag(base, with_r=with_r, suite_name=suite)
+    return tag, build_engine(tag, with_r=with_r, suite_name=suite, log=log)
 
 
 def list_engines() -> list[dict]:

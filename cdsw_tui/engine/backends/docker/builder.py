@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import shutil
 import socket
 import tempfile
@@ -18,8 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cdsw_tui.engine.backends.docker.images import suite
 from cdsw_tui.engine.backends.docker.runtime import home_id
 from cdsw_tui.engine.builder import (
+    BUILD_SCRIPT,
     BuildFailed,
     BuildJob,
     BuildResult,
@@ -88,6 +91,7 @@ class DockerBuilder:
             require_engine(client, job.engine)
         except CdswError as exc:
             raise BuildFailed(exc.message) from None
+        self._require_r(client, job, log)
         tag = image_tag(job.home, job.model_id, job.model_name, job.number)
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
             context = Path(tmp)
@@ -141,6 +145,30 @@ class DockerBuilder:
         log.line(f"image {image_id[:19]} tagged {tag}; dependency layer {cached}")
         log.line(f"build {job.number} built")
         return BuildResult(artifact=tag, image_id=image_id, dep_reused=self._dep_layer_cached)
+
+    def _require_r(self, client, job: BuildJob, log: BuildLog) -> None:
+        """An R model, or a cdsw-build.sh that runs R, on an engine made without R fails
+        now, naming the command that makes one with R (CDSW's engines had both)."""
+        labels = client.images.get(job.engine).labels or {}
+        if labels.get("cdsw.r") == "1" or labels.get("cdsw.engine") != "1":
+            return  # an engine of ours with R, or someone else's image: let it try
+        script = ""
+        if BUILD_SCRIPT in self.snapshots.files(job.snapshot):
+            script = self.snapshots.read(job.snapshot, BUILD_SCRIPT).decode("utf-8", "replace")
+        if job.kernel == "r":
+            who = f"the R model {job.model_name}"
+        elif re.search(r"(^|[\s;&|(])(Rscript|R)\s", script, re.MULTILINE):
+            who = f"{BUILD_SCRIPT}, which runs R,"
+        else:
+            return
+        suite_name = labels.get("cdsw.suite", "")
+        hint = f" --suite {suite_name}" if suite_name and suite_name != suite() else ""
+        why = (
+            f"{who} needs R, and engine {job.engine} has none: make one with "
+            f"'cdsw-tui engine build --r{hint}' and set it as the project's engine"
+        )
+        log.line(why)
+        raise BuildFailed(why)
 
     def _stream(
         self,

@@ -15,6 +15,7 @@ from cdsw_tui.errors import CdswError
 
 PACKAGES = ["python3", "python3-venv", "python3-pip", "ca-certificates", "passwd"]
 R_PACKAGES = ["r-base-core", "r-cran-jsonlite"]
+SUITES = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}  # Debian's python3
 
 
 def docker_client(timeout: int = 120):
@@ -57,10 +58,37 @@ def suite() -> str:
     return match.group(1) if match else "bookworm"
 
 
-def build_engine(tag: str, *, with_r: bool = False, log: Callable[[str], None] = print) -> str:
-    """debootstrap a minimal Debian with Python (and R), import it as ``tag``; returns the image id."""
+def default_tag(base: str, *, with_r: bool, suite_name: str | None) -> str:
+    """``base`` (the ENGINE_IMAGE setting) for this machine's suite; another suite's or an
+    R engine's name is derived from it (cdsw-tui/engine-bullseye-r:latest)."""
+    repository, _, version = base.rpartition(":") if ":" in base.split("/")[-1] else (base, "", "")
+    extra = "".join(
+        (f"-{suite_name}" if suite_name and suite_name != suite() else "", "-r" if with_r else "")
+    )
+    return f"{repository}{extra}:{version or 'latest'}"
+
+
+def check_suite(name: str) -> str:
+    if name not in SUITES:
+        raise CdswError(
+            f"suite must be one of {', '.join(f'{k} (Python {v})' for k, v in SUITES.items())}, "
+            f"not {name!r}"
+        )
+    return name
+
+
+def build_engine(
+    tag: str,
+    *,
+    with_r: bool = False,
+    suite_name: str | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """debootstrap a minimal Debian ``suite_name`` (default: this machine's) with Python
+    (and R), import it as ``tag``; returns the image id."""
     if shutil.which("debootstrap") is None:
         raise CdswError("debootstrap is not installed (apt-get install -y debootstrap)")
+    chosen = check_suite(suite_name or suite())
     client = docker_client()
     packages = PACKAGES + (R_PACKAGES if with_r else [])
     with tempfile.TemporaryDirectory(prefix="cdsw-engine-") as tmp:
@@ -69,11 +97,11 @@ def build_engine(tag: str, *, with_r: bool = False, log: Callable[[str], None] =
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(packages)}",
-            suite(),
+            chosen,
             str(rootfs),
             debian_mirror(),
         ]
-        log(f"debootstrap {suite()} with {', '.join(packages)}")
+        log(f"debootstrap {chosen} with {', '.join(packages)}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
@@ -82,6 +110,17 @@ def build_engine(tag: str, *, with_r: bool = False, log: Callable[[str], None] =
             ["chroot", str(rootfs), "useradd", "--create-home", "--uid", "1000", "cdsw"],
             check=False,
         )
+        python_version = subprocess.run(
+            [
+                "chroot",
+                str(rootfs),
+                "python3",
+                "-c",
+                "import sys; print('%d.%d' % sys.version_info[:2])",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
         tarball = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
@@ -96,7 +135,8 @@ def build_engine(tag: str, *, with_r: bool = False, log: Callable[[str], None] =
             changes=[
                 "ENV LANG=C.UTF-8",
                 'CMD ["/bin/bash"]',
-                f"LABEL cdsw.engine=1 cdsw.r={int(with_r)}",
+                f"LABEL cdsw.engine=1 cdsw.r={int(with_r)} cdsw.suite={chosen} "
+                f"cdsw.python={python_version or '?'}",
             ],
         )
     image = client.images.get(tag)
@@ -114,6 +154,8 @@ def list_engines() -> list[dict]:
                 "tags": image.tags,
                 "id": image.short_id,
                 "r": image.labels.get("cdsw.r") == "1",
+                "suite": image.labels.get("cdsw.suite", ""),
+                "python": image.labels.get("cdsw.python", ""),
                 "size_mb": round(image.attrs.get("Size", 0) / 1e6),
             }
         )
