@@ -28,6 +28,7 @@ FROM {ENGINE}
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
     --no-install-recommends docker.io iptables ca-certificates >/dev/null \\
     && rm -rf /var/lib/apt/lists/*
+LABEL cdsw.engine=0
 """
 CODE = """\
 import os

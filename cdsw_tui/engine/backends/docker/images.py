@@ -147,8 +147,8 @@ def list_engines() -> list[dict]:
     client = docker_client()
     rows = []
     for image in client.images.list(filters={"label": "cdsw.engine=1"}):
-        if "cdsw.model_id" in image.labels:
-            continue  # a model's build inherits its engine's labels; it is not an engine
+        if "cdsw.model_id" in image.labels or not image.tags:
+            continue  # a build (or a build's cached step) inherits its engine's labels
         rows.append(
             {
                 "tags": image.tags,
