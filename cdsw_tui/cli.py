@@ -163,6 +163,7 @@ def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:
         "runtime": p.runtime,
         "engine": p.engine,
         "placement": [c for c in p.placement.splitlines() if c],
+        "python": p.python,
         "path": p.path,
         "models": counts.get(p.id, 0),
         "id": p.id,
@@ -181,9 +182,12 @@ def _project_row(wb: Workbench, p, counts: dict[int, int]) -> dict:
     multiple=True,
     help="where the swarm may place replicas, e.g. node.labels.gpu==true (repeatable)",
 )
+@click.option("--python", "python", help="the local runtime's interpreter (default: cdsw-tui's)")
 @json_option
 @click.pass_context
-def project_create(ctx, name, path, template, runtime, engine, constraints, as_json) -> None:
+def project_create(
+    ctx, name, path, template, runtime, engine, constraints, python, as_json
+) -> None:
     """Register a folder, or make one from a template."""
     from cdsw_tui.services import projects
 
@@ -196,6 +200,7 @@ def project_create(ctx, name, path, template, runtime, engine, constraints, as_j
         runtime=runtime,
         engine=engine,
         placement=constraints,
+        python=python,
     )
     if as_json:
         emit_json(_project_row(wb, p, {}))

@@ -103,6 +103,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             ca_bundle=wb.settings.ca_bundle,
             warnings=[w for w in build.warnings.split("\n") if w],
             clean=build.clean,
+            python=project.python,
         )
         result = _builder_for(wb, build.runtime).build(job, blog, cancelled, on_pid)
         status = "built"

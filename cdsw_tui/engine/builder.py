@@ -44,6 +44,7 @@ class BuildJob:
     ca_bundle: str = ""
     warnings: list[str] = field(default_factory=list)
     clean: bool = False
+    python: str = ""  # the interpreter of a local environment ("": the controller's)
 
 
 @dataclass

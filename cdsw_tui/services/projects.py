@@ -57,11 +57,13 @@ def create(
     runtime: str | None = None,
     engine: str | None = None,
     placement: list[str] | tuple[str, ...] = (),
+    python: str | None = None,
 ) -> Project:
     name = v.name(name)
     runtime = v.runtime(runtime or wb.settings.runtime)
     engine = v.engine(engine or wb.settings.engine_image)  # before any folder is made
     constraints = v.placement(placement)
+    interpreter = _python(runtime, python)
     runtimes.preflight(runtime)
     if path is None and template is None:
         raise ValidationError(
@@ -101,12 +103,26 @@ def create(
         runtime=runtime,
         engine=engine,
         placement=constraints,
+        python=interpreter,
     )
     with wb.store.session() as s:
         s.add(project)
         s.commit()
         s.refresh(project)
     return project
+
+
+def _python(runtime: str, python: str | None) -> str:
+    """The project's interpreter ("": the controller's); only the local runtime has one."""
+    if not python:
+        return ""
+    if not runtimes.uses_python(runtime):
+        raise ValidationError(
+            f"--python is for the local runtime; the {runtime} runtime's Python is its "
+            "engine's (cdsw-tui engine build --suite bullseye|bookworm|trixie)",
+            field="python",
+        )
+    return v.python(python)
 
 
 def update(

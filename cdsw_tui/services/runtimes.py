@@ -38,6 +38,14 @@ def r_from_host(runtime: str) -> bool:
         return False
 
 
+def uses_python(runtime: str) -> bool:
+    """Builds of ``runtime`` make environments with an interpreter of this machine's."""
+    try:
+        return not backends.get(runtime).engine_image
+    except Exception:  # a runtime no longer registered
+        return False
+
+
 def preflight(runtime: str) -> None:
     """One clear line now, before anything is written, if ``runtime`` cannot work here
     (the swarm runtime on an engine that is no swarm manager)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
@@ -45,6 +46,45 @@ def runtime(value: str) -> str:
     from cdsw_tui.engine import backends
 
     return backends.get(value).name
+
+
+MIN_PYTHON = (3, 9)
+
+
+def python(value: str) -> str:
+    """An interpreter for the local runtime's environments: it must run, have venv, and be
+    Python 3.9 or newer (what the replica runner needs)."""
+    import shutil
+    import subprocess
+
+    value = value.strip()
+    found = shutil.which(value) if "/" not in value else value
+    if not found or not Path(found).is_file() or not os.access(found, os.X_OK):
+        raise ValidationError(f"no Python interpreter at {value!r}", field="python")
+    try:
+        out = subprocess.run(
+            [found, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValidationError(f"{value} does not run: {exc}", field="python") from None
+    try:
+        version = tuple(int(x) for x in out.stdout.strip().split("."))
+    except ValueError:
+        version = ()
+    if out.returncode != 0 or not version:
+        raise ValidationError(
+            f"{value} is not a Python with the venv module (Debian: python3-venv)",
+            field="python",
+        )
+    if version < MIN_PYTHON:
+        raise ValidationError(
+            f"{value} is Python {'.'.join(map(str, version))}; the local runtime needs 3.9 or newer",
+            field="python",
+        )
+    return str(Path(found).absolute())
 
 
 CONSTRAINT_RE = re.compile(r"[A-Za-z][\w.\-]*\s*(==|!=)\s*[^\s=!]+")

@@ -49,10 +49,14 @@ def _migration_2(conn: Connection) -> None:
 
 
 def _migration_3(conn: Connection) -> None:
-    """Projects carry placement constraints for runtimes that schedule over nodes."""
+    """Projects carry placement constraints for runtimes that schedule over nodes, and a
+    Python interpreter for the local runtime."""
     have = _columns(conn, "project")
-    if have and "placement" not in have:
-        conn.execute(text("ALTER TABLE project ADD COLUMN placement VARCHAR NOT NULL DEFAULT ''"))
+    for column in ("placement", "python"):
+        if have and column not in have:
+            conn.execute(
+                text(f"ALTER TABLE project ADD COLUMN {column} VARCHAR NOT NULL DEFAULT ''")
+            )
 
 
 # Append-only: migration N takes a database at version N-1 to version N.

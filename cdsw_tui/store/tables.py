@@ -25,6 +25,7 @@ class Project(SQLModel, table=True):
     runtime: str = "local"
     engine: str = ""
     placement: str = ""  # scheduler constraints, one a line (e.g. node.labels.gpu==true)
+    python: str = ""  # the interpreter of the local runtime's environments ("": the controller's)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -1,5 +1,6 @@
 """Builds on the local runtime, run by a real controller process."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -157,3 +158,51 @@ def test_kill_9_of_the_controller_during_a_build(cli: Cli, wb, model, home: Path
     assert not alive(child)
     assert "interrupted" in cli("build-log", "p/add", "1").out
     assert [m.name for m in models.list_models(wb)] == ["add"]
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def test_a_project_python_builds_and_serves_on_that_interpreter(cli: Cli, tmp_path: Path):
+    """CDSW's engines pin a Python per project; on the local runtime ``--python`` does."""
+    import subprocess
+    import sys
+
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"no {SYSTEM_PYTHON} here")
+    theirs = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if theirs == sys.version.split()[0]:
+        pytest.skip(f"{SYSTEM_PYTHON} is this Python: nothing would tell them apart")
+    root = tmp_path / "pinned"
+    root.mkdir()
+    (root / "m.py").write_text("import sys\n\ndef v(args):\n    return sys.version.split()[0]\n")
+    (root / "cdsw-build.sh").write_text(
+        "python -c 'import sys; print(\"built with\", sys.version)'\n"
+    )
+    out = cli(
+        "project", "create", "pinned", "--path", str(root), "--python", SYSTEM_PYTHON, "--json"
+    )
+    assert json.loads(out.out)["python"] == SYSTEM_PYTHON
+    cli("model", "create", "pinned/v", "--file", "m.py", "--function", "v", "--wait")
+    assert json.loads(cli("call", "pinned/v", "{}").out)["response"] == theirs
+    log = cli("build-log", "pinned/v", "1").out
+    assert f"Python {theirs}, {SYSTEM_PYTHON}" in log and f"built with {theirs}" in log
+
+
+@pytest.mark.parametrize(
+    "python, says",
+    [("/nonexistent/python3", "no Python interpreter"), ("/bin/true", "not a Python")],
+)
+def test_a_bad_project_python_is_refused_in_one_line(
+    cli: Cli, tmp_path: Path, python: str, says: str
+):
+    (tmp_path / "p").mkdir()
+    out = cli(
+        "project", "create", "p", "--path", str(tmp_path / "p"), "--python", python, check=False
+    )
+    assert out.code != 0 and says in out.err and "Traceback" not in out.err
+    assert json.loads(cli("project", "list", "--json").out) == []  # nothing was made

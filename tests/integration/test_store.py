@@ -118,7 +118,8 @@ def test_a_version_1_store_keeps_its_replicas_by_handle(tmp_path: Path):
 
 
 def test_a_version_2_store_gains_project_placement(tmp_path: Path):
-    """Projects made before the swarm runtime keep their rows and get no constraints."""
+    """Projects made before the swarm runtime keep their rows, with no constraints and the
+    controller's Python."""
     path = tmp_path / "cdsw.db"
     con = sqlite3.connect(path)
     con.executescript(
@@ -134,6 +135,6 @@ def test_a_version_2_store_gains_project_placement(tmp_path: Path):
     con.close()
     Store(path).close()
     con = sqlite3.connect(path)
-    assert con.execute("SELECT name, runtime, placement FROM project").fetchall() == [
-        ("old", "docker", "")
+    assert con.execute("SELECT name, runtime, placement, python FROM project").fetchall() == [
+        ("old", "docker", "", "")
     ]

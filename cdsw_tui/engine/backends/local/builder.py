@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -58,9 +59,32 @@ PASSTHROUGH = (
 )
 
 
-def dependency_key(dep_files: dict[str, str], variables: dict[str, str], ca_bundle: str) -> str:
+def interpreter(job: BuildJob) -> tuple[str, str]:
+    """The build's Python (the project's, else the controller's) and its full version."""
+    if not job.python:
+        return sys.executable, sys.version
+    try:
+        out = subprocess.run(
+            [job.python, "-c", "import sys; print(sys.version)"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildFailed(f"the project's Python {job.python} does not run: {exc}") from None
+    if out.returncode != 0 or not out.stdout.strip():
+        raise BuildFailed(f"the project's Python {job.python} does not run")
+    return job.python, out.stdout.strip()
+
+
+def dependency_key(
+    dep_files: dict[str, str],
+    variables: dict[str, str],
+    ca_bundle: str,
+    python: tuple[str, str] = (sys.executable, sys.version),
+) -> str:
     h = hashlib.sha256()
-    h.update(f"python {sys.version}\nexe {sys.executable}\n".encode())
+    h.update(f"python {python[1]}\nexe {python[0]}\n".encode())
     h.update(json.dumps(sorted(dep_files.items())).encode())
     h.update(json.dumps(sorted(variables.items())).encode())
     h.update(ca_bundle.encode())
@@ -118,6 +142,7 @@ def make_writable(root: Path) -> None:
 class LocalBuilder:
     def __init__(self, snapshots: SnapshotRepo) -> None:
         self.snapshots = snapshots
+        self.python = (sys.executable, sys.version)
 
     def build(
         self,
@@ -140,7 +165,8 @@ class LocalBuilder:
             raise BuildFailed("cancelled by the user", status="cancelled")
 
         deps = dependency_files(files)
-        key = dependency_key(deps, job.variables, job.ca_bundle)
+        self.python = interpreter(job)
+        key = dependency_key(deps, job.variables, job.ca_bundle, self.python)
         if job.clean:  # a fresh environment of its own; the shared one may be serving replicas
             key = f"{key[:12]}-clean-{job.build_id}"
         env_root = job.envs_dir / key
@@ -191,7 +217,10 @@ class LocalBuilder:
         env_root.mkdir(parents=True)
         venv = env_root / "venv"
         script = job.build_dir / BUILD_SCRIPT
-        log.line(f"creating the Python environment {env_root.name} ({sys.version.split()[0]})")
+        log.line(
+            f"creating the Python environment {env_root.name} "
+            f"(Python {self.python[1].split()[0]}, {self.python[0]})"
+        )
         env = self._environment(job, venv)
         self._new_venv(job, log, cancelled, on_pid, deadline, venv, with_pip=script.is_file())
         if script.is_file():
@@ -243,7 +272,7 @@ class LocalBuilder:
         if not with_pip:
             self._run_venv(job, log, cancelled, on_pid, deadline, [str(venv), "--without-pip"])
             return
-        tag = hashlib.sha256(f"{sys.executable} {sys.version}".encode()).hexdigest()[:12]
+        tag = hashlib.sha256(" ".join(self.python).encode()).hexdigest()[:12]
         base_root = job.envs_dir / f"base-{tag}"
         base = base_root / "venv"
         with open(job.envs_dir / f"base-{tag}.lock", "a+") as lock:
@@ -273,7 +302,7 @@ class LocalBuilder:
         args: list[str],
     ) -> None:
         code = run_logged(
-            [sys.executable, "-m", "venv", *args],
+            [self.python[0], "-m", "venv", *args],
             cwd=job.build_dir,
             env={k: v for k, v in os.environ.items() if k in PASSTHROUGH or k == "PATH"},
             log=log,
