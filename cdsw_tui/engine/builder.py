@@ -74,14 +74,26 @@ def log_header(job: BuildJob, log: BuildLog, runtime: str, extra: str = "") -> N
         log.line(f"warning: {warning}")
 
 
+PACKAGE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "DESCRIPTION")  # Python and R
+
+
 def dependency_files(files: dict[str, str]) -> dict[str, str]:
-    """The snapshot files that decide the dependency environment: path -> blob id."""
+    """The snapshot files that decide the dependency environment: path -> blob id
+    (``cdsw-build.sh``, requirements files, and the files that describe a package of the
+    project's own, which ``cdsw-build.sh`` may install)."""
     return {
         path: blob
         for path, blob in files.items()
         if path == BUILD_SCRIPT
         or (os.path.basename(path).startswith("requirements") and path.endswith(".txt"))
+        or os.path.basename(path) in PACKAGE_FILES
     }
+
+
+def r_library(env_root: Path) -> Path:
+    """Where R packages that ``cdsw-build.sh`` installs go: in the build's environment
+    (``R_LIBS_USER``), never the host's site library."""
+    return env_root / "R-library"
 
 
 def build_marker(home: Path, build_id: int) -> str:

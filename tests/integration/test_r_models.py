@@ -163,3 +163,45 @@ def test_missing_r_is_one_clear_line(cli: Cli, project: Path):
     cli("build", "rp/add", "--wait")
     deployed = cli("deploy", "rp/add", "--wait", check=False)
     assert deployed.code == 1 and "R is not installed here" in deployed.err
+
+
+R_PACKAGE = {
+    "rpkg/DESCRIPTION": (
+        "Package: cdswtestpkg\nVersion: 0.1\nTitle: A package of the project\n"
+        "Description: Installed by cdsw-build.sh.\nAuthor: cdsw-tui\n"
+        "Maintainer: cdsw-tui <cdsw@example.org>\nLicense: MIT\n"
+    ),
+    "rpkg/NAMESPACE": "export(hello)\n",
+    "rpkg/R/hello.R": 'hello <- function() "from the build\'s library"\n',
+    "cdsw-build.sh": "R CMD INSTALL rpkg\n",
+    "model.R": "library(cdswtestpkg)\n\nf <- function(args) {\n  hello()\n}\n",
+}
+
+
+def test_an_r_package_cdsw_build_sh_installs_lands_in_the_build(cli: Cli, tmp_path: Path):
+    """Not in the host's site library (CDSW's engines kept it in the project's image)."""
+    import subprocess
+
+    root = write_project(tmp_path / "rpkgproj", R_PACKAGE)
+    cli("project", "create", "rpkg", "--path", str(root))
+    cli(
+        "model",
+        "create",
+        "rpkg/m",
+        "--file",
+        "model.R",
+        "--function",
+        "f",
+        "--kernel",
+        "r",
+        "--wait",
+    )
+    assert json.loads(cli("call", "rpkg/m", "{}").out)["response"] == "from the build's library"
+    host = subprocess.run(
+        ["Rscript", "-e", 'cat(nzchar(system.file(package = "cdswtestpkg")))'],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "R_LIBS_USER"},
+    )
+    assert host.stdout.strip() == "FALSE"  # absent from every library of the host
+    assert "R-library" in cli("build-log", "rpkg/m", "1").out  # where R said it installed

@@ -28,6 +28,7 @@ from cdsw_tui.engine.builder import (
     build_marker,
     dependency_files,
     log_header,
+    r_library,
 )
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
@@ -216,6 +217,7 @@ class LocalBuilder:
             shutil.rmtree(env_root)
         env_root.mkdir(parents=True)
         venv = env_root / "venv"
+        r_library(env_root).mkdir()  # R installs into the first library that exists
         script = job.build_dir / BUILD_SCRIPT
         log.line(
             f"creating the Python environment {env_root.name} "
@@ -317,6 +319,7 @@ class LocalBuilder:
         env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}
         env["PATH"] = f"{venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         env["VIRTUAL_ENV"] = str(venv)
+        env["R_LIBS_USER"] = str(r_library(venv.parent))
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         if job.ca_bundle:
             for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from cdsw_tui.engine import process
+from cdsw_tui.engine.builder import r_library
 from cdsw_tui.engine.runtime import (
     Exit,
     Found,
@@ -80,6 +81,9 @@ class LocalRuntime(RuntimeBase):
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            **(
+                {"R_LIBS_USER": str(r_library(Path(spec.env_path).parent))} if spec.env_path else {}
+            ),
             **spec.environment,
         }
         key, _, value = self._marker(spec.name).decode().partition("=")
