@@ -34,6 +34,21 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def private_key(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The contents of a key file of ours: made once with ``make()`` (0600, created
+    exclusively, so two processes agree on one), read without following a link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(make())
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read().strip()
+
+
 def _stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
     try:

@@ -9,12 +9,12 @@ carry secrets in the clear.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from cdsw_tui.engine.process import private_key
 from cdsw_tui.errors import CdswError
 
 PREFIX = "fernet:"
@@ -25,16 +25,7 @@ KEY_FILE = "secret.key"
 def _fernet(home: Path) -> Fernet:
     path = home / KEY_FILE
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(Fernet.generate_key())
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as fh:
-            return Fernet(fh.read().strip())
+        return Fernet(private_key(path, Fernet.generate_key))
     except (OSError, ValueError) as exc:
         raise CdswError(f"cannot read the secret key {path}: {exc}") from None
 

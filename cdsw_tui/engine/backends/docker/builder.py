@@ -91,13 +91,13 @@ class DockerBuilder:
             require_engine(client, job.engine)
         except CdswError as exc:
             raise BuildFailed(exc.message) from None
-        self._require_r(client, job, log)
+        files = self.snapshots.files(job.snapshot)
+        self._require_r(client, job, files, log)
         tag = image_tag(job.home, job.model_id, job.model_name, job.number)
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
             context = Path(tmp)
             (context / "src").mkdir()
             self.snapshots.export(job.snapshot, context / "src")
-            files = self.snapshots.files(job.snapshot)
             deps = dependency_files(files)
             (context / "deps").mkdir()
             for rel in deps:
@@ -146,14 +146,14 @@ class DockerBuilder:
         log.line(f"build {job.number} built")
         return BuildResult(artifact=tag, image_id=image_id, dep_reused=self._dep_layer_cached)
 
-    def _require_r(self, client, job: BuildJob, log: BuildLog) -> None:
+    def _require_r(self, client, job: BuildJob, files: dict[str, str], log: BuildLog) -> None:
         """An R model, or a cdsw-build.sh that runs R, on an engine made without R fails
         now, naming the command that makes one with R (CDSW's engines had both)."""
         labels = client.images.get(job.engine).labels or {}
         if labels.get("cdsw.r") == "1" or labels.get("cdsw.engine") != "1":
             return  # an engine of ours with R, or someone else's image: let it try
         script = ""
-        if BUILD_SCRIPT in self.snapshots.files(job.snapshot):
+        if BUILD_SCRIPT in files:
             script = self.snapshots.read(job.snapshot, BUILD_SCRIPT).decode("utf-8", "replace")
         if job.kernel == "r":
             who = f"the R model {job.model_name}"

@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,9 +104,36 @@ class Follower:
         return Output(b"".join(lines), offset)
 
 
-def since(offset_ns: int) -> float | None:
-    """Docker's ``since`` for a follower that resumes after ``offset_ns``."""
-    return offset_ns / 1e9 if offset_ns else None
+class Followers:
+    """The log followers of a runtime's replicas, one per handle, opened on first read
+    and opened again (from the last line taken) once one ended with nothing left."""
+
+    def __init__(self) -> None:
+        self._by_handle: dict[str, Follower] = {}
+
+    def read(
+        self,
+        handle: str,
+        offset: int,
+        limit: int,
+        open_stream: Callable[[float | None], object],
+        reopen: Callable[[], bool] = lambda: True,
+    ) -> Output:
+        """What the replica wrote after ``offset``; ``open_stream(since)`` follows its log,
+        ``reopen()`` says whether an ended follower's replica may still write."""
+        follower = self._by_handle.get(handle)
+        if follower is None or (follower.done and not follower.buf and reopen()):
+            try:
+                stream = open_stream(offset / 1e9 if offset else None)
+            except Exception:  # gone, or the engine is away: nothing to read now
+                return Output(b"", offset)
+            follower = self._by_handle[handle] = Follower(stream, handle[:12])
+        return follower.take(offset, limit)
+
+    def drop(self, handle: str) -> None:
+        follower = self._by_handle.pop(handle, None)
+        if follower is not None:
+            follower.close()
 
 
 class DockerRuntime(RuntimeBase):
@@ -119,7 +147,7 @@ class DockerRuntime(RuntimeBase):
         self.sockets = home / "run" / "docker"
         self.dead: dict[str, Exit] = {}
         self.names: dict[str, str] = {}
-        self.followers: dict[str, Follower] = {}
+        self.followers = Followers()
         self._lock = threading.Lock()
         events = self._events()  # subscribed before any start: no death goes unheard
         threading.Thread(
@@ -259,9 +287,7 @@ class DockerRuntime(RuntimeBase):
     def remove(self, handle: str) -> None:
         from docker.errors import DockerException, NotFound
 
-        follower = self.followers.pop(handle, None)
-        if follower is not None:
-            follower.close()
+        self.followers.drop(handle)
         name = self.names.pop(handle, None) or self._label(handle, "cdsw.replica")
         try:
             self.client.api.remove_container(handle, force=True)
@@ -312,24 +338,21 @@ class DockerRuntime(RuntimeBase):
         ]
 
     def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
-        follower = self.followers.get(handle)
-        if follower is None or (
-            follower.done and not follower.buf and self.inspect(handle) is None
-        ):
-            try:
-                stream = self.client.api.logs(
-                    handle,
-                    stdout=True,
-                    stderr=True,
-                    stream=True,
-                    follow=True,
-                    timestamps=True,
-                    since=since(offset),
-                )
-            except Exception:  # gone, or dockerd is away: nothing to read now
-                return Output(b"", offset)
-            follower = self.followers[handle] = Follower(stream, handle[:12])
-        return follower.take(offset, limit)
+        return self.followers.read(
+            handle,
+            offset,
+            limit,
+            lambda since: self.client.api.logs(
+                handle,
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=True,
+                timestamps=True,
+                since=since,
+            ),
+            reopen=lambda: self.inspect(handle) is None,  # it runs: its stream broke
+        )
 
 
 def make_runtime(home: Path) -> DockerRuntime:

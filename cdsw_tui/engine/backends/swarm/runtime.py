@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -35,9 +34,8 @@ from cdsw_tui.engine.backends.docker.runtime import (
     PYTHON,
     RUNNER,
     UID,
-    Follower,
+    Followers,
     home_id,
-    since,
 )
 from cdsw_tui.engine.runtime import (
     Exit,
@@ -73,10 +71,12 @@ def preflight() -> None:
     manager(docker_client(timeout=10))
 
 
-def manager(client) -> None:
+def manager(client) -> dict:
+    """The engine's swarm state, if it is a manager; one line saying how otherwise."""
     swarm = client.info().get("Swarm", {})
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
         raise CdswError(NOT_A_MANAGER)
+    return swarm
 
 
 @dataclass
@@ -116,14 +116,13 @@ class SwarmRuntime(RuntimeBase):
         from cdsw_tui.engine.backends.docker.images import docker_client
 
         self.client = docker_client(timeout=30)
-        manager(self.client)
-        self.node_id = self.client.info()["Swarm"].get("NodeID", "")
+        self.node_id = manager(self.client).get("NodeID", "")
         self.home = str(home)
         self.prefix = f"cdsw-{home_id(home)}-"
         self.key = self._home_key(home)
         self.placed: dict[str, str] = {}  # service id -> the task it answered on
         self.names: dict[str, str] = {}
-        self.followers: dict[str, Follower] = {}
+        self.followers = Followers()
         self.nodes: dict[str, str] = {}
         self.tasks: dict[str, list[Task]] = {}  # service id -> its tasks, newest first
         self.seen = 0.0
@@ -137,18 +136,10 @@ class SwarmRuntime(RuntimeBase):
     def _home_key(home: Path) -> bytes:
         """A random key of this home's (0600, never followed), from which each replica's
         channel key is derived."""
-        folder = process.private_dir(home / "run" / "swarm")
-        path = folder / "channel.key"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd) as fh:
-            return bytes.fromhex(fh.read().strip())
+        path = process.private_dir(home / "run" / "swarm") / "channel.key"
+        return bytes.fromhex(
+            process.private_key(path, lambda: secrets.token_hex(32).encode()).decode()
+        )
 
     def channel_key(self, name: str) -> str:
         return hmac.new(self.key, name.encode(), hashlib.sha256).hexdigest()
@@ -323,12 +314,9 @@ class SwarmRuntime(RuntimeBase):
                 raise RuntimeUnavailable(f"swarm did not place the replica: {why}")
 
     def _secret(self, name: str, labels: dict[str, str]) -> str:
-        secret_name = f"{self.prefix}{name}"
-        for old in self.client.api.secrets(filters={"name": secret_name}):
-            if old["Spec"]["Name"] == secret_name:
-                self.client.api.remove_secret(old["ID"])
+        self._remove_secret(name)  # one left by a start that did not finish
         made = self.client.api.create_secret(
-            secret_name, self.channel_key(name).encode(), labels=labels
+            f"{self.prefix}{name}", self.channel_key(name).encode(), labels=labels
         )
         return made["ID"]
 
@@ -401,9 +389,7 @@ class SwarmRuntime(RuntimeBase):
     def remove(self, handle: str) -> None:
         from docker.errors import DockerException, NotFound
 
-        follower = self.followers.pop(handle, None)
-        if follower is not None:
-            follower.close()
+        self.followers.drop(handle)
         name = self.names.pop(handle, None) or self._label(handle)
         try:
             self.client.api.remove_service(handle)
@@ -481,22 +467,20 @@ class SwarmRuntime(RuntimeBase):
         return removed
 
     def read_output(self, handle: str, offset: int, limit: int = 1 << 20) -> Output:
-        follower = self.followers.get(handle)
-        if follower is None or (follower.done and not follower.buf):
-            try:
-                stream = self.client.api.service_logs(
-                    handle,
-                    stdout=True,
-                    stderr=True,
-                    follow=True,
-                    timestamps=True,
-                    since=since(offset),
-                    is_tty=False,
-                )
-            except Exception:  # gone, or the engine is away: nothing to read now
-                return Output(b"", offset)
-            follower = self.followers[handle] = Follower(stream, handle[:12])
-        return follower.take(offset, limit)
+        return self.followers.read(
+            handle,
+            offset,
+            limit,
+            lambda since: self.client.api.service_logs(
+                handle,
+                stdout=True,
+                stderr=True,
+                follow=True,
+                timestamps=True,
+                since=since,
+                is_tty=False,
+            ),
+        )
 
 
 def make_runtime(home: Path) -> SwarmRuntime:
