@@ -313,6 +313,38 @@ def wait_first_answer(s: Scratch, model, deployment_id: int) -> None:
     asyncio.run(ask())
 
 
+def build(s: Scratch, model) -> tuple[float, object]:
+    """A new build of ``model``, waited for: (seconds, the build); the run ends unless built."""
+    from cdsw_tui.services import builds
+
+    start = time.perf_counter()
+    b = builds.request(s.wb, model)
+    while (b := builds.refresh(s.wb, b)).status not in ("built", "failed", "cancelled", "timedout"):
+        time.sleep(0.05)
+    if b.status != "built":
+        raise SystemExit(f"build {b.number} of {model.name} {b.status}: {b.reason}")
+    return time.perf_counter() - start, b
+
+
+def first_answer(s: Scratch, model, replicas: int, **resources: object) -> float:
+    """Seconds from a new deployment of the newest build to its first answer."""
+    from cdsw_tui.services import deployments
+
+    start = time.perf_counter()
+    d = deployments.create(s.wb, model, replicas=replicas, **resources)
+    wait_first_answer(s, model, int(d.id))
+    return time.perf_counter() - start
+
+
+def stopped(s: Scratch, model) -> None:
+    """Stop the model's deployment and wait until it is no longer active."""
+    from cdsw_tui.services import deployments, models
+
+    deployments.stop(s.wb, model)
+    while models.active_deployment(s.wb, model):
+        time.sleep(0.05)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

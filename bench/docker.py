@@ -11,28 +11,11 @@ import asyncio
 import json
 import time
 
-from _common import Scratch, load, tcp, wait_first_answer
+from _common import Scratch, build, first_answer, load, stopped, tcp
 
-from cdsw_tui.services import builds, deployments, models, projects
+from cdsw_tui.services import models, projects
 
 CODE = "def add(args):\n    return args['a'] + args['b']\n"
-
-
-def build(s: Scratch, model) -> tuple[float, object]:
-    start = time.perf_counter()
-    b = builds.request(s.wb, model)
-    while (b := builds.refresh(s.wb, b)).status not in ("built", "failed", "cancelled", "timedout"):
-        time.sleep(0.05)
-    if b.status != "built":
-        raise SystemExit(f"build {b.number} {b.status}: {b.reason}")
-    return time.perf_counter() - start, b
-
-
-def first_answer(s: Scratch, model, replicas: int) -> float:
-    start = time.perf_counter()
-    d = deployments.create(s.wb, model, replicas=replicas)
-    wait_first_answer(s, model, int(d.id))
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -67,15 +50,11 @@ def main() -> None:
             f"(target < 5 s and <= 15%); dependency layer reused: {b2.dep_reused}"
         )
         one = first_answer(s, docker_model, 1)
-        deployments.stop(s.wb, docker_model)
-        while models.active_deployment(s.wb, docker_model):
-            time.sleep(0.05)
+        stopped(s, docker_model)
         four = first_answer(s, docker_model, 4)
         print(f"  deploy to first answer, 1 replica   {one:5.2f} s")
         print(f"  deploy to first answer, 4 replicas  {four:5.2f} s   (target < 5 s)")
-        deployments.stop(s.wb, docker_model)
-        while models.active_deployment(s.wb, docker_model):
-            time.sleep(0.05)
+        stopped(s, docker_model)
         first_answer(s, docker_model, 1)
         build(s, local_model)
         first_answer(s, local_model, 1)

@@ -15,36 +15,14 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-from _common import Scratch, free_port, load, median, tcp, wait_first_answer
+from _common import Scratch, build, first_answer, free_port, load, median, stopped, tcp
 
-from cdsw_tui.services import builds, deployments, engines, models, projects
+from cdsw_tui.services import engines, models, projects
 
 CODE = "def add(args):\n    return args['a'] + args['b']\n"
 SMALL = {"cpu": 0.25, "memory": 256}
-
-
-def built(s: Scratch, model) -> None:
-    b = builds.request(s.wb, model)
-    while (b := builds.refresh(s.wb, b)).status not in ("built", "failed", "cancelled", "timedout"):
-        time.sleep(0.05)
-    if b.status != "built":
-        raise SystemExit(f"build of {model.name}: {b.status}: {b.reason}")
-
-
-def first_answer(s: Scratch, model, replicas: int) -> float:
-    start = time.perf_counter()
-    d = deployments.create(s.wb, model, replicas=replicas, **SMALL)
-    wait_first_answer(s, model, int(d.id))
-    return time.perf_counter() - start
-
-
-def stopped(s: Scratch, model) -> None:
-    deployments.stop(s.wb, model)
-    while models.active_deployment(s.wb, model):
-        time.sleep(0.05)
 
 
 def main() -> None:
@@ -71,19 +49,19 @@ def main() -> None:
         spec = models.ModelSpec(name="add", file="model.py", function="add")
         swarm_model = models.create(s.wb, "sw", spec)
         docker_model = models.create(s.wb, "dk", spec)
-        built(s, swarm_model)
-        built(s, docker_model)
+        build(s, swarm_model)
+        build(s, docker_model)
         firsts = []
         for _ in range(args.rounds):
-            firsts.append(first_answer(s, swarm_model, 2))
+            firsts.append(first_answer(s, swarm_model, 2, **SMALL))
             stopped(s, swarm_model)
         print("swarm runtime (one-node swarm, image pushed to and pulled from the registry)")
         print(
             f"  deploy to first answer, 2 replicas  median {median(firsts):5.2f} s "
             f"(runs: {', '.join(f'{x:.2f}' for x in firsts)}; target <= 10 s)"
         )
-        first_answer(s, swarm_model, 1)
-        first_answer(s, docker_model, 1)
+        first_answer(s, swarm_model, 1, **SMALL)
+        first_answer(s, docker_model, 1, **SMALL)
         for c in (1, 8):
             bodies = {
                 name: json.dumps({"accessKey": m.access_key, "request": {"a": 1, "b": 2}}).encode()

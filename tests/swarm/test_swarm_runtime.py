@@ -52,6 +52,23 @@ def call(wb, ref: str, request: dict | None = None) -> httpx.Response:
     )
 
 
+def create_model(cli: Cli, *extra: str, check: bool = True):
+    """p/m from CODE's ``predict``, built and deployed (``--wait``)."""
+    return cli(
+        "model",
+        "create",
+        "p/m",
+        "--file",
+        "model.py",
+        "--function",
+        "predict",
+        "--wait",
+        *extra,
+        check=check,
+        timeout=600,
+    )
+
+
 def settle(home: Path, count: int) -> None:
     """Wait until the home has ``count`` services (a stopping replica's goes last)."""
     deadline = time.monotonic() + 60
@@ -189,20 +206,7 @@ def test_quickstart_on_swarm_adopted_rescheduled_and_stopped(cli: Cli, wb, home:
 def test_rollback_and_scaling_under_traffic_lose_no_call(cli: Cli, wb, home: Path, tmp_path: Path):
     root = write_project(tmp_path / "proj", {"model.py": CODE.format(version=1)})
     projects.create(wb, "p", path=root, runtime="swarm")
-    cli(
-        "model",
-        "create",
-        "p/m",
-        "--file",
-        "model.py",
-        "--function",
-        "predict",
-        "--replicas",
-        "2",
-        *SMALL,
-        "--wait",
-        timeout=600,
-    )
+    create_model(cli, "--replicas", "2", *SMALL)
     (root / "model.py").write_text(CODE.format(version=2))
     cli("build", "p/m", "--wait", timeout=600)
     with traffic(wb, "p/m") as (answers, failures):
@@ -238,17 +242,7 @@ def test_a_swarm_build_without_a_registry_says_how_to_get_one(
     monkeypatch.delenv("CDSW_TUI_REGISTRY")
     root = write_project(tmp_path / "proj", {"model.py": CODE.format(version=1)})
     projects.create(wb, "p", path=root, runtime="swarm")
-    out = cli(
-        "model",
-        "create",
-        "p/m",
-        "--file",
-        "model.py",
-        "--function",
-        "predict",
-        "--wait",
-        check=False,
-    )
+    out = create_model(cli, check=False)
     assert out.code != 0
     assert "cdsw-tui registry start" in out.err and "Traceback" not in out.err
     assert len(out.err.strip().splitlines()) <= 2
