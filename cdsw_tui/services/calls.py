@@ -85,15 +85,18 @@ def gateway_listening(wb: Workbench) -> bool:
         return False
 
 
-def verify_gateway(wb: Workbench, patience: float = 0.0) -> None:
+def verify_gateway(wb: Workbench, patience: float = 0.0, timeout: float = 10.0) -> None:
     """Raise unless what answers on the gateway's address is this home's controller;
-    ``patience``: seconds to wait for a controller that is starting to listen."""
+    ``patience``: seconds to wait for a controller that is starting to listen; ``timeout``:
+    for its answer."""
     url = wb.settings.gateway_url
     challenge = secrets.token_hex(16)
     deadline = time.monotonic() + patience
     while True:
         try:
-            response = _client().get(f"{url}/health", params={"challenge": challenge}, timeout=10)
+            response = _client().get(
+                f"{url}/health", params={"challenge": challenge}, timeout=timeout
+            )
             proof = response.json().get("proof", "")
             break
         except httpx.ConnectError:

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from cdsw_tui.engine.buildlog import last_lines
 from cdsw_tui.errors import CdswError
+from cdsw_tui.services import calls
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerState, state
 
@@ -47,17 +50,43 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
             start_new_session=True,
             close_fds=True,
         )
+    # started once it answers as this home's gateway: a controller that takes the lock
+    # and then fails (its port is taken, say) is reported here, with its own words
+    out = log_dir / "controller.out"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        current = state(wb.home)
-        if current.running and current.pid:
-            return current, current.pid == proc.pid
         code = proc.poll()
-        if code is not None and not state(wb.home).running:
+        current = state(wb.home)
+        if current.running and current.pid and current.pid != proc.pid:
+            return current, False  # another caller's start won the lock
+        if code is not None:
             raise CdswError(
-                f"the controller could not start (exit status {code}); see {log_dir / 'controller.out'}"
+                f"the controller could not start ({_last_words(out) or f'exit status {code}'}); "
+                f"see {out}"
             )
+        if current.running and _answers(wb):
+            return current, True
         time.sleep(0.05)
+    current = state(wb.home)
+    if current.running and current.pid:  # still adopting what runs: it answers soon
+        return current, current.pid == proc.pid
     raise CdswError(
         f"the controller did not start within {timeout:g} s; see {log_dir / 'controller.log'}"
     )
+
+
+def _answers(wb: Workbench) -> bool:
+    try:
+        calls.verify_gateway(wb, timeout=0.5)
+    except CdswError:
+        return False
+    return True
+
+
+def _last_words(out: Path) -> str:
+    """What the controller said last before it ended (its one-line error, say)."""
+    try:
+        lines, _ = last_lines(out, 1)
+    except OSError:
+        return ""
+    return lines[-1].strip().removeprefix("error: ")[:300] if lines else ""

@@ -223,3 +223,16 @@ def test_a_template_project_carries_no_bytecode(cli: Cli, home: Path, tmp_path: 
     finally:
         if made:
             shutil.rmtree(source / "__pycache__", ignore_errors=True)
+
+
+def test_a_controller_that_cannot_start_says_why_in_one_line(cli: Cli, project: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = cli("build", "p/add", check=False, env={"CDSW_TUI_GATEWAY_PORT": port})
+    line = one_line_error(result)
+    assert "the controller could not start (the gateway cannot listen on" in line, line
+    assert f":{port}" in line and "controller.out" in line

@@ -170,8 +170,14 @@ async def test_a_dead_replica_is_restarted_under_its_name_with_the_reason(wb):
     [name] = fake.running()
     before = rows(wb, dep)[0].handle
     fake.kill(name)
+    # the row says running a moment before the replica rejoins the pool: wait for both
     await settle(
-        mgr, lambda: rows(wb, dep)[0].restarts == 1 and rows(wb, dep)[0].status == "running"
+        mgr,
+        lambda: (
+            rows(wb, dep)[0].restarts == 1
+            and rows(wb, dep)[0].status == "running"
+            and mgr.router.pools[model(wb).id].healthy() == 1
+        ),
     )
     row = rows(wb, dep)[0]
     assert row.name == name and row.handle != before
