@@ -863,31 +863,61 @@ def openapi_cmd(ctx: click.Context, ref: str) -> None:
 
 @main.command("metrics")
 @click.argument("ref", metavar="MODEL")
+@click.option("--deployment", "deployment_id", type=int, help="Only this deployment's.")
+@click.option("--build", "build_number", type=int, help="Only this build's.")
+@click.option("--start", "start_ms", type=int, help="From this time (ms since the epoch).")
+@click.option("--end", "end_ms", type=int, help="Until this time (ms since the epoch).")
 @json_option
 @click.pass_context
-def metrics_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Metrics the model recorded with cdsw.track_metric."""
+def metrics_cmd(
+    ctx: click.Context,
+    ref: str,
+    deployment_id: int | None,
+    build_number: int | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    as_json: bool,
+) -> None:
+    """What the model tracked (cdsw/cml metrics API), oldest first: one record per call
+    with metrics on, aggregates, and delayed metrics merged into their call."""
     import json as _json
-    from datetime import UTC, datetime
 
-    from cdsw_tui.services import logs, models
+    from cdsw_tui.services import builds, metrics, models
 
     wb = _wb(ctx)
+    model = models.resolve(wb, ref)
+    build_id = builds.get(wb, model, build_number).id if build_number is not None else None
+    records = metrics.read(
+        wb,
+        model_id=model.id,
+        deployment_id=deployment_id,
+        build_id=build_id,
+        start_ms=start_ms,
+        end_ms=end_ms,
+    )
     rows = [
         {
-            "time": datetime.fromtimestamp(r.get("time", 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "key": r.get("key"),
-            "value": r.get("value"),
-            "uuid": r.get("uuid"),
-            "replica": r.get("replica"),
+            "time": metrics.iso(r["startTimeStampMs"]),  # ISO, as every other listing
+            "uuid": r["predictionUuid"],
+            "deployment": metrics.ident(r["modelDeploymentCrn"]),
+            "build": r["buildNumber"],
+            "replica": r["replica"],
+            "aggregate": r["aggregate"],
+            "start_ms": r["startTimeStampMs"],
+            "end_ms": r["endTimeStampMs"],
+            "metrics": r["metrics"],
         }
-        for r in logs.tracked_metrics(wb, models.resolve(wb, ref))
-    ]  # ISO times, as every other listing
+        for r in records
+    ]
     if as_json:
         emit_json(rows)
         return
-    shown = [dict(r, value=_json.dumps(r["value"])) for r in rows]  # JSON, not Python repr
-    table(shown, ["time", "key", "value", "uuid", "replica"], empty=f"{ref} has tracked no metrics")
+    shown = [dict(r, metrics=_json.dumps(r["metrics"])) for r in rows]  # JSON, not Python repr
+    table(
+        shown,
+        ["time", "uuid", "deployment", "build", "metrics"],
+        empty=f"{ref} has tracked no metrics",
+    )
 
 
 @main.group("registry")

@@ -10,6 +10,8 @@ PACKAGE = Path(__file__).resolve().parent
 # the runner is copied into images and run by replicas as a script, never imported there
 RUNNER = PACKAGE / "serving" / "replica.py"
 RUNNER_R = PACKAGE / "serving" / "replica.R"
+# ``cdsw`` and ``cml`` for model code and the project's scripts (beside the runner)
+PYLIB = PACKAGE / "serving" / "pylib"
 
 
 def assets_dir() -> Path:

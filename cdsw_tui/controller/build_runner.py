@@ -104,6 +104,9 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             warnings=[w for w in build.warnings.split("\n") if w],
             clean=build.clean,
             python=project.python,
+            workbench=env_service.workbench_variables(
+                wb, project, model, engine_id=f"build-{build_id}", build_id=build_id
+            ),
         )
         result = _builder_for(wb, build.runtime).build(job, blog, cancelled, on_pid)
         status = "built"

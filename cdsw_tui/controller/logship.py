@@ -2,8 +2,8 @@
 
 A replica's output leaves through its runtime (a spool file, ``docker logs``), in the
 runner's format: ``<time> <stream> <text>``. Lines of ``stdout`` and ``stderr`` go
-into ``logs/replicas/m<model>/d<deployment>/<replica>.log``; ``metric`` records into
-the model's ``metrics.jsonl``; the gateway's records of calls into its
+into ``logs/replicas/m<model>/d<deployment>/<replica>.log``; ``metric`` records (what
+the model tracked, one per call) to ``on_metrics``, which stores them; the gateway's records of calls into its
 ``requests.jsonl``; ``event`` records (why a replica ended) stay with the
 replica's state. The folders and files are made here, by the controller, and opened
 without following links; nothing a model can write is ever mounted or chmodded.
@@ -14,22 +14,32 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cdsw_tui.controller.state import ReplicaState
 from cdsw_tui.engine.buildlog import DEFAULT_MAX_BYTES, open_log, rotate, stamp
 from cdsw_tui.engine.runtime import Runtime
-from cdsw_tui.services.logs import metrics_file, replica_log, requests_file
+from cdsw_tui.services.logs import replica_log, requests_file
 from cdsw_tui.serving.calllog import Record
 from cdsw_tui.serving.replica import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
 
 OUTPUT_STREAMS = (b"stdout", b"stderr")
 
 
+MetricsSink = Callable[[int, int, list[dict]], None]  # model id, deployment id, records
+
+
 class Shipper:
-    def __init__(self, home: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        home: Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        on_metrics: MetricsSink | None = None,
+    ) -> None:
         self.home = home
         self.max_bytes = max_bytes
+        self.on_metrics = on_metrics
         self._lock = threading.Lock()
         self.dropped: dict[Path, tuple[int, str]] = {}
 
@@ -100,7 +110,7 @@ class Shipper:
 
     def _route(self, r: ReplicaState, data: bytes, model_id: int, deployment_id: int) -> None:
         log: list[bytes] = []
-        metrics: list[bytes] = []
+        metrics: list[dict] = []
         for line in data.splitlines():
             if not line:
                 continue
@@ -113,7 +123,12 @@ class Shipper:
                         r.last_stderr = rest.decode("utf-8", "replace").strip()[:500]
                     continue
                 if stream == STREAM_METRIC.encode():
-                    metrics.append(rest + b"\n")
+                    try:
+                        record = json.loads(rest)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict):
+                        metrics.append(record)
                     continue
                 if stream == STREAM_EVENT.encode():
                     try:
@@ -128,5 +143,5 @@ class Shipper:
                 r.last_stderr = text.strip()[:500]
         if log:
             self._append(replica_log(self.home, model_id, deployment_id, r.name), b"".join(log))
-        if metrics:
-            self._append(metrics_file(self.home, model_id), b"".join(metrics))
+        if metrics and self.on_metrics is not None:
+            self.on_metrics(model_id, deployment_id, metrics)

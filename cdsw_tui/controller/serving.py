@@ -16,12 +16,14 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from cdsw_tui.controller import metrics_api
 from cdsw_tui.controller.logship import Shipper
 from cdsw_tui.controller.state import DeploymentState, ReplicaState
 from cdsw_tui.engine import backends
 from cdsw_tui.engine.runtime import ReplicaSpec, Runtime, RuntimeUnavailable
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import env as env_service
+from cdsw_tui.services import metrics as metrics_service
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.deployments import replica_name
 from cdsw_tui.serving.connection import health
@@ -102,7 +104,10 @@ class ServingManager:
         self.gateway = Gateway(
             wb.settings, self.router, self.metrics, on_replica_failed=self.replica_failed
         )
-        self.shipper = Shipper(wb.home, int(wb.settings.log_max_mb * 1024 * 1024))
+        self.gateway.extra_routes = metrics_api.routes(wb, self.db)
+        self.shipper = Shipper(
+            wb.home, int(wb.settings.log_max_mb * 1024 * 1024), on_metrics=self.tracked
+        )
         self.states: dict[int, DeploymentState] = {}
         self.tasks: set[asyncio.Task] = set()
         self.writes: list[tuple[int, dict[str, Any]]] = []
@@ -140,7 +145,18 @@ class ServingManager:
     def spec(self, st: DeploymentState, name: str) -> ReplicaSpec:
         ctx = st.ctx
         d, model, build = ctx.deployment, ctx.model, ctx.build
-        variables = env_service.resolve(self.wb, model, d)
+        # CDSW's engine variables, then the user's levels, then the ids no one overrides
+        variables = env_service.workbench_variables(
+            self.wb,
+            ctx.project,
+            model,
+            engine_id=name,
+            build_id=build.id,
+            deployment_id=d.id,
+            cpu=d.cpu,
+            memory=d.memory,
+        )
+        variables.update(env_service.resolve(self.wb, model, d))
         variables.update(
             {
                 "CDSW_PROJECT": ctx.project.name,
@@ -167,6 +183,13 @@ class ServingManager:
             gpu=d.gpu,
             placement=tuple(c for c in ctx.project.placement.splitlines() if c),
         )
+
+    def tracked(self, model_id: int, deployment_id: int, records: list[dict]) -> None:
+        """What a replica's model tracked, into the store (from the shipping thread)."""
+        try:
+            metrics_service.record_calls(self.wb, model_id, deployment_id, records)
+        except Exception as exc:  # the log goes on; the metrics of this batch are lost
+            log.warning("could not store %d metric records: %s", len(records), exc)
 
     def ship(self, st: DeploymentState, r: ReplicaState) -> bool:
         runtime = self.runtimes.made.get(st.ctx.build.runtime)

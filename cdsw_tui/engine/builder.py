@@ -45,6 +45,8 @@ class BuildJob:
     warnings: list[str] = field(default_factory=list)
     clean: bool = False
     python: str = ""  # the interpreter of a local environment ("": the controller's)
+    # CDSW's engine variables for cdsw-build.sh: per build, so never in the dependency key
+    workbench: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

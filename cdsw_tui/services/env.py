@@ -135,3 +135,48 @@ def resolve(
     if extra:
         result.update(extra)
     return result
+
+
+def workbench_variables(
+    wb: Workbench,
+    project: Project,
+    model: Model,
+    *,
+    engine_id: str,
+    build_id: int | None,
+    deployment_id: int | None = None,
+    cpu: float | None = None,
+    memory: int | None = None,
+) -> dict[str, str]:
+    """What CDSW 1.4 sets in every engine (its "Engine Environment Variables" page), as
+    far as it means something here, plus the metrics service's address, this model's
+    metrics token and CRNs (the cdsw/cml module reads them). Never stored: made afresh
+    for each replica and build."""
+    import getpass
+
+    from cdsw_tui.services import metrics
+
+    user = getpass.getuser()
+    url = wb.settings.gateway_url
+    values = {
+        "CDSW_PROJECT": project.name,
+        "CDSW_PROJECT_ID": str(project.id),
+        "CDSW_CREATOR": user,
+        "PROJECT_OWNER": user,
+        "CDSW_ENGINE_ID": engine_id,
+        "CDSW_MASTER_ID": "",
+        "CDSW_MASTER_IP": "",
+        "CDSW_PUBLIC_PORT": "8080",
+        "CDSW_DOMAIN": f"{wb.settings.gateway_host}:{wb.settings.gateway_port}",
+        "CDSW_API_URL": f"{url}/api/v1",
+        "CDSW_PROJECT_URL": f"{url}/api/v1/projects/{user}/{project.name}",
+        "CDSW_METRICS_TOKEN": metrics.token(wb, int(model.id)),  # type: ignore[arg-type]
+        "CDSW_MODEL_CRN": metrics.crn("model", model.id) or "",
+        "CDSW_MODEL_BUILD_CRN": metrics.crn("build", build_id) or "",
+        "CDSW_MODEL_DEPLOYMENT_CRN": metrics.crn("deployment", deployment_id) or "",
+    }
+    if cpu is not None:
+        values["CDSW_CPU_MILLICORES"] = str(int(cpu * 1000))
+    if memory is not None:
+        values["CDSW_MEMORY_MB"] = str(memory)
+    return values

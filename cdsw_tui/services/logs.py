@@ -20,11 +20,6 @@ def replica_log(home: Path, model_id: int, deployment_id: int, name: str) -> Pat
     return home / "logs" / "replicas" / f"m{model_id}" / f"d{deployment_id}" / f"{name}.log"
 
 
-def metrics_file(home: Path, model_id: int) -> Path:
-    """What the model's code recorded with cdsw.track_metric, one JSON object a line."""
-    return home / "logs" / "replicas" / f"m{model_id}" / "metrics.jsonl"
-
-
 def requests_file(home: Path, model_id: int) -> Path:
     """The gateway's recent calls of the model, one JSON object a line (no bodies)."""
     return home / "logs" / "replicas" / f"m{model_id}" / "requests.jsonl"
@@ -72,20 +67,6 @@ def read(files: list[Path], tail: int | None, follow: bool) -> Iterator[str]:
         root = Path(os.path.commonpath([p.parent for p in files]))
         for path, line in logwatch.follow(root, lambda: files, start=positions):
             yield f"{path.stem} {line}"
-
-
-def tracked_metrics(wb: Workbench, model: Model) -> list[dict]:
-    """What the model's code recorded with cdsw.track_metric, oldest first."""
-    path = metrics_file(wb.home, int(model.id))  # type: ignore[arg-type]
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a crash: skip it, keep the rest
-    return records
 
 
 def recent_calls(wb: Workbench, model: Model, tail: int) -> tuple[list[dict], int]:

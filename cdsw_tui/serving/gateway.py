@@ -107,6 +107,8 @@ class Gateway:
         self.started = time.time()
         self.identity = b""  # the secret of the home's identity file, set by the controller
         self.calls = CallLog(settings.request_log_size)
+        # (method, path, handler) the controller adds before the gateway listens
+        self.extra_routes: list[tuple[str, str, Callable]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
@@ -120,6 +122,9 @@ class Gateway:
             ("/models/{project}/{model}/openapi.json", self.openapi),
         ):
             app.router.add_get(path, handler)
+            app.router.add_route("*", path, wrong_method)
+        for method, path, handler in self.extra_routes:
+            app.router.add_route(method, path, handler)
             app.router.add_route("*", path, wrong_method)
         # routes, not a middleware: 404 and 405 in SPEC's shape cost the calls nothing
         app.router.add_route("*", "/{tail:.*}", no_such_path)

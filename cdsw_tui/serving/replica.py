@@ -51,8 +51,6 @@ import sys
 import threading
 import time
 import traceback
-import types
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 EXIT_IMPORT_FAILED = 3
@@ -171,42 +169,32 @@ def become_subreaper() -> None:
         pass
 
 
+PYLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pylib")
+
+
 def install_cdsw_module(output: Output | None) -> None:
-    """``import cdsw`` as real CDSW/CML model scripts do: model_metrics and track_metric."""
-    module = types.ModuleType("cdsw")
-    state = threading.local()
+    """``import cdsw`` and ``import cml`` as real CDSW/CML model scripts do (pylib/, beside
+    this file in every runtime): what a call tracks leaves as one ``metric`` record."""
+    if PYLIB not in sys.path:
+        sys.path.insert(0, PYLIB)
+    import cdsw
 
-    def track_metric(key: str, value: object) -> None:
-        record = {
-            "time": time.time(),
-            "key": str(key),
-            "value": value,
-            "uuid": getattr(state, "uuid", None),
-            "replica": os.environ.get("CDSW_REPLICA_ID", ""),
-        }
+    replica = os.environ.get("CDSW_REPLICA_ID", "")
+
+    def sink(record: dict) -> None:
         if output is not None:
-            output.record(STREAM_METRIC, record)
+            output.record(STREAM_METRIC, dict(record, replica=replica))
 
-    def model_metrics(fn):
-        def wrapper(args):
-            state.uuid = str(uuid.uuid4())
-            try:
-                return {"uuid": state.uuid, "prediction": fn(args)}
-            finally:
-                state.uuid = None
-
-        wrapper.__name__ = getattr(fn, "__name__", "model")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
-        return wrapper
-
-    module.track_metric = track_metric
-    module.model_metrics = model_metrics
-    sys.modules["cdsw"] = module
+    cdsw._sink = sink
 
 
 def load_function(directory: str, file: str, function: str):
     path = os.path.join(directory, file)
-    sys.path.insert(0, os.path.dirname(path))
+    # the project root and the model file's folder (first), as CDSW runs a model
+    for folder in (directory, os.path.dirname(path)):
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location("__cdsw_model__", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {file}")

@@ -15,6 +15,7 @@ from cdsw_tui.store.tables import (
     Project,
     Replica,
     ReplicaStatus,
+    TrackedMetric,
     utcnow,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "Project",
     "Replica",
     "ReplicaStatus",
+    "TrackedMetric",
     "Store",
     "utcnow",
 ]

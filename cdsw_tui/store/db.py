@@ -59,8 +59,20 @@ def _migration_3(conn: Connection) -> None:
             )
 
 
+def _migration_4(conn: Connection) -> None:
+    """Tracked model metrics live in the store, per model, build and deployment."""
+    SQLModel.metadata.tables["trackedmetric"].create(conn, checkfirst=True)
+    for index in SQLModel.metadata.tables["trackedmetric"].indexes:
+        index.create(conn, checkfirst=True)
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

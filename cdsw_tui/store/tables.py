@@ -196,3 +196,22 @@ class EnvVar(SQLModel, table=True):
     scope_id: int = 0
     key: str
     value: str = Field(default="", sa_column=Column(Text, default=""))
+
+
+class TrackedMetric(SQLModel, table=True):
+    """What model code tracked (cdsw/cml metrics API): one row per call with metrics on
+    (``uuid`` set; delayed metrics are merged into it), per ``track_metric`` outside a
+    call, and per aggregate over a window. Times are ms since the epoch, as in CML."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True, ondelete="CASCADE")
+    deployment_id: int | None = Field(
+        default=None, foreign_key="deployment.id", index=True, ondelete="CASCADE"
+    )
+    build_id: int | None = Field(default=None, foreign_key="build.id", ondelete="CASCADE")
+    uuid: str | None = Field(default=None, index=True)
+    start_ms: int = Field(index=True)
+    end_ms: int
+    replica: str = ""
+    aggregate: bool = False
+    metrics: str = Field(default="{}", sa_column=Column(Text, default="{}"))

@@ -24,7 +24,8 @@ def version(args):
 """
 
 
-def test_a_bullseye_engine_runs_python_3_9(cli: Cli, wb, tmp_path: Path):
+def test_engine_list_shows_suite_and_python(cli: Cli):
+    """A model on it answering 3.9 is tests/compat's bullseye shape."""
     try:
         docker.from_env().images.get(BULLSEYE)
     except docker.errors.ImageNotFound:
@@ -34,23 +35,7 @@ def test_a_bullseye_engine_runs_python_3_9(cli: Cli, wb, tmp_path: Path):
     engines = json.loads(cli("engine", "list", "--json").out)
     bullseye = next(e for e in engines if BULLSEYE in e["tags"])
     assert (bullseye["suite"], bullseye["python"], bullseye["r"]) == ("bullseye", "3.9", False)
-    root = write_project(tmp_path / "old", {"model.py": VERSION})
-    cli(
-        "project", "create", "old", "--path", str(root), "--runtime", "docker", "--engine", BULLSEYE
-    )
-    cli(
-        "model",
-        "create",
-        "old/v",
-        "--file",
-        "model.py",
-        "--function",
-        "version",
-        "--wait",
-        timeout=600,
-    )
-    out = json.loads(cli("call", "old/v", "{}").out)
-    assert out["response"] == [3, 9]
+    assert not [e for e in engines if any("-deps:" in t or "-m" in t for t in e["tags"])]
 
 
 def test_an_unknown_suite_is_refused_in_one_line(cli: Cli):

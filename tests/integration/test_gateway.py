@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from cdsw_tui.config import load_settings
-from cdsw_tui.services import deployments, models
+from cdsw_tui.services import deployments, metrics, models
 from cdsw_tui.services.context import Workbench
 from tests.conftest import free_port, stop_controller, stop_replicas, write_project
 
@@ -343,18 +344,82 @@ def test_keys_never_reach_the_logs(served: Served):
             assert secret not in text, f"{path} holds a key"
 
 
-def test_cdsw_module_metrics(served: Served):
+def tracked(served: Served, count: int) -> list[dict]:
+    """The model's tracked records, once ``count`` have been filed."""
+    deadline = time.monotonic() + 10
+    while True:
+        records = json.loads(served.cli("metrics", "srv/scored", "--json").stdout)
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def test_cdsw_module_metrics(served: Served, tmp_path: Path):
+    from cdsw_tui.resources import PYLIB
+
     body = call(served, "scored", {"a": 21}).json()
     assert body["success"] and body["response"]["prediction"] == 42
     uuid = body["response"]["uuid"]
     assert len(uuid) == 36
-    records = json.loads(served.cli("metrics", "srv/scored", "--json").stdout)
-    assert {"key": "input_a", "value": 21, "uuid": uuid} == {
-        k: records[-1][k] for k in ("key", "value", "uuid")
-    }
-    assert records[-1]["replica"].startswith("scored-")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", records[-1]["time"])  # ISO, as listings
-    assert "input_a" in served.cli("metrics", "srv/scored").stdout
+    [record] = tracked(served, 1)
+    assert (record["uuid"], record["metrics"], record["build"]) == (uuid, {"input_a": 21}, 1)
+    assert record["replica"].startswith("scored-") and record["end_ms"] >= record["start_ms"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["time"])  # ISO, as listings
+    assert '{"input_a": 21}' in served.cli("metrics", "srv/scored").stdout  # JSON, not repr
+    # a script of the home's owner reads them back, adds ground truth and an aggregate
+    model = models.resolve(served.wb, "srv/scored")
+    script = tmp_path / "monitor.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, time
+            import cdsw
+            now = int(time.time() * 1000)
+            found = cdsw.read_metrics(model_crn="crn:cdsw-tui:model/{model.id}")
+            call = found["metrics"][0]
+            cdsw.track_delayed_metrics({{"truth": 42}}, call["predictionUuid"])
+            cdsw.track_aggregate_metrics(
+                {{"accuracy": 1.0}}, call["startTimeStampMs"], now,
+                model_deployment_crn=call["modelDeploymentCrn"],
+            )
+            window = cdsw.read_metrics(
+                model_deployment_crn=call["modelDeploymentCrn"],
+                start_timestamp_ms=call["startTimeStampMs"], end_timestamp_ms=now,
+            )
+            late = cdsw.read_metrics(model_crn="{model.id}", start_timestamp_ms=now + 60000)
+            print(json.dumps([window, late]))
+            """
+        )
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(PYLIB),
+        CDSW_TUI_HOME=str(served.home),
+        CDSW_TUI_GATEWAY_URL=served.url,
+    )
+    env.pop("CDSW_METRICS_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    window, late = json.loads(done.stdout)
+    assert [r["metrics"] for r in window["metrics"]] == [
+        {"input_a": 21, "truth": 42},
+        {"accuracy": 1.0},
+    ]
+    assert window["metrics"][0]["predictionUuid"] == uuid
+    assert window["metrics"][1]["predictionUuid"] is None
+    assert late["metrics"] == []
+    # the service wants a token of this home: none, a forged one, another model's
+    url = served.url + "/api/v1/metrics/read"
+    payload = {"model_crn": str(model.id)}
+    assert httpx.post(url, json=payload).status_code == 401
+    forged = f"{model.id}:" + "0" * 64
+    answer = httpx.post(url, json=payload, headers={"Authorization": f"Bearer {forged}"})
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "auth.invalid_key"
+    other = metrics.token(served.wb, int(model.id) + 1000)
+    answer = httpx.post(url, json=payload, headers={"Authorization": f"Bearer {other}"})
+    assert answer.status_code == 401, answer.text
 
 
 def test_memory_limit_is_enforced_and_the_replica_recovers(served: Served):

@@ -113,6 +113,7 @@ def test_secret_variables_are_sealed_at_rest(cli: Cli, wb, project, home: Path):
     cli("build", "p/env", "--wait")
     cli("deploy", "p/env", "--env", "DB_PASSWORD=pw-5555-deployment", "--wait")
     seen = call(wb, "p/env", {}).json()["response"]
+    assert seen.pop("CDSW_METRICS_TOKEN").startswith(f"{models.resolve(wb, 'p/env').id}:")
     assert seen == {
         "API_TOKEN": "tok-1234567890-global",
         "MODEL_TOKEN": "tok-0987654321-model",

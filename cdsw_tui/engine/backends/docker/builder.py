@@ -1,13 +1,15 @@
 """The Docker runtime's builder: an image per build, from the project's engine image.
 
-The Dockerfile is a template in assets/docker. The build context holds the snapshot
-twice: the dependency files alone (``deps/``, so their layer is reused while they
-stay the same) and the whole snapshot (``src/``). Docker's output goes into the
-build log line by line as it arrives.
+Two templates in assets/docker: a dependency image, in which ``cdsw-build.sh`` runs with
+the whole project at /home/cdsw (so ``-e .`` and scripts that read the project work),
+tagged by our own key of the dependency files; and the build's image, that dependency
+image plus the project as it is now. A code-only change reuses the dependency image
+and only copies the project. Docker's output goes into the build log as it arrives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import re
@@ -32,7 +34,7 @@ from cdsw_tui.engine.builder import (
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
 from cdsw_tui.errors import CdswError
-from cdsw_tui.resources import RUNNER, RUNNER_R, assets_dir
+from cdsw_tui.resources import PYLIB, RUNNER, RUNNER_R, assets_dir
 
 
 def image_tag(home: Path, model_id: int, model: str, number: int) -> str:
@@ -44,8 +46,41 @@ def image_tag(home: Path, model_id: int, model: str, number: int) -> str:
     return f"cdsw-tui/{home_id(home)}-m{model_id}-{name}:{number}"
 
 
-def template() -> str:
-    return (assets_dir() / "docker" / "Dockerfile.template").read_text()
+def template(name: str = "Dockerfile.template") -> str:
+    return (assets_dir() / "docker" / name).read_text()
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+
+
+def _exists(client, tag: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def dependency_key(engine_id: str, snapshots: SnapshotRepo, job: BuildJob, deps: dict) -> str:
+    """What decides the dependency image: the engine, the dependency files, the build
+    variables (secret ones by name only), the CA bundle, and what cdsw-tui puts in it."""
+    h = hashlib.sha256()
+    h.update(engine_id.encode())
+    h.update(json.dumps(sorted(deps.items())).encode())
+    h.update(
+        json.dumps(
+            sorted((k, "" if k in job.secret_names else v) for k, v in job.variables.items())
+        ).encode()
+    )
+    bundle = Path(job.ca_bundle) if job.ca_bundle else None
+    h.update(bundle.read_bytes() if bundle and bundle.is_file() else b"")
+    h.update(template("Dockerfile.deps.template").encode())
+    for path in sorted(PYLIB.rglob("*.py")):
+        h.update(path.relative_to(PYLIB).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:20]
 
 
 def forget_model(home: Path, model_id: int) -> list[str]:
@@ -67,6 +102,18 @@ def forget_model(home: Path, model_id: int) -> list[str]:
             client.images.remove(image.id, force=True)
         except DockerException as exc:
             notes.append(f"image {image.short_id} stays: {exc}")
+    # dependency images no build of this home stands on any more
+    try:
+        ours = client.images.list(filters={"label": [f"cdsw.home={home}", "cdsw.deps"]})
+    except DockerException as exc:
+        return [*notes, f"dependency images stay: {exc}"]
+    used = {i.labels["cdsw.deps"] for i in ours if "cdsw.model_id" in i.labels}
+    for image in ours:
+        if "cdsw.model_id" not in image.labels and image.labels["cdsw.deps"] not in used:
+            try:
+                client.images.remove(image.id, force=True)
+            except DockerException as exc:
+                notes.append(f"dependency image {image.short_id} stays: {exc}")
     return notes
 
 
@@ -94,24 +141,57 @@ class DockerBuilder:
         files = self.snapshots.files(job.snapshot)
         self._require_r(client, job, files, log)
         tag = image_tag(job.home, job.model_id, job.model_name, job.number)
+        deps = dependency_files(files)
+        build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
+        if job.secret_names:
+            log.line(
+                f"secret variables {', '.join(sorted(job.secret_names))} are not passed to "
+                "the image build (an image's history keeps build arguments); replicas get "
+                "them when they start"
+            )
+        key = dependency_key(client.images.get(job.engine).id, self.snapshots, job, deps)
+        deps_tag = f"cdsw-tui/{home_id(job.home)}-deps:{key}"
+        fresh = self.force_clean or job.clean
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
             context = Path(tmp)
             (context / "src").mkdir()
             self.snapshots.export(job.snapshot, context / "src")
-            deps = dependency_files(files)
-            (context / "deps").mkdir()
-            for rel in deps:
-                target = context / "deps" / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(context / "src" / rel, target, follow_symlinks=False)
-            bundle = Path(job.ca_bundle) if job.ca_bundle else None
-            if bundle and bundle.is_file():
-                shutil.copy2(bundle, context / "ca-bundle.pem")
+            reused = not fresh and _exists(client, deps_tag)
+            if reused:
+                log.line(
+                    f"reusing dependency image {key}: {BUILD_SCRIPT}, requirements and "
+                    "package files, build variables and engine are unchanged"
+                )
             else:
-                (context / "ca-bundle.pem").write_text("")
+                self._deps_context(context, job, files)
+                (context / "Dockerfile.deps").write_text(
+                    template("Dockerfile.deps.template")
+                    .replace("{{ENGINE}}", job.engine)
+                    .replace("{{BUILD_ARGS}}", "\n".join(f"ARG {k}" for k in sorted(build_args)))
+                    .replace(
+                        "{{LABELS}}",
+                        _labels({"cdsw.engine": "0", "cdsw.home": str(job.home), "cdsw.deps": key}),
+                    )
+                )
+                log.line(
+                    f"docker build -t {deps_tag}: {BUILD_SCRIPT} with the whole project "
+                    f"(dependency files: {', '.join(sorted(deps)) or 'none'})"
+                )
+                self._stream(
+                    client,
+                    context,
+                    "Dockerfile.deps",
+                    deps_tag,
+                    job,
+                    log,
+                    cancelled,
+                    deadline,
+                    build_args,
+                    nocache=fresh,
+                )
             shutil.copy2(RUNNER, context / "replica.py")
             shutil.copy2(RUNNER_R, context / "replica.R")
-            for name in ("ca-bundle.pem", "replica.py", "replica.R"):
+            for name in ("replica.py", "replica.R"):
                 (context / name).chmod(0o644)  # root's in the image, read by the cdsw user
             labels = {
                 "cdsw.engine": "0",  # built from an engine, not one
@@ -121,30 +201,36 @@ class DockerBuilder:
                 "cdsw.model_id": str(job.model_id),
                 "cdsw.build": str(job.number),
                 "cdsw.snapshot": job.snapshot,
+                "cdsw.deps": key,
             }
-            build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
-            if job.secret_names:
-                log.line(
-                    f"secret variables {', '.join(sorted(job.secret_names))} are not passed to "
-                    "the image build (an image's history keeps build arguments); replicas get "
-                    "them when they start"
-                )
-            args = "\n".join(f"ARG {key}" for key in sorted(build_args))
-            dockerfile = (
-                template()
-                .replace("{{ENGINE}}", job.engine)
-                .replace("{{BUILD_ARGS}}", args)
-                .replace("{{LABELS}}", " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()))
+            (context / "Dockerfile").write_text(
+                template("Dockerfile.template")
+                .replace("{{DEPS}}", deps_tag)
+                .replace("{{LABELS}}", _labels(labels))
             )
-            (context / "Dockerfile").write_text(dockerfile)
-            log.line(
-                f"docker build -t {tag} ({len(files)} files, dependency files: {', '.join(sorted(deps)) or 'none'})"
+            log.line(f"docker build -t {tag} ({len(files)} files)")
+            image_id = self._stream(
+                client, context, "Dockerfile", tag, job, log, cancelled, deadline, {}
             )
-            image_id = self._stream(client, context, tag, job, log, cancelled, deadline, build_args)
-        cached = "reused" if self._dep_layer_cached else "built"
-        log.line(f"image {image_id[:19]} tagged {tag}; dependency layer {cached}")
+        log.line(
+            f"image {image_id[:19]} tagged {tag}; dependency image {'reused' if reused else 'built'}"
+        )
         log.line(f"build {job.number} built")
-        return BuildResult(artifact=tag, image_id=image_id, dep_reused=self._dep_layer_cached)
+        return BuildResult(artifact=tag, image_id=image_id, dep_key=key, dep_reused=reused)
+
+    def _deps_context(self, context: Path, job: BuildJob, files: dict[str, str]) -> None:
+        """What the dependency image's build needs beside the project: the CA bundle,
+        cdsw/cml, and the list of the project's files (removed after cdsw-build.sh)."""
+        bundle = Path(job.ca_bundle) if job.ca_bundle else None
+        if bundle and bundle.is_file():
+            shutil.copy2(bundle, context / "ca-bundle.pem")
+        else:
+            (context / "ca-bundle.pem").write_text("")
+        (context / "ca-bundle.pem").chmod(0o644)
+        shutil.copytree(PYLIB, context / "pylib", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [context / "pylib", *(context / "pylib").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (context / "snapshot-files").write_bytes(b"".join(f"{p}\0".encode() for p in files))
 
     def _require_r(self, client, job: BuildJob, files: dict[str, str], log: BuildLog) -> None:
         """An R model, or a cdsw-build.sh that runs R, on an engine made without R fails
@@ -174,19 +260,20 @@ class DockerBuilder:
         self,
         client,
         context: Path,
+        dockerfile: str,
         tag: str,
         job: BuildJob,
         log: BuildLog,
         cancelled: Callable[[], bool],
         deadline: float,
         build_args: dict[str, str],
+        *,
+        nocache: bool = False,
     ) -> str:
         """Docker's output into the log as it comes; a cancel or the time limit acts on
         time, not on output: a silent step (``sleep infinity``) is stopped too, by
         closing the build's connection, which makes dockerd cancel the build."""
         image_id = ""
-        self._dep_layer_cached = False
-        saw_build_step = False
         responses: list = []
         api = client.api
         original_helper = api._stream_helper
@@ -199,11 +286,12 @@ class DockerBuilder:
         try:
             stream = api.build(
                 path=str(context),
+                dockerfile=dockerfile,
                 tag=tag,
                 rm=True,
                 forcerm=True,
                 decode=True,
-                nocache=self.force_clean or job.clean,
+                nocache=nocache,
                 buildargs=build_args,
                 pull=False,
             )
@@ -239,13 +327,6 @@ class DockerBuilder:
                     for line in chunk["stream"].splitlines():
                         if line.strip():
                             log.line(line)
-                            if "bash cdsw-build.sh" in line or "if [ -f cdsw-build.sh ]" in line:
-                                saw_build_step = True
-                            elif saw_build_step and "Using cache" in line:
-                                self._dep_layer_cached = True
-                                saw_build_step = False
-                            elif saw_build_step and line.startswith(" --->"):
-                                saw_build_step = False
                 if "error" in chunk:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                     log.line(detail)

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cdsw_tui.engine.backends.local import homedir
 from cdsw_tui.engine.builder import (
     BUILD_SCRIPT,
     BuildFailed,
@@ -33,6 +35,7 @@ from cdsw_tui.engine.builder import (
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
 from cdsw_tui.engine.snapshot import SnapshotRepo
+from cdsw_tui.resources import PYLIB
 
 META_FILE = ".cdsw-build.json"
 PASSTHROUGH = (
@@ -90,6 +93,24 @@ def dependency_key(
     h.update(json.dumps(sorted(variables.items())).encode())
     h.update(ca_bundle.encode())
     return h.hexdigest()[:20]
+
+
+EDITABLE_REQUIREMENT = re.compile(r"^\s*(-e|--editable)(\s+|=)(?!\S*\+|https?:)", re.MULTILINE)
+EDITABLE_SCRIPT = re.compile(r"\binstall\b[^\n]*\s(-e|--editable)\b")
+
+
+def installs_editable(root: Path, deps: dict[str, str]) -> bool:
+    """Whether a requirements file or cdsw-build.sh installs a local folder editable."""
+    for rel in deps:
+        pattern = EDITABLE_SCRIPT if rel == BUILD_SCRIPT else EDITABLE_REQUIREMENT
+        if rel == BUILD_SCRIPT or rel.endswith(".txt"):
+            try:
+                text = (root / rel).read_text(errors="replace")
+            except OSError:
+                continue
+            if pattern.search(text):
+                return True
+    return False
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -170,6 +191,14 @@ class LocalBuilder:
         key = dependency_key(deps, job.variables, job.ca_bundle, self.python)
         if job.clean:  # a fresh environment of its own; the shared one may be serving replicas
             key = f"{key[:12]}-clean-{job.build_id}"
+        elif homedir.unavailable() and installs_editable(dest, deps):
+            # an editable install links to the folder it ran in: without /home/cdsw that
+            # is this build's own, so the environment cannot serve another build
+            key = f"{key[:12]}-build-{job.build_id}"
+            log.line(
+                "an editable install (-e) without /home/cdsw links to this build's folder: "
+                "this build gets an environment of its own"
+            )
         env_root = job.envs_dir / key
         job.envs_dir.mkdir(parents=True, exist_ok=True)
         with open(job.envs_dir / f"{key}.lock", "a+") as lock:
@@ -186,6 +215,7 @@ class LocalBuilder:
             else:
                 self._make_environment(job, log, cancelled, on_pid, deadline, env_root, deps)
         venv = env_root / "venv"
+        link_pylib(venv)  # environments made before cdsw-tui shipped cml get it too
         (dest / META_FILE).write_text(
             json.dumps(
                 {
@@ -225,11 +255,18 @@ class LocalBuilder:
         )
         env = self._environment(job, venv)
         self._new_venv(job, log, cancelled, on_pid, deadline, venv, with_pip=script.is_file())
+        link_pylib(venv)
         if script.is_file():
             log.line(f"running {BUILD_SCRIPT}")
             before = _listing(job.build_dir)
+            command = ["bash", BUILD_SCRIPT]
+            if homedir.unavailable():
+                log.line(f"warning: {homedir.warning(str(job.build_dir))}")
+            else:  # the project at /home/cdsw, as in CDSW
+                command = homedir.wrap(str(job.build_dir), command)
+                env["HOME"] = homedir.HOME
             code = run_logged(
-                ["bash", BUILD_SCRIPT],
+                command,
                 cwd=job.build_dir,
                 env=env,
                 log=log,
@@ -324,6 +361,7 @@ class LocalBuilder:
         if job.ca_bundle:
             for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
                 env[name] = job.ca_bundle
+        env.update(job.workbench)
         env.update(job.variables)
         key, _, value = build_marker(job.home, job.build_id).partition("=")
         env[key] = value
@@ -332,6 +370,15 @@ class LocalBuilder:
         env["CDSW_MODEL_ID"] = str(job.model_id)
         env["CDSW_BUILD_NUMBER"] = str(job.number)
         return env
+
+
+def link_pylib(venv: Path) -> None:
+    """``import cdsw`` and ``import cml`` in the environment's Python (the model, the
+    project's scripts, cdsw-build.sh): a .pth naming this installation's pylib."""
+    for site in venv.glob("lib/python3*/site-packages"):
+        pth = site / "cdsw-tui.pth"
+        if not pth.exists() or pth.read_text().strip() != str(PYLIB):
+            pth.write_text(f"{PYLIB}\n")
 
 
 def make_builder(snapshots: SnapshotRepo) -> LocalBuilder:

@@ -17,7 +17,9 @@ import subprocess
 from pathlib import Path
 
 from cdsw_tui.engine import process
+from cdsw_tui.engine.backends.local import homedir
 from cdsw_tui.engine.builder import r_library
+from cdsw_tui.engine.buildlog import stamp
 from cdsw_tui.engine.runtime import (
     Exit,
     Found,
@@ -75,9 +77,13 @@ class LocalRuntime(RuntimeBase):
         for path in (sock, out):
             path.unlink(missing_ok=True)
         python = str(Path(spec.env_path) / "bin" / "python") if spec.env_path else "python3"
+        # the project at /home/cdsw, its working directory and HOME, as in CDSW; else
+        # the build folder, with a warning in the replica's log
+        why_not = homedir.unavailable()
+        folder = spec.artifact if why_not else homedir.HOME
         env = {
             "PATH": f"{Path(spec.env_path) / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": os.environ.get("HOME", "/tmp"),
+            "HOME": folder,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -92,12 +98,16 @@ class LocalRuntime(RuntimeBase):
             python,
             "-s",
             str(RUNNER),
-            *runner_arguments(spec, spec.artifact, str(sock)),
+            *runner_arguments(spec, folder, str(sock)),
             "--memory-mb",  # enforced by a resource limit in the runner
             str(spec.memory),
         ]
+        if not why_not:
+            cmd = homedir.wrap(spec.artifact, cmd)  # execs: the pid is the runner's
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
+            if why_not:
+                os.write(fd, f"{stamp()} stderr [cdsw-tui] {homedir.warning(folder)}\n".encode())
             proc = subprocess.Popen(
                 cmd,
                 cwd=spec.artifact,

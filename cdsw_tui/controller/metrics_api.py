@@ -1,0 +1,44 @@
+"""The metrics service of the cdsw/cml API on the gateway's port:
+``POST /api/v1/metrics/{read,delayed,aggregate}`` with ``Authorization: Bearer <token>``.
+The work (token, scope, store) is services/metrics.py's, in a thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cdsw_tui.errors import CdswError, NotFound
+from cdsw_tui.services import metrics
+from cdsw_tui.services.context import Workbench
+from cdsw_tui.serving.gateway import BodyTooLarge, error_response, read_limited
+
+log = logging.getLogger("cdsw_tui.controller")
+PATH = "/api/v1/metrics/{action}"
+MAX_BODY = 1 << 20
+
+Db = Callable[..., Awaitable]
+
+
+def routes(wb: Workbench, db: Db) -> list[tuple[str, str, Callable]]:
+    async def handle(request: web.Request) -> web.Response:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        try:
+            payload = json.loads(await read_limited(request, MAX_BODY))
+        except BodyTooLarge:
+            return error_response(413, "request.too_large", "a metrics call is at most 1 MB")
+        except (ValueError, UnicodeDecodeError):
+            return error_response(400, "request.invalid", "the body is not JSON")
+        try:
+            answer = await db(metrics.api, wb, request.match_info["action"], bearer, payload)
+        except metrics.Unauthorized as exc:
+            return error_response(401, "auth.invalid_key", exc.message)
+        except NotFound as exc:
+            return error_response(404, "request.invalid", exc.message)
+        except CdswError as exc:
+            return error_response(400, "request.invalid", exc.message)
+        return web.json_response(answer)
+
+    return [("POST", PATH, handle)]

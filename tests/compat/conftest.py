@@ -1,0 +1,25 @@
+"""Projects shaped as real CDSW and CML projects are, deployed and called unmodified.
+The Docker shapes need an engine (CI has one; locally they skip with the reason)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.docker.conftest import _problem
+
+
+@pytest.fixture
+def docker_engine(home):
+    problem = _problem()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Docker compat tests: {problem}")
+        pytest.skip(problem)
+    yield
+    import docker
+
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"cdsw.home={home}"}):
+        container.remove(force=True)
