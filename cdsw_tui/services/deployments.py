@@ -280,6 +280,7 @@ def summary(wb: Workbench, d: Deployment) -> dict:
         "gpu": d.gpu,
         "env": env_service.shown(env_service.unpack(wb, d.env)),  # the deployment's own level
         "advisory": runtimes.advisory(build.runtime) if build else [],
+        "caveat": runtimes.caveat(build.runtime) if build else "",
         "created_at": builds.iso(d.created_at),
         "deployed_at": builds.iso(d.deployed_at),
         "stopped_at": builds.iso(d.stopped_at),

@@ -53,3 +53,11 @@ def preflight(runtime: str) -> None:
         backends.get(runtime).preflight()
     except CdswError as exc:
         raise ValidationError(exc.message, field="runtime") from None
+
+
+def caveat(runtime: str) -> str:
+    """What replicas of ``runtime`` lack here compared with CDSW ("" when nothing)."""
+    try:
+        return backends.get(runtime).caveat()
+    except Exception:  # a runtime no longer registered: nothing to say
+        return ""

@@ -284,7 +284,8 @@ def test_without_home_cdsw_an_editable_build_gets_its_own_environment(
     model = models.resolve(wb, "shop/v")
     assert "an environment of its own" in cli("build-log", "shop/v", "2").out
     assert builds.get(wb, model, 2).env_path != builds.get(wb, model, 1).env_path
-    cli("deploy", "shop/v", "--build", "2", "--wait", timeout=300)
+    deployed = cli("deploy", "shop/v", "--build", "2", "--wait", timeout=300)
+    assert "warning: replicas run in their build folder, not at /home/cdsw" in deployed.err
     assert call(cli, "shop/v", {}) == "v2"
     logs = cli("logs", "shop/v").out
     assert "the project is not at /home/cdsw (turned off by CDSW_TUI_NO_HOME_MOUNT)" in logs

@@ -58,6 +58,12 @@ class Backend:
         if check is not None:
             check()
 
+    def caveat(self) -> str:
+        """What replicas of this runtime will lack compared with CDSW, in one line ("" when
+        nothing), if the runtime's module says."""
+        say = getattr(importlib.import_module(f"{self.package}.runtime"), "caveat", None)
+        return say() if say is not None else ""
+
     def forget_model(self, home: Path, model_id: int) -> list[str]:
         """Remove what the backend keeps for a deleted model outside the home; notes."""
         module = importlib.import_module(f"{self.package}.builder")

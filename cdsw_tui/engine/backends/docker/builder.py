@@ -64,7 +64,7 @@ def _exists(client, tag: str) -> bool:
     return True
 
 
-def dependency_key(engine_id: str, snapshots: SnapshotRepo, job: BuildJob, deps: dict) -> str:
+def dependency_key(engine_id: str, job: BuildJob, deps: dict[str, str]) -> str:
     """What decides the dependency image: the engine, the dependency files, the build
     variables (secret ones by name only), the CA bundle, and what cdsw-tui puts in it."""
     h = hashlib.sha256()
@@ -149,7 +149,7 @@ class DockerBuilder:
                 "the image build (an image's history keeps build arguments); replicas get "
                 "them when they start"
             )
-        key = dependency_key(client.images.get(job.engine).id, self.snapshots, job, deps)
+        key = dependency_key(client.images.get(job.engine).id, job, deps)
         deps_tag = f"cdsw-tui/{home_id(job.home)}-deps:{key}"
         fresh = self.force_clean or job.clean
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:

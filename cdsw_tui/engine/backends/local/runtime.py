@@ -32,6 +32,14 @@ from cdsw_tui.engine.runtime import (
 from cdsw_tui.resources import RUNNER
 
 STOP_GRACE = 2.0
+
+
+def caveat() -> str:
+    """Replicas that cannot have their project at /home/cdsw say so at deploy."""
+    why = homedir.unavailable()
+    return f"replicas run in their build folder, not at /home/cdsw ({why})" if why else ""
+
+
 SPOOL_LIMIT = 4 * 1024 * 1024  # a replica's spool is emptied once this much was filed
 
 
