@@ -55,6 +55,11 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
                 name="runtime",
             )
             yield Field("Engine image (docker builds)", Input(id="engine"), name="engine")
+            yield Field(
+                "Python (local runtime; blank: cdsw-tui's own)",
+                Input(id="python", placeholder="e.g. /usr/bin/python3.9"),
+                name="python",
+            )
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Create (ctrl+s)", id="create", variant="primary")
@@ -91,14 +96,22 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
         path = self.query_one("#path", Input).value.strip() or None
         runtime = str(self.query_one("#runtime", Select).value)
         engine = self.query_one("#engine", Input).value.strip() or None
+        python = self.query_one("#python", Input).value.strip() or None
         if source == "folder" and not path:
             mark_error(self, "path", "give the folder of an existing project")
             return
-        self._create(name, path, "quickstart" if source == "quickstart" else None, runtime, engine)
+        template = "quickstart" if source == "quickstart" else None
+        self._create(name, path, template, runtime, engine, python)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _create(
-        self, name: str, path: str | None, template: str | None, runtime: str, engine: str | None
+        self,
+        name: str,
+        path: str | None,
+        template: str | None,
+        runtime: str,
+        engine: str | None,
+        python: str | None,
     ) -> None:
         from cdsw_tui.services import projects
 
@@ -110,6 +123,7 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
                 template=template,  # type: ignore[attr-defined]
                 runtime=runtime,
                 engine=engine,
+                python=python,
             )
         except CdswError as exc:
             self.app.call_from_thread(show_error, self, exc)

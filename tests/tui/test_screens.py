@@ -82,6 +82,25 @@ async def test_new_project_from_template_and_a_bad_name_is_marked(app, tmp_path)
         assert projects.get(app.wb, "fresh").runtime == "local"
 
 
+async def test_new_project_python_is_checked_and_kept(app, tmp_path):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewProjectScreen))
+        form = app.screen
+        form.query_one("#name", Input).value = "py"
+        form.query_one("#path", Input).value = str(tmp_path / "py")
+        form.query_one("#python", Input).value = str(tmp_path / "no-python")
+        await pilot.press("ctrl+s")
+        field = form.query_one("#field-python", Field)
+        await wait_for(pilot, lambda: field.has_class("-invalid"))
+        assert "no Python interpreter at" in str(field.query_one(".field-error", Label).render())
+        assert isinstance(app.screen, NewProjectScreen) and not (tmp_path / "py").exists()
+        form.query_one("#python", Input).value = "/usr/bin/python3"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        assert projects.get(app.wb, "py").python == "/usr/bin/python3"
+
+
 async def test_new_model_form_marks_bad_fields_and_creates(app, tmp_path):
     root = tmp_path / "code"
     root.mkdir()
