@@ -3,8 +3,8 @@
 A replica's output leaves through its runtime (a spool file, ``docker logs``), in the
 runner's format: ``<time> <stream> <text>``. Lines of ``stdout`` and ``stderr`` go
 into ``logs/replicas/m<model>/d<deployment>/<replica>.log``; ``metric`` records (what
-the model tracked, one per call) to ``on_metrics``, which stores them; the gateway's records of calls into its
-``requests.jsonl``; ``event`` records (why a replica ended) stay with the
+the model tracked, one per call) to ``on_metrics``, which stores them; the gateway's
+records of calls into its ``requests.jsonl``; ``event`` records (why a replica ended) stay with the
 replica's state. The folders and files are made here, by the controller, and opened
 without following links; nothing a model can write is ever mounted or chmodded.
 """

@@ -5,7 +5,6 @@ The work (token, scope, store) is services/metrics.py's, in a thread."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -15,7 +14,6 @@ from cdsw_tui.services import metrics
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.serving.gateway import BodyTooLarge, error_response, read_limited
 
-log = logging.getLogger("cdsw_tui.controller")
 PATH = "/api/v1/metrics/{action}"
 MAX_BODY = 1 << 20
 

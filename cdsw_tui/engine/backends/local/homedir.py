@@ -28,8 +28,8 @@ _verdict: str | None = None  # "" when available, else why not
 
 
 def unavailable() -> str:
-    """ "" when replicas and builds can see their folder at /home/cdsw; else one line
-    saying why not (checked once per process: it runs the real thing)."""
+    """Why replicas and builds cannot see their folder at /home/cdsw, in one line; empty
+    when they can (checked once per process, by running the real thing)."""
     global _verdict
     with _lock:
         if _verdict is None:
