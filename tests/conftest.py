@@ -22,9 +22,20 @@ from cdsw_tui.services.lock import state
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768 and up), as 8787 is: a port
+    the kernel hands out to outgoing connections could be taken by one of them while a
+    test's controller restarts (a kill -9 test), and the new one could not listen."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @pytest.fixture
