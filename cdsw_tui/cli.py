@@ -662,8 +662,8 @@ def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as
             advisory = " and ".join(summary["advisory"])
             verb = "is" if len(summary["advisory"]) == 1 else "are"
             click.echo(f"note: {advisory} {verb} advisory on this runtime (not enforced)", err=True)
-        if summary["caveat"]:
-            click.echo(f"warning: {summary['caveat']}", err=True)
+        if caveat := deployments.caveat(wb, d):
+            click.echo(f"warning: {caveat}", err=True)
     if wait:
         _wait_deployment(wb, d)
 

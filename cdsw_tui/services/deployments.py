@@ -280,11 +280,18 @@ def summary(wb: Workbench, d: Deployment) -> dict:
         "gpu": d.gpu,
         "env": env_service.shown(env_service.unpack(wb, d.env)),  # the deployment's own level
         "advisory": runtimes.advisory(build.runtime) if build else [],
-        "caveat": runtimes.caveat(build.runtime) if build else "",
         "created_at": builds.iso(d.created_at),
         "deployed_at": builds.iso(d.deployed_at),
         "stopped_at": builds.iso(d.stopped_at),
     }
+
+
+def caveat(wb: Workbench, d: Deployment) -> str:
+    """What the deployment's replicas lack compared with CDSW on its runtime, one line ("" when
+    nothing). Asked at deploy only: the runtime may have to try something to know."""
+    with wb.store.session() as s:
+        build = s.get(Build, d.build_id)
+    return runtimes.caveat(build.runtime) if build else ""
 
 
 def deploy_built(wb: Workbench, build: Build) -> None:

@@ -135,11 +135,11 @@ class DockerBuilder:
         log_header(job, log, "docker", f", engine {job.engine}")
         try:
             client = docker_client()
-            require_engine(client, job.engine)
+            engine = require_engine(client, job.engine)
         except CdswError as exc:
             raise BuildFailed(exc.message) from None
         files = self.snapshots.files(job.snapshot)
-        self._require_r(client, job, files, log)
+        self._require_r(engine.labels or {}, job, files, log)
         tag = image_tag(job.home, job.model_id, job.model_name, job.number)
         deps = dependency_files(files)
         build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
@@ -149,7 +149,7 @@ class DockerBuilder:
                 "the image build (an image's history keeps build arguments); replicas get "
                 "them when they start"
             )
-        key = dependency_key(client.images.get(job.engine).id, job, deps)
+        key = dependency_key(engine.id, job, deps)
         deps_tag = f"cdsw-tui/{home_id(job.home)}-deps:{key}"
         fresh = self.force_clean or job.clean
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
@@ -232,10 +232,12 @@ class DockerBuilder:
             path.chmod(0o755 if path.is_dir() else 0o644)
         (context / "snapshot-files").write_bytes(b"".join(f"{p}\0".encode() for p in files))
 
-    def _require_r(self, client, job: BuildJob, files: dict[str, str], log: BuildLog) -> None:
-        """An R model, or a cdsw-build.sh that runs R, on an engine made without R fails
-        now, naming the command that makes one with R (CDSW's engines had both)."""
-        labels = client.images.get(job.engine).labels or {}
+    def _require_r(
+        self, labels: dict[str, str], job: BuildJob, files: dict[str, str], log: BuildLog
+    ) -> None:
+        """An R model, or a cdsw-build.sh that runs R, on an engine (``labels``: its image's)
+        made without R fails now, naming the command that makes one with R (CDSW's engines
+        had both)."""
         if labels.get("cdsw.r") == "1" or labels.get("cdsw.engine") != "1":
             return  # an engine of ours with R, or someone else's image: let it try
         script = ""

@@ -162,11 +162,12 @@ def list_engines() -> list[dict]:
     return rows
 
 
-def require_engine(client, tag: str) -> None:
+def require_engine(client, tag: str):
+    """The engine image (a docker Image), or a one-line CdswError saying how to make it."""
     import docker
 
     try:
-        client.images.get(tag)
+        return client.images.get(tag)
     except docker.errors.ImageNotFound:
         raise CdswError(
             f"engine image {tag} does not exist here (there is no registry to pull it from); "
