@@ -37,6 +37,7 @@ def request(
     root = Path(project.path)
     path = v.model_file(root, model.file)
     v.function(path, model.kernel, model.function)
+    models.in_snapshot(wb, project, model.file)
     snap = wb.snapshots.take(
         int(project.id),  # type: ignore[arg-type]
         root,

@@ -53,7 +53,7 @@ class Workbench:
     def snapshots(self):  # engine type kept out of the faces' imports
         from cdsw_tui.engine.snapshot import SnapshotRepo
 
-        return SnapshotRepo(self.home / "snapshots.git")
+        return SnapshotRepo(self.home / "snapshots.git", keep_out=self.home)
 
     def builds_dir(self) -> Path:
         return self.home / "builds"

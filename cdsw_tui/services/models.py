@@ -59,9 +59,11 @@ def validate(wb: Workbench, project: Project, spec: ModelSpec) -> ModelSpec:
     if kernel == "r" and path.suffix.lower() != ".r":
         raise ValidationError(f"kernel r needs an .R file, not {spec.file}", field="file")
     function = v.function(path, kernel, spec.function.strip())
+    rel = path.relative_to(Path(project.path).resolve()).as_posix()
+    in_snapshot(wb, project, rel)
     return ModelSpec(
         name=name,
-        file=str(path.relative_to(Path(project.path).resolve())),
+        file=rel,
         function=function,
         kernel=kernel,
         description=spec.description.strip(),
@@ -73,6 +75,14 @@ def validate(wb: Workbench, project: Project, spec: ModelSpec) -> ModelSpec:
         gpu=v.gpu(spec.gpu),
         env={v.env_key(k): val for k, val in (spec.env or {}).items()},
     )
+
+
+def in_snapshot(wb: Workbench, project: Project, rel: str) -> None:
+    """Refuse a model file that a build would leave out (a .gitignore matches it and git
+    does not track it, say): the build would answer FileNotFoundError only at deploy."""
+    why = wb.snapshots.left_out(Path(project.path), rel)
+    if why:
+        raise ValidationError(f"{rel} will not be in the build: {why}", field="file")
 
 
 def create(wb: Workbench, project_name: str, spec: ModelSpec) -> Model:

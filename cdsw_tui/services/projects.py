@@ -78,7 +78,7 @@ def create(
             raise Conflict(f"a project named {name!r} already exists", field="name")
     if template is not None:
         target = Path(path).expanduser() if path else wb.projects_dir() / v.slug(name)
-        target = target.resolve()
+        target = outside_home(wb, target.resolve())
         if target.exists() and any(target.iterdir()):
             raise ValidationError(
                 f"{target} is not empty; a template needs an empty folder", field="path"
@@ -97,6 +97,7 @@ def create(
         target = Path(path).expanduser().resolve()  # type: ignore[arg-type]
         if not target.is_dir():
             raise ValidationError(f"folder {path} does not exist", field="path")
+        outside_home(wb, target)
     project = Project(
         name=name,
         path=str(target),
@@ -110,6 +111,25 @@ def create(
         s.commit()
         s.refresh(project)
     return project
+
+
+def outside_home(wb: Workbench, folder: Path) -> Path:
+    """A project folder must not hold the home (its store, keys and builds would go into
+    every build), lie inside it (but for the home's own projects/, where templates go),
+    or be /."""
+    home = wb.home.resolve()
+    if folder == home or folder in home.parents:  # / among them
+        why = "it holds"
+    elif home in folder.parents and wb.projects_dir().resolve() not in (folder, *folder.parents):
+        why = "it lies inside"
+    else:
+        return folder
+    raise ValidationError(
+        f"{folder} cannot be a project: {why} the cdsw-tui home {home} (the store, the keys "
+        "and the builds), "
+        "which must never go into a build; choose the project's own folder",
+        field="path",
+    )
 
 
 def _python(runtime: str, python: str | None) -> str:

@@ -1,29 +1,12 @@
 """The core flow and every bad input of the core issue, through the real CLI."""
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ADD, Cli, write_project
-
-
-def dump(home: Path) -> list[str]:
-    """Everything in the store, to prove a refused command changed nothing."""
-    con = sqlite3.connect(home / "cdsw.db")
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
-
-
-def one_line_error(result) -> str:
-    assert result.code != 0, result.out
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
+from tests.helpers import dump, one_line_error
 
 
 def test_quickstart_build_twice_and_list_builds(cli: Cli, home: Path):

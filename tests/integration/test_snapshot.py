@@ -1,5 +1,6 @@
 """Snapshots against real git: ignore rules, nested repositories, big files, the user's repo."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -132,3 +133,79 @@ def test_export_writes_the_files(tmp_path: Path, repo: SnapshotRepo):
     repo.export(snap.commit, dest)
     assert (dest / "pkg" / "b.py").read_text() == "b\n"
     assert (dest / "run.sh").stat().st_mode & 0o100
+
+
+def commit_all(root: Path, *paths: str) -> None:
+    git(root, "init", "-q")
+    git(root, "add", "-f", *paths)
+    git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "c")
+
+
+def test_a_tracked_file_is_taken_whatever_gitignore_says(tmp_path: Path, repo: SnapshotRepo):
+    # Cloudera's AMPs ignore 'R' (the R library); a tracked code/R/model.py stays, as in git
+    root = write_project(
+        tmp_path / "p",
+        {".gitignore": "R\n*.log\n", "code/R/model.py": "x = 1\n", "code/R/cache.py": "c\n"},
+    )
+    commit_all(root, ".gitignore", "code/R/model.py")
+    (root / "run.log").write_text("untracked and ignored\n")
+    snap = repo.take(1, root)
+    assert set(repo.files(snap.commit)) == {".gitignore", "code/R/model.py"}
+    assert repo.left_out(root, "code/R/model.py") == ""
+    why = repo.left_out(root, "code/R/cache.py")
+    assert "matched by .gitignore line 1 ('R')" in why and "not tracked" in why
+    # untracked again: the persistent index lets it go at the next snapshot
+    git(root, "rm", "-q", "--cached", "code/R/model.py")
+    assert set(repo.files(repo.take(1, root).commit)) == {".gitignore"}
+    # tracked but deleted in the folder: not there, as git add -A would record it
+    git(root, "add", "-f", "code/R/model.py")
+    (root / "code" / "R" / "model.py").unlink()
+    assert set(repo.files(repo.take(1, root).commit)) == {".gitignore"}
+
+
+def test_a_nested_repositorys_tracked_files_follow_its_own_git(tmp_path: Path, repo: SnapshotRepo):
+    root = write_project(
+        tmp_path / "p",
+        {"m.py": "m\n", "vendor/lib/.gitignore": "build\n", "vendor/lib/build/gen.py": "g\n"},
+    )
+    commit_all(root / "vendor" / "lib", ".gitignore", "build/gen.py")
+    (root / "vendor" / "lib" / "build" / "other.py").write_text("o\n")
+    files = set(repo.files(repo.take(1, root).commit))
+    assert files == {"m.py", "vendor/lib/.gitignore", "vendor/lib/build/gen.py"}
+    assert repo.left_out(root, "vendor/lib/build/gen.py") == ""
+    assert "vendor/lib/.gitignore line 1" in repo.left_out(root, "vendor/lib/build/other.py")
+
+
+def test_a_project_git_index_that_is_a_link_is_not_followed(tmp_path: Path, repo: SnapshotRepo):
+    secret = write_project(tmp_path / "elsewhere", {"index": "not an index"})
+    root = write_project(tmp_path / "p", {"m.py": "m\n", ".gitignore": "m.py\n"})
+    (root / ".git").mkdir()
+    (root / ".git" / "index").symlink_to(secret / "index")
+    snap = repo.take(1, root)
+    assert set(repo.files(snap.commit)) == {".gitignore"} and snap.warnings == []
+
+
+def test_a_damaged_project_index_warns_and_follows_gitignore(tmp_path: Path, repo: SnapshotRepo):
+    root = write_project(tmp_path / "p", {"m.py": "m\n"})
+    (root / ".git").mkdir()
+    (root / ".git" / "index").write_bytes(b"DIRC garbage")
+    snap = repo.take(1, root)
+    assert set(repo.files(snap.commit)) == {"m.py"}
+    assert len(snap.warnings) == 1 and "git index of .git cannot be read" in snap.warnings[0]
+
+
+def test_the_home_never_goes_into_a_snapshot(tmp_path: Path):
+    # a project made before the rule (or at a folder above the home): its store stays out
+    root = write_project(tmp_path / "p", {"m.py": "m\n", "home/cdsw.db": "keys\n"})
+    (root / "home" / "secret.key").write_text("k\n")
+    commit_all(root, "m.py", "home/cdsw.db")  # even tracked by the project's git
+    repo = SnapshotRepo(root / "home" / "snapshots.git", keep_out=root / "home")
+    snap = repo.take(1, root)
+    assert set(repo.files(snap.commit)) == {"m.py"}
+    assert "never goes into a build" in repo.left_out(root, "home/cdsw.db")
+    # an index written by an older snapshot with the home in it loses it too
+    plain = SnapshotRepo(tmp_path / "old.git")
+    index = plain.path / "p1.index"
+    plain.take(1, root)
+    shutil.copy(index, repo.path / "p1.index")
+    assert set(repo.files(repo.take(1, root).commit)) == {"m.py"}
