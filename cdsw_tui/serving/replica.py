@@ -37,6 +37,7 @@ controller, which imports them from here.
 from __future__ import annotations
 
 import argparse
+import atexit
 import fcntl
 import hashlib
 import hmac
@@ -97,6 +98,7 @@ class Output:
         self.lock = threading.Lock()
         self.dropped = 0
         self.why = ""
+        self.pumps: list[threading.Thread] = []
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -153,9 +155,26 @@ class Output:
             read_fd, write_fd = os.pipe()
             os.dup2(write_fd, fd)
             os.close(write_fd)
-            threading.Thread(target=pump, args=(read_fd, stream), daemon=True).start()
+            pumping = threading.Thread(target=pump, args=(read_fd, stream), daemon=True)
+            pumping.start()
+            self.pumps.append(pumping)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        atexit.register(self.finish)  # an uncaught error's traceback reaches the log too
+
+    def finish(self) -> None:
+        """Everything written so far into the log, before the process ends."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)  # our end of the pipes closes: the pumps read to the end
+        os.close(null)
+        for pumping in self.pumps:
+            pumping.join(timeout=1)
 
 
 def become_subreaper() -> None:
@@ -570,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if output is not None:
             output.record(STREAM_EVENT, {"event": EVENT_LOAD_FAILED, "reason": reason[:2000]})
-        time.sleep(0.2)  # let the log pump write the traceback
+        output.finish()  # the traceback into the log
         os._exit(EXIT_IMPORT_FAILED)
     print(f"replica {args.name} ready on {where}", flush=True)
     try:
