@@ -34,6 +34,7 @@ class Settings:
     engine_image: str = "cdsw-tui/engine:latest"
     ca_bundle: str = ""
     registry: str = ""  # host:port swarm builds are pushed to ("": this home's own)
+    replica_uid: str = "auto"  # the uid model code runs as (auto: one no host account has)
     build_timeout: float = 30 * 60.0
     log_max_mb: float = 20.0  # each log file (controller, build, replica) rotates at this
     max_snapshot_file_mb: float = 50.0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cdsw_tui.controller import build_runner, converge
 from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerLock, state
@@ -37,6 +38,10 @@ class Controller:
                 f"a controller already runs for {self.wb.home} (pid {state(self.wb.home).pid})"
             )
         try:
+            identity = replica_identity(self.wb.settings.replica_uid)  # a bad one: one line
+            log.info("model code runs as uid %s", identity.uid)
+            if identity.warning:
+                log.warning("%s", identity.warning)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)

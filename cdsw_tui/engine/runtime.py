@@ -30,6 +30,7 @@ class ReplicaSpec:
     memory: int = 2048
     gpu: int = 0
     placement: tuple[str, ...] = ()  # constraints on where it may run (a scheduler's backend)
+    uid: int = -1  # the identity model code runs as (REPLICA_UID); -1: the backend's default
 
 
 def runner_arguments(spec: ReplicaSpec, directory: str, socket: str = "") -> list[str]:

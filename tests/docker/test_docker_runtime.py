@@ -12,6 +12,7 @@ import docker
 import httpx
 import pytest
 
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.docker.runtime import home_id
 from cdsw_tui.services import builds, controller, deployments, models
 from cdsw_tui.services.lock import state
@@ -109,7 +110,8 @@ def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Pa
     before = containers(home)
     assert len(before) == 2
     info = docker.from_env().api.inspect_container(next(iter(before.values())))
-    assert info["Config"]["User"] == "1000:1000" and info["HostConfig"]["CapDrop"] == ["ALL"]
+    uid = replica_identity().uid  # REPLICA_UID: no host account has it
+    assert info["Config"]["User"] == f"{uid}:{uid}" and info["HostConfig"]["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
     assert info["HostConfig"]["Privileged"] is False
     assert not info["HostConfig"]["PortBindings"]  # reached through its socket only

@@ -18,6 +18,7 @@ import docker
 import httpx
 import pytest
 
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.swarm.runtime import NOT_A_MANAGER, manager
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import models, projects
@@ -144,7 +145,8 @@ def test_quickstart_on_swarm_adopted_rescheduled_and_stopped(cli: Cli, wb, home:
     registry = os.environ["CDSW_TUI_REGISTRY"]
     assert task["ContainerSpec"]["Image"].startswith(f"{registry}/")
     assert "@sha256:" in task["ContainerSpec"]["Image"]  # the pushed digest, not a tag
-    assert task["ContainerSpec"]["User"] == "1000:1000"
+    uid = replica_identity().uid  # REPLICA_UID: no account of this host has it
+    assert task["ContainerSpec"]["User"] == f"{uid}:{uid}"
     assert task["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
     assert task["Resources"]["Limits"]["NanoCPUs"] == 250_000_000
     assert task["Resources"]["Reservations"]["MemoryBytes"] == 256 * 1024 * 1024

@@ -1,6 +1,7 @@
 """The Docker runtime: each replica is a container of the build's image.
 
-A container runs as the unprivileged cdsw user with every capability dropped,
+A container runs as REPLICA_UID (a uid no host account has, so no user here can read
+its environment or reach its socket through /proc) with every capability dropped,
 ``no-new-privileges`` and a pids limit, and publishes no port: its runner listens on a
 Unix socket in a folder of its own, mounted at /run/cdsw, which the controller dials
 without following links (the container can write there, and nothing else of the
@@ -222,8 +223,9 @@ class DockerRuntime(RuntimeBase):
         folder = self._socket_dir(spec.name)
         shutil.rmtree(folder, ignore_errors=True)  # unlinks what a container left, follows nothing
         os.mkdir(folder, 0o700)  # new: nothing planted here can be followed
+        uid = spec.uid if spec.uid >= 0 else UID
         if os.geteuid() == 0:
-            os.chown(folder, UID, UID, follow_symlinks=False)
+            os.chown(folder, uid, uid, follow_symlinks=False)
         else:
             os.chmod(folder, 0o777)  # inside our 0700 folder: only the container gets in
         command = [
@@ -246,7 +248,7 @@ class DockerRuntime(RuntimeBase):
                 name=spec.name,
                 detach=True,
                 environment=spec.environment,
-                user=f"{UID}:{UID}",
+                user=f"{uid}:{uid}",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 pids_limit=PIDS_LIMIT,

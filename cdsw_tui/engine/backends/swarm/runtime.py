@@ -1,7 +1,7 @@
 """The swarm runtime: each replica is a Docker Swarm service of one task.
 
-A replica's task runs the build's pushed digest as the unprivileged cdsw user with every
-capability dropped, under the deployment's cpu and memory as limits and reservations
+A replica's task runs the build's pushed digest as REPLICA_UID (no account of this host)
+with every capability dropped, under the deployment's cpu and memory as limits and reservations
 (GPUs as the generic resource ``gpu`` of nodes that advertise it) and the project's
 placement constraints. Its runner listens on port 8080, published in host mode on a
 port Swarm picks on the task's node: the gateway dials that node's address (or, for a
@@ -240,6 +240,7 @@ class SwarmRuntime(RuntimeBase):
             generic_resources={"gpu": spec.gpu} if spec.gpu else None,
         )
         resources["Limits"]["Pids"] = PIDS_LIMIT
+        uid = spec.uid if spec.uid >= 0 else UID
         try:
             self._remove_service(spec.name)  # left under this name while the engine was away
             secret = self._secret(spec.name, labels)
@@ -249,7 +250,7 @@ class SwarmRuntime(RuntimeBase):
                         "Image": spec.artifact,
                         "Command": command,
                         "Env": [f"{k}={v}" for k, v in spec.environment.items()],
-                        "User": f"{UID}:{UID}",
+                        "User": f"{uid}:{uid}",
                         "Labels": labels,
                         "CapabilityDrop": ["ALL"],
                         "StopGracePeriod": STOP_GRACE * 1_000_000_000,
@@ -258,8 +259,8 @@ class SwarmRuntime(RuntimeBase):
                                 secret,
                                 f"{self.prefix}{spec.name}",
                                 KEY_FILE.rsplit("/", 1)[1],
-                                uid=str(UID),
-                                gid=str(UID),
+                                uid=str(uid),
+                                gid=str(uid),
                                 mode=0o400,
                             )
                         ],
