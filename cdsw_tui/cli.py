@@ -360,6 +360,8 @@ def model_create(
     _controller(wb)
     if not as_json:
         click.echo(f"build {build.number} queued")
+    if caveat := deployments.runtime_caveat(wb, build.runtime):
+        click.echo(f"warning: {caveat}", err=True)
     if wait:
         _wait_build(wb, build)
         d = deployments.wait_requested(wb, builds.refresh(wb, build))

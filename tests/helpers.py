@@ -19,3 +19,26 @@ def one_line_error(result) -> str:
     assert len(lines) == 1, result.err
     assert "Traceback" not in result.err
     return lines[0]
+
+
+def replica_socket(home: Path, name: str) -> Path:
+    """Where a local replica listens, from its runtime's record (in its jail's /tmp when
+    jailed, else beside the record)."""
+    import json
+
+    record = json.loads((home / "run" / "local" / f"{name}.json").read_text())
+    return Path(record["address"].removeprefix("unix:"))
+
+
+def host_pid(pid_seen_inside: int, among: list[int]) -> int | None:
+    """The host pid of a process that knows itself as ``pid_seen_inside`` (a jailed
+    replica's processes see their own PID namespace's numbers)."""
+    for pid in among:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and int(line.split()[-1]) == pid_seen_inside:
+                return pid
+    return None

@@ -9,11 +9,12 @@ import time
 from sqlmodel import select
 
 from cdsw_tui.engine import backends
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.builder import Builder, BuildFailed, BuildJob, BuildResult, build_marker
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import kill_tree
 from cdsw_tui.errors import CdswError
-from cdsw_tui.services import deployments
+from cdsw_tui.services import artifacts, deployments
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build, Model, Project, utcnow
@@ -104,6 +105,8 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             warnings=[w for w in build.warnings.split("\n") if w],
             clean=build.clean,
             python=project.python,
+            project_id=int(project.id),  # type: ignore[arg-type]
+            uid=replica_identity(wb.settings.replica_uid).uid,
             workbench=env_service.workbench_variables(
                 wb, project, model, engine_id=f"build-{build_id}", build_id=build_id
             ),
@@ -138,6 +141,11 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
         final = s.get(Build, build_id)
     if final is not None:
         deployments.deploy_built(wb, final)
+        if status == "built":
+            try:
+                artifacts.prune_steps(wb, int(project.id))  # type: ignore[union-attr, arg-type]
+            except OSError as exc:  # kept for the next build to try again
+                log.warning("could not prune the step results of build %s: %s", build_id, exc)
     return final  # type: ignore[return-value]
 
 

@@ -20,6 +20,7 @@ from cdsw_tui.controller import metrics_api
 from cdsw_tui.controller.logship import Shipper
 from cdsw_tui.controller.state import DeploymentState, ReplicaState
 from cdsw_tui.engine import backends
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.runtime import ReplicaSpec, Runtime, RuntimeUnavailable
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import env as env_service
@@ -182,6 +183,7 @@ class ServingManager:
             memory=d.memory,
             gpu=d.gpu,
             placement=tuple(c for c in ctx.project.placement.splitlines() if c),
+            uid=replica_identity(self.wb.settings.replica_uid).uid,
         )
 
     def tracked(self, model_id: int, deployment_id: int, records: list[dict]) -> None:

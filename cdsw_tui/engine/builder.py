@@ -47,6 +47,8 @@ class BuildJob:
     python: str = ""  # the interpreter of a local environment ("": the controller's)
     # CDSW's engine variables for cdsw-build.sh: per build, so never in the dependency key
     workbench: dict[str, str] = field(default_factory=dict)
+    project_id: int = 0  # a build reuses only its own project's steps
+    uid: int = -1  # the identity model code runs as (REPLICA_UID); -1: the controller's
 
 
 @dataclass
@@ -90,12 +92,6 @@ def dependency_files(files: dict[str, str]) -> dict[str, str]:
         or (os.path.basename(path).startswith("requirements") and path.endswith(".txt"))
         or os.path.basename(path) in PACKAGE_FILES
     }
-
-
-def r_library(env_root: Path) -> Path:
-    """Where R packages that ``cdsw-build.sh`` installs go: in the build's environment
-    (``R_LIBS_USER``), never the host's site library."""
-    return env_root / "R-library"
 
 
 def build_marker(home: Path, build_id: int) -> str:

@@ -379,13 +379,18 @@ class SnapshotRepo:
 
     def files(self, commit: str) -> dict[str, str]:
         """Path -> blob id of every file in a snapshot."""
+        return {path: blob for path, (_mode, blob) in self.entries(commit).items()}
+
+    def entries(self, commit: str) -> dict[str, tuple[str, str]]:
+        """Path -> (git mode, blob id) of every file and link in a snapshot."""
         out = self._run(None, None, "ls-tree", "-r", "-z", commit)
-        result: dict[str, str] = {}
+        result: dict[str, tuple[str, str]] = {}
         for entry in out.split("\0"):
             if not entry:
                 continue
             meta, path = entry.split("\t", 1)
-            result[path] = meta.split()[2]
+            mode, _kind, blob = meta.split()
+            result[path] = (mode, blob)
         return result
 
     def export(self, commit: str, dest: Path) -> None:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from sqlmodel import col, select
 
 from cdsw_tui.engine import backends
+from cdsw_tui.engine.stepcache import StepCache
 from cdsw_tui.errors import Conflict
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model
@@ -81,10 +83,49 @@ def forget(wb: Workbench, model_id: int, runtimes: set[str]) -> list[str]:
 
 
 def _make_writable(folder: Path) -> None:
-    """Builds are read-only; folders of ours only, links are not followed."""
+    """Builds are read-only; folders of ours only, links are not followed. A root
+    controller removes them as they are: a jailed build holds what model code wrote,
+    which is never chmodded."""
+    if os.geteuid() == 0:
+        return
     for path in [folder, *folder.rglob("*")]:
         if path.is_dir() and not path.is_symlink():
             try:
                 path.chmod(path.stat().st_mode | 0o700)
             except OSError:
                 pass
+
+
+SPARE_STEPS = 2  # results of build steps no build stands on, kept per project for reuse
+
+
+def steps_of(wb: Workbench, project_id: int) -> StepCache:
+    return StepCache(wb.envs_dir() / f"p{project_id}")
+
+
+def prune_steps(wb: Workbench, project_id: int) -> list[str]:
+    """Remove the project's step results (environments, dependency images' records)
+    that no build of it stands on, but for the newest ``SPARE_STEPS``; their entries."""
+    with wb.store.session() as s:
+        used = set(
+            s.exec(
+                select(Build.dep_key)
+                .join(Model, col(Model.id) == Build.model_id)
+                .where(Model.project_id == project_id)
+            )
+        )
+    cache = steps_of(wb, project_id)
+    spare = [step for step in cache.steps() if step.entry not in used]
+    dropped = []
+    for step in spare[SPARE_STEPS:]:
+        cache.drop(step.entry)
+        dropped.append(step.entry)
+    return dropped
+
+
+def forget_project(wb: Workbench, project_id: int) -> None:
+    """A deleted project's step results (its models' artifacts went with them)."""
+    folder = steps_of(wb, project_id).folder
+    if folder.exists():
+        _make_writable(folder)
+        shutil.rmtree(folder, ignore_errors=True)

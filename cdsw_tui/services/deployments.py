@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError, Conflict, NotFound
 from cdsw_tui.services import builds, models, runtimes
 from cdsw_tui.services import env as env_service
@@ -291,7 +292,13 @@ def caveat(wb: Workbench, d: Deployment) -> str:
     nothing). Asked at deploy only: the runtime may have to try something to know."""
     with wb.store.session() as s:
         build = s.get(Build, d.build_id)
-    return runtimes.caveat(build.runtime) if build else ""
+    return runtime_caveat(wb, build.runtime) if build else ""
+
+
+def runtime_caveat(wb: Workbench, runtime: str) -> str:
+    """What replicas of ``runtime`` lack here compared with CDSW, or, when nothing, that a
+    host account holds the uid model code runs as (REPLICA_UID); "" when all is well."""
+    return runtimes.caveat(runtime) or replica_identity(wb.settings.replica_uid).warning
 
 
 def deploy_built(wb: Workbench, build: Build) -> None:

@@ -247,7 +247,9 @@ def delete(wb: Workbench, model: Model) -> list[str]:
             s.delete(variable)
         s.delete(row)
         s.commit()
-    return artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]
+    notes = artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]
+    artifacts.prune_steps(wb, model.project_id)  # what only its builds stood on
+    return notes
 
 
 def openapi(wb: Workbench, model: Model) -> dict:

@@ -162,10 +162,10 @@ LAYOUT = {
 
 
 def test_model_in_code_imports_src_and_reads_home_cdsw(cli: Cli, wb, tmp_path: Path):
-    from cdsw_tui.engine.backends.local import homedir
+    from cdsw_tui.engine.backends.local import sandbox
 
-    if homedir.unavailable() and os.environ.get("CI") != "true":
-        pytest.skip(f"no /home/cdsw here: {homedir.unavailable()}")
+    if sandbox.unavailable() and os.environ.get("CI") != "true":
+        pytest.skip(f"no /home/cdsw here: {sandbox.unavailable()}")
     root = write_project(tmp_path / "amp", LAYOUT)
     cli("project", "create", "amp", "--path", str(root))
     deploy(cli, "amp/serve", "code/serve.py", "predict")
@@ -214,7 +214,9 @@ def test_r_package_from_cdsw_build_sh_is_the_builds_not_the_hosts(cli: Cli, tmp_
     deploy(cli, "rp/greet", "model.R", "predict", "--kernel", "r")
     answer = call(cli, "rp/greet", {"name": "cdsw"})
     assert answer["greeting"] == "hello cdsw"
-    assert "/envs/" in answer["lib"] and answer["lib"].endswith("R-library")
+    # the build's environment: /home/cdsw/.venv in a jail, its own folder outside one
+    assert answer["lib"] in ("/home/cdsw/.venv/R-library",) or "/envs/" in answer["lib"]
+    assert answer["lib"].endswith("R-library")
     host = subprocess.run(
         ["Rscript", "-e", 'cat(requireNamespace("greeter", quietly = TRUE))'],
         capture_output=True,
@@ -285,10 +287,11 @@ def test_without_home_cdsw_an_editable_build_gets_its_own_environment(
     assert "an environment of its own" in cli("build-log", "shop/v", "2").out
     assert builds.get(wb, model, 2).env_path != builds.get(wb, model, 1).env_path
     deployed = cli("deploy", "shop/v", "--build", "2", "--wait", timeout=300)
-    assert "warning: replicas run in their build folder, not at /home/cdsw" in deployed.err
+    assert "warning: model code runs as you (uid " in deployed.err
+    assert "in its build folder, not at /home/cdsw" in deployed.err
     assert call(cli, "shop/v", {}) == "v2"
     logs = cli("logs", "shop/v").out
-    assert "the project is not at /home/cdsw (turned off by CDSW_TUI_NO_HOME_MOUNT)" in logs
+    assert "model code is not jailed (turned off by CDSW_TUI_NO_HOME_MOUNT)" in logs
 
 
 VERSION = "import sys\n\n\ndef version(args):\n    return list(sys.version_info[:2])\n"

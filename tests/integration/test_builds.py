@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cdsw_tui.engine.backends.local import sandbox
 from cdsw_tui.services import builds, models, projects
 from cdsw_tui.services.lock import state
 from tests.conftest import ADD, Cli, write_project
@@ -78,32 +79,62 @@ def test_code_only_rebuild_reuses_dependencies_and_requirements_change_does_not(
     cli: Cli, wb, model
 ):
     root = Path(projects.get(wb, "p").path)
-    script(wb, model, "echo deps > installed.txt\n")
+    script(wb, model, "grep -c . requirements.txt > installed.txt\n")
     (root / "requirements.txt").write_text("# none\n")
+    (root / "notes.txt").write_text("not read by cdsw-build.sh\n")
     cli("build", "p/add", "--wait")
     (root / "add_numbers.py").write_text(ADD + "\n# a comment\n")
+    (root / "notes.txt").write_text("changed, still not read\n")
     cli("build", "p/add", "--wait")
     b1, b2 = builds.get(wb, model, 1), builds.get(wb, model, 2)
     assert not b1.dep_reused and b2.dep_reused and b1.dep_key == b2.dep_key
     assert b1.tree != b2.tree
     # what cdsw-build.sh wrote into the build is there in the reused build too
-    assert (Path(b2.artifact) / "installed.txt").read_text() == "deps\n"
-    (root / "requirements.txt").write_text("# changed\n")
+    assert (Path(b2.artifact) / "installed.txt").read_text() == "1\n"
+    log = cli("build-log", "p/add", "2").out
+    assert "reusing cdsw-build.sh from build 1 of p/add" in log
+    assert "(cdsw-build.sh, requirements.txt) are unchanged" in log
+    # a file it read changed: it runs again, and the log says which
+    (root / "requirements.txt").write_text("# changed\n# twice\n")
     cli("build", "p/add", "--wait")
     b3 = builds.get(wb, model, 3)
     assert not b3.dep_reused and b3.dep_key != b1.dep_key
+    assert (Path(b3.artifact) / "installed.txt").read_text() == "2\n"
+    assert "requirements.txt changed since build 1 of p/add" in cli("build-log", "p/add", "3").out
+    # a new file: the step could have looked for it, so it runs again
+    (root / "extra.txt").write_text("x\n")
+    cli("build", "p/add", "--wait")
+    assert (
+        "files were added, removed or renamed since build 3 of p/add: +extra.txt"
+        in cli("build-log", "p/add", "4").out
+    )
     # --no-cache: a clean environment even though nothing changed
     cli("build", "p/add", "--wait", "--no-cache")
-    b4 = builds.get(wb, model, 4)
-    assert not b4.dep_reused and b4.dep_key != b3.dep_key and b4.clean
+    b5 = builds.get(wb, model, 5)
+    assert not b5.dep_reused and b5.dep_key != builds.get(wb, model, 4).dep_key and b5.clean
 
 
 def test_built_directory_is_read_only(cli: Cli, wb, model):
-    cli("build", "p/add", "--wait")
-    artifact = Path(builds.get(wb, model, 1).artifact)
-    assert not os.stat(artifact).st_mode & 0o222
-    assert not os.stat(artifact / "add_numbers.py").st_mode & 0o222
+    root = Path(projects.get(wb, "p").path)
+    (root / "writer.py").write_text(
+        "def write(args):\n"
+        "    try:\n"
+        "        open('new.txt', 'w').close()\n"
+        "    except OSError as exc:\n"
+        "        return exc.strerror\n"
+        "    return 'written'\n"
+    )
+    cli("model", "create", "p/w", "--file", "writer.py", "--function", "write", "--wait")
+    artifact = Path(builds.get(wb, models.resolve(wb, "p/w"), 1).artifact)
     assert (artifact / ".cdsw-build.json").exists()
+    answer = cli("call", "p/w", "{}").json()["response"]
+    if sandbox.unavailable():  # unjailed: the folder's modes say so
+        assert not os.stat(artifact).st_mode & 0o222
+        assert not os.stat(artifact / "add_numbers.py").st_mode & 0o222
+        assert answer == "Permission denied"
+    else:  # jailed: the replica's /home/cdsw is a read-only mount
+        assert answer == "Read-only file system"
+    assert not (artifact / "new.txt").exists()
 
 
 def test_cancel_a_running_build(cli: Cli, wb, model):

@@ -46,3 +46,61 @@ def test_a_folder_that_holds_or_lies_in_the_home_is_no_project(cli: Cli, home: P
     assert dump(home) == before
     # the home's own projects/ (where templates go) is not refused
     cli("project", "create", "t", "--template", "quickstart")
+
+
+TRAIN = """\
+import json
+C = {c}
+json.dump({{"by": "{by}", "c": C}}, open("artifact.json", "w"))
+"""
+SERVE = """\
+import json
+
+
+def predict(args):
+    return json.load(open("artifact.json"))
+"""
+
+
+def trained_project(root: Path, by: str, c: float = 1.0) -> Path:
+    return write_project(
+        root,
+        {
+            "cdsw-build.sh": "python3 train.py\n",
+            "train.py": TRAIN.format(by=by, c=c),
+            "serve.py": SERVE,
+        },
+    )
+
+
+def test_a_build_never_serves_another_projects_artifact(cli: Cli, tmp_path: Path):
+    # the same cdsw-build.sh in two projects: each trains its own
+    for name in ("a", "b"):
+        cli("project", "create", name, "--path", str(trained_project(tmp_path / name, name)))
+        cli("model", "create", f"{name}/m", "--file", "serve.py", "--function", "predict",
+            "--wait", timeout=300)  # fmt: skip
+    assert cli("call", "a/m", "{}").json()["response"] == {"by": "a", "c": 1.0}
+    assert cli("call", "b/m", "{}").json()["response"] == {"by": "b", "c": 1.0}
+    log = cli("build-log", "b/m", "1").out
+    assert "running cdsw-build.sh: no earlier build of this project ran it" in log
+
+
+def test_a_change_to_what_training_reads_trains_again(cli: Cli, tmp_path: Path):
+    root = trained_project(tmp_path / "t", "t", c=1.0)
+    cli("project", "create", "t", "--path", str(root))
+    cli("model", "create", "t/m", "--file", "serve.py", "--function", "predict", "--wait",
+        timeout=300)  # fmt: skip
+    assert cli("call", "t/m", "{}").json()["response"]["c"] == 1.0
+    (root / "train.py").write_text(TRAIN.format(by="t", c=0.01))  # regularisation 1.0 -> 0.01
+    cli("build", "t/m", "--wait", timeout=300)
+    cli("deploy", "t/m", "--build", "2", "--wait", timeout=300)
+    assert cli("call", "t/m", "{}").json()["response"]["c"] == 0.01
+    assert "train.py changed since build 1 of t/m" in cli("build-log", "t/m", "2").out
+    # the serving code alone changed: the training is reused, with its artifact
+    (root / "serve.py").write_text(SERVE + "# a comment\n")
+    cli("build", "t/m", "--wait", timeout=300)
+    log = cli("build-log", "t/m", "3").out
+    assert "reusing cdsw-build.sh from build 2 of t/m" in log
+    assert "(cdsw-build.sh, train.py) are unchanged" in log
+    cli("deploy", "t/m", "--build", "3", "--wait", timeout=300)
+    assert cli("call", "t/m", "{}").json()["response"]["c"] == 0.01

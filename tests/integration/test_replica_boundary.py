@@ -20,6 +20,7 @@ import pytest
 from cdsw_tui.services import deployments, models, projects, views
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, replica_pid, write_project
+from tests.helpers import host_pid, replica_socket
 
 CODE = """\
 import os
@@ -98,17 +99,20 @@ def test_a_replica_answers_nobody_but_the_gateway(cli: Cli, wb, project, home: P
     pid = replica_pid(replica)
     # no TCP listener at all: the replica is reached on a Unix socket ...
     assert not socket_inodes(pid) & listening_inodes()
-    sock = home / "run" / "local" / f"{replica.name}.sock"
+    sock = replica_socket(home, replica.name)
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
-    # ... in a folder only the controller's user may enter
+    # ... in a folder only the controller's user (and a jailed replica's uid) may enter,
+    # inside the controller's own
     assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(home / "run" / "local").st_mode) == 0o700
     if os.geteuid() == 0:
         probe = subprocess.run(
             [
                 sys.executable,
                 "-c",
                 "import os, socket, sys; os.setgid(65534); os.setuid(65534); "
-                "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
+                "fd = os.open(sys.argv[1], os.O_PATH); s = socket.socket(socket.AF_UNIX); "
+                "s.connect(f'/proc/self/fd/{fd}')",
                 str(sock),
             ],
             capture_output=True,
@@ -128,13 +132,21 @@ def test_a_squatter_on_every_new_replica_does_not_stall_a_deploy(cli: Cli, wb, p
 
     def squat() -> None:
         while not stop.is_set():
-            for path in [*home.rglob("*.sock"), *home.rglob("*.port")]:
+            try:
+                found = [*(home / "run").rglob("*.sock"), *(home / "run").rglob("*.port")]
+            except OSError:  # a folder went while it was listed
+                continue
+            for path in found:
                 if path in seen:
                     continue
                 try:
-                    if path.suffix == ".sock":
+                    if path.suffix == ".sock":  # by its fd: a pytest path is too long
+                        fd = os.open(path, os.O_PATH)
                         s = socket.socket(socket.AF_UNIX)
-                        s.connect(str(path))
+                        try:
+                            s.connect(f"/proc/self/fd/{fd}")
+                        finally:
+                            os.close(fd)
                     else:
                         s = socket.create_connection(("127.0.0.1", int(path.read_text())))
                     s.sendall(b"POST /call HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
@@ -177,6 +189,8 @@ def test_stop_leaves_no_process_behind(cli: Cli, wb, project):
                     pass
         return found
 
+    # the model sees its own PID namespace's numbers when jailed
+    stubborn = host_pid(stubborn, members()) or stubborn
     assert stubborn in members() and len(members()) >= 4  # runner, stubborn child, daemon...
     cli("stop", "p/spawn", "--wait")
     deadline = time.monotonic() + 5

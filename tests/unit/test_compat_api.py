@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdsw_tui.config import load_settings
-from cdsw_tui.engine.backends.local.builder import installs_editable
+from cdsw_tui.engine.backends.local.environment import installs_editable
 from cdsw_tui.errors import CdswError
 from cdsw_tui.resources import PYLIB
 from cdsw_tui.services import metrics

@@ -1,10 +1,16 @@
 """The local runtime: each replica is a process of the build's virtual environment.
 
-A replica listens on a Unix socket in ``<home>/run/local`` (0700, the controller's
-own), so only the controller's user reaches it. Its stdout and stderr go to a spool
-file there, which the controller reads from an offset and files in the replica's log.
-A record file, written by this runtime (never by the replica), names the process for
-adoption and garbage collection; the handle is ``<pid>:<start time>:<name>``.
+Under a root controller a replica runs jailed (``sandbox``): as the unprivileged
+REPLICA_UID, its build and environment read-only at /home/cdsw, its own /tmp and
+/dev/shm, its processes in one PID namespace and one cgroup (``cgroup``: ``--memory``
+bounds the whole tree). It listens on a Unix socket in its /tmp, which is
+``<home>/run/local/<name>.tmpdir`` on the host (inside the controller's 0700 folder, so
+only the controller reaches it; dialled without following links). Unjailed, the
+socket is in ``<home>/run/local`` itself. Its stdout and stderr go to a spool file
+there, opened by the controller and handed over, which the controller reads from an
+offset and files in the replica's log. A record file, written by this runtime (never
+by the replica), names the process and its address for adoption and garbage
+collection; the handle is ``<pid>:<start time>:<name>``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import subprocess
 from pathlib import Path
 
 from cdsw_tui.engine import process
-from cdsw_tui.engine.backends.local import homedir
-from cdsw_tui.engine.builder import r_library
+from cdsw_tui.engine.backends.local import environment as envs
+from cdsw_tui.engine.backends.local import sandbox
+from cdsw_tui.engine.backends.local.cgroup import Cgroups
 from cdsw_tui.engine.buildlog import stamp
 from cdsw_tui.engine.runtime import (
     Exit,
@@ -29,15 +36,21 @@ from cdsw_tui.engine.runtime import (
     RuntimeBase,
     runner_arguments,
 )
+from cdsw_tui.engine.stepcache import RECORD
 from cdsw_tui.resources import RUNNER
 
 STOP_GRACE = 2.0
 
 
 def caveat() -> str:
-    """Replicas that cannot have their project at /home/cdsw say so at deploy."""
-    why = homedir.unavailable()
-    return f"replicas run in their build folder, not at /home/cdsw ({why})" if why else ""
+    """Replicas that cannot be jailed say so at deploy: they run as the controller's user."""
+    why = sandbox.unavailable()
+    if not why:
+        return ""
+    return (
+        f"model code runs as you (uid {os.geteuid()}), in its build folder, not at /home/cdsw, "
+        f"with limits per process ({why}); a root controller jails it"
+    )
 
 
 SPOOL_LIMIT = 4 * 1024 * 1024  # a replica's spool is emptied once this much was filed
@@ -47,7 +60,9 @@ class LocalRuntime(RuntimeBase):
     name = "local"
 
     def __init__(self, home: Path) -> None:
+        self.home = home
         self.dir = home / "run" / "local"
+        self.cgroups = Cgroups(home)
         self._procs: dict[int, subprocess.Popen] = {}
 
     # -- paths and handles -----------------------------------------------------------
@@ -84,38 +99,24 @@ class LocalRuntime(RuntimeBase):
         sock, out, record = self._paths(spec.name)
         for path in (sock, out):
             path.unlink(missing_ok=True)
-        python = str(Path(spec.env_path) / "bin" / "python") if spec.env_path else "python3"
-        # the project at /home/cdsw, its working directory and HOME, as in CDSW; else
-        # the build folder, with a warning in the replica's log
-        why_not = homedir.unavailable()
-        folder = spec.artifact if why_not else homedir.HOME
-        env = {
-            "PATH": f"{Path(spec.env_path) / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": folder,
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **(
-                {"R_LIBS_USER": str(r_library(Path(spec.env_path).parent))} if spec.env_path else {}
-            ),
-            **spec.environment,
-        }
+        jailed = Path(spec.env_path).name == sandbox.MOUNTED_ENV if spec.env_path else False
+        why_not = sandbox.unavailable()
+        if jailed and why_not:
+            raise RuntimeError(
+                f"this build was made for jailed replicas, which cannot run here ({why_not}); "
+                "build it again"
+            )
+        notes = []
+        if jailed:
+            cmd, env, address = self._jailed(spec)
+        else:
+            cmd, env, address = self._unjailed(spec, why_not, notes)
         key, _, value = self._marker(spec.name).decode().partition("=")
         env[key] = value
-        cmd = [
-            python,
-            "-s",
-            str(RUNNER),
-            *runner_arguments(spec, folder, str(sock)),
-            "--memory-mb",  # enforced by a resource limit in the runner
-            str(spec.memory),
-        ]
-        if not why_not:
-            cmd = homedir.wrap(spec.artifact, cmd)  # execs: the pid is the runner's
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
-            if why_not:
-                os.write(fd, f"{stamp()} stderr [cdsw-tui] {homedir.warning(folder)}\n".encode())
+            for note in notes:
+                os.write(fd, f"{stamp()} stderr [cdsw-tui] {note}\n".encode())
             proc = subprocess.Popen(
                 cmd,
                 cwd=spec.artifact,
@@ -130,9 +131,78 @@ class LocalRuntime(RuntimeBase):
         self._procs[proc.pid] = proc
         handle = f"{proc.pid}:{process.start_time(proc.pid)}:{spec.name}"
         tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"name": spec.name, "handle": handle}))
+        tmp.write_text(json.dumps({"name": spec.name, "handle": handle, "address": address}))
         os.replace(tmp, record)
-        return Placed(address=f"unix:{sock}", handle=handle)
+        return Placed(address=address, handle=handle)
+
+    def _base_env(self, spec: ReplicaSpec, home: str, venv_bin: str) -> dict[str, str]:
+        return {
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": home,
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **({"R_LIBS_USER": envs.r_library(spec.env_path)} if spec.env_path else {}),
+            **spec.environment,
+        }
+
+    def _jailed(self, spec: ReplicaSpec) -> tuple[list[str], dict[str, str], str]:
+        """The replica in its jail; its socket in its own /tmp."""
+        tmp = sandbox.private_folder(self.dir / f"{spec.name}.tmpdir", spec.uid)
+        record = Path(spec.env_path).parent / RECORD  # the builder's, never the step's
+        try:
+            prefix = json.loads(record.read_text())["extra"]["python_prefix"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeError(f"the build's environment record is missing: {exc}") from None
+        jail = sandbox.Jail(
+            project=spec.artifact,
+            env=spec.env_path,
+            tmp=str(tmp),
+            uid=spec.uid,
+            shm_mb=spec.memory,
+            cgroup_procs=self.cgroups.make(spec.name, spec.memory),
+            expose=(prefix, *sandbox.runner_exposes()),
+            hide=(str(self.home),),
+        )
+        runner = [
+            envs.venv_python(spec.env_path),
+            "-s",
+            str(RUNNER),
+            *runner_arguments(spec, sandbox.HOME, "/tmp/replica.sock"),
+            "--memory-mb",  # a clear MemoryError in one process; the cgroup bounds the tree
+            str(spec.memory),
+        ]
+        env = self._base_env(spec, sandbox.HOME, f"{sandbox.VENV}/bin")
+        env.update(USER="cdsw", TMPDIR="/tmp")
+        return sandbox.wrap(jail, runner), env, f"unix:{tmp / 'replica.sock'}"
+
+    def _unjailed(
+        self, spec: ReplicaSpec, why_not: str, notes: list[str]
+    ) -> tuple[list[str], dict[str, str], str]:
+        """The controller's own user, in the build folder (or, for a build made before
+        jails, at /home/cdsw through a bare mount namespace)."""
+        sock = self._paths(spec.name)[0]
+        legacy = not why_not  # a jailing controller, a build from before jails
+        folder = sandbox.HOME if legacy else spec.artifact
+        python = envs.venv_python(spec.env_path) if spec.env_path else "python3"
+        cmd = [
+            python,
+            "-s",
+            str(RUNNER),
+            *runner_arguments(spec, folder, str(sock)),
+            "--memory-mb",  # enforced by a resource limit in the runner
+            str(spec.memory),
+        ]
+        if legacy:
+            cmd = sandbox.legacy_wrap(spec.artifact, cmd)
+            notes.append(
+                "this build was made before replicas were jailed: it runs as root; "
+                "build it again to run it as an unprivileged uid"
+            )
+        else:
+            notes.append(sandbox.warning(folder))
+        env = self._base_env(spec, folder, str(Path(python).parent))
+        return cmd, env, f"unix:{sock}"
 
     def inspect(self, handle: str) -> Exit | None:
         pid, start, name = self._parse(handle)
@@ -141,15 +211,29 @@ class LocalRuntime(RuntimeBase):
             code = proc.poll()
             if code is None:
                 return None
-            return self._verdict(code)
-        return None if self._ours(pid, start, name) else Exit("the process is gone")
+        elif self._ours(pid, start, name):
+            return None
+        else:
+            code = None
+        if self.cgroups.oom_killed(name):
+            return Exit(
+                "out of memory: its processes together went over its memory (killed by the kernel)",
+                code,
+                oom=True,
+            )
+        return self._verdict(code) if code is not None else Exit("the process is gone")
 
     @staticmethod
     def _verdict(code: int) -> Exit:
+        if 128 < code < 128 + 65:  # a jail's first process passes on a signal death so
+            code = -(code - 128)
         if code == -signal.SIGKILL:
             return Exit("killed (SIGKILL; out of memory or killed by hand)", code)
         if code < 0:
-            return Exit(f"killed by signal {signal.Signals(-code).name}", code)
+            try:
+                return Exit(f"killed by signal {signal.Signals(-code).name}", code)
+            except ValueError:
+                return Exit(f"killed by signal {-code}", code)
         return Exit(f"exited with status {code}", code)
 
     def stop(self, handle: str) -> None:
@@ -170,16 +254,24 @@ class LocalRuntime(RuntimeBase):
         self._procs.pop(pid, None)
         for path in self._paths(name):
             path.unlink(missing_ok=True)
+        sandbox.remove(self.dir / f"{name}.tmpdir")  # its /tmp: nothing in it is followed
+        self.cgroups.remove(name)
 
     def adopt(self, name: str, handle: str) -> Placed | None:
         try:
             pid, start, handle_name = self._parse(handle)
         except ValueError:
             return None
-        sock, _out, _record = self._paths(name)
-        if handle_name != name or not self._ours(pid, start, name) or not sock.exists():
+        sock, _out, record = self._paths(name)
+        try:
+            address = json.loads(record.read_text()).get("address") or f"unix:{sock}"
+        except (OSError, ValueError):
+            address = f"unix:{sock}"
+        if handle_name != name or not self._ours(pid, start, name):
             return None
-        return Placed(address=f"unix:{sock}", handle=handle)
+        if not os.path.lexists(address.removeprefix("unix:")):
+            return None
+        return Placed(address=address, handle=handle)
 
     def list(self) -> list[Found]:
         if not self.dir.is_dir():
