@@ -1,40 +1,42 @@
 """The Docker runtime's builder: an image per build, from the project's engine image.
 
-Two templates in assets/docker: a dependency image, in which ``cdsw-build.sh`` runs with
-the whole project at /home/cdsw (so ``-e .`` and scripts that read the project work),
-tagged by our own key of the dependency files; and the build's image, that dependency
-image plus the project as it is now. A code-only change reuses the dependency image
-and only copies the project. Docker's output goes into the build log as it arrives.
+Two templates in assets/docker. The dependency image is the engine with the cdsw user
+(REPLICA_UID, no host account), a virtual environment, and what ``cdsw-build.sh``
+installed there, run with the whole project at /home/cdsw and its reads traced
+(``steptrace``, inside the image build). What the script wrote into the project is
+taken out of that image into the step's entry on the host (``stepcache``), and the
+project's files are removed from it. The build's image is a dependency image plus the
+project as it is now with those outputs laid over it. A later build of the same project
+reuses a dependency image only when nothing its step read has changed, so a code-only
+change only copies the project. Docker's output goes into the build log as it arrives.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import queue
+import os
 import re
 import shutil
-import socket
+import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from cdsw_tui.engine.backends.docker.images import suite
-from cdsw_tui.engine.backends.docker.runtime import home_id
-from cdsw_tui.engine.builder import (
-    BUILD_SCRIPT,
-    BuildFailed,
-    BuildJob,
-    BuildResult,
-    dependency_files,
-    log_header,
-)
+from cdsw_tui.engine.backends.docker.runtime import UID, home_id
+from cdsw_tui.engine.backends.docker.stream import stream_build
+from cdsw_tui.engine.builder import BUILD_SCRIPT, BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
+from cdsw_tui.engine.stepcache import Step, StepCache, lay_over, names_digest, recorded_reads
 from cdsw_tui.errors import CdswError
-from cdsw_tui.resources import PYLIB, RUNNER, RUNNER_R, assets_dir
+from cdsw_tui.resources import PACKAGE, PYLIB, RUNNER, RUNNER_R, assets_dir
+
+STEPTRACE = PACKAGE / "engine" / "steptrace.py"
+STEP_DIR = "/usr/local/lib/cdsw/step"  # in the dependency image: the step's record, outputs
+MAX_RECORD = 64 * 1024 * 1024
 
 
 def image_tag(home: Path, model_id: int, model: str, number: int) -> str:
@@ -64,12 +66,12 @@ def _exists(client, tag: str) -> bool:
     return True
 
 
-def dependency_key(engine_id: str, job: BuildJob, deps: dict[str, str]) -> str:
-    """What decides the dependency image: the engine, the dependency files, the build
-    variables (secret ones by name only), the CA bundle, and what cdsw-tui puts in it."""
+def environment_key(engine_id: str, job: BuildJob, uid: int, has_script: bool) -> str:
+    """Everything outside the project a Docker step runs with: the engine, the cdsw
+    user's uid, the build variables (secret ones by name only: they never reach an image
+    build), the CA bundle, and what cdsw-tui puts in the image."""
     h = hashlib.sha256()
-    h.update(engine_id.encode())
-    h.update(json.dumps(sorted(deps.items())).encode())
+    h.update(f"docker {engine_id} uid={uid} script={has_script}\n".encode())
     h.update(
         json.dumps(
             sorted((k, "" if k in job.secret_names else v) for k, v in job.variables.items())
@@ -78,9 +80,10 @@ def dependency_key(engine_id: str, job: BuildJob, deps: dict[str, str]) -> str:
     bundle = Path(job.ca_bundle) if job.ca_bundle else None
     h.update(bundle.read_bytes() if bundle and bundle.is_file() else b"")
     h.update(template("Dockerfile.deps.template").encode())
+    h.update(STEPTRACE.read_bytes())
     for path in sorted(PYLIB.rglob("*.py")):
         h.update(path.relative_to(PYLIB).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:20]
+    return h.hexdigest()[:24]
 
 
 def forget_model(home: Path, model_id: int) -> list[str]:
@@ -138,99 +141,171 @@ class DockerBuilder:
             engine = require_engine(client, job.engine)
         except CdswError as exc:
             raise BuildFailed(exc.message) from None
-        files = self.snapshots.files(job.snapshot)
+        entries = self.snapshots.entries(job.snapshot)
+        files = {path: blob for path, (_mode, blob) in entries.items()}
         self._require_r(engine.labels or {}, job, files, log)
-        tag = image_tag(job.home, job.model_id, job.model_name, job.number)
-        deps = dependency_files(files)
-        build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
+        uid = job.uid if job.uid >= 0 else UID
+        has_script = BUILD_SCRIPT in entries
+        key = environment_key(engine.id, job, uid, has_script)
+        cache = StepCache(job.envs_dir / f"p{job.project_id}")
+        what = BUILD_SCRIPT if has_script else "the environment (no cdsw-build.sh)"
+        step, why = None, "--no-cache asks for a fresh run"
+        if not (self.force_clean or job.clean):
+            step, why = cache.find(key, entries)
+            if step is not None and not _exists(client, step.extra.get("image", "")):
+                why = f"{step.made_by}'s dependency image is gone"
+                cache.drop(step.entry)
+                step = None
         if job.secret_names:
             log.line(
                 f"secret variables {', '.join(sorted(job.secret_names))} are not passed to "
                 "the image build (an image's history keeps build arguments); replicas get "
                 "them when they start"
             )
-        key = dependency_key(engine.id, job, deps)
-        deps_tag = f"cdsw-tui/{home_id(job.home)}-deps:{key}"
-        fresh = self.force_clean or job.clean
         with tempfile.TemporaryDirectory(prefix="cdsw-build-") as tmp:
             context = Path(tmp)
             (context / "src").mkdir()
             self.snapshots.export(job.snapshot, context / "src")
-            reused = not fresh and _exists(client, deps_tag)
-            if reused:
+            if step is not None:
                 log.line(
-                    f"reusing dependency image {key}: {BUILD_SCRIPT}, requirements and "
-                    "package files, build variables and engine are unchanged"
+                    f"reusing {what} from {step.made_by} (dependency image "
+                    f"{step.extra['image']}): {step.why_reused()}"
                 )
             else:
-                self._deps_context(context, job, files)
-                (context / "Dockerfile.deps").write_text(
-                    template("Dockerfile.deps.template")
-                    .replace("{{ENGINE}}", job.engine)
-                    .replace("{{BUILD_ARGS}}", "\n".join(f"ARG {k}" for k in sorted(build_args)))
-                    .replace(
-                        "{{LABELS}}",
-                        _labels({"cdsw.engine": "0", "cdsw.home": str(job.home), "cdsw.deps": key}),
-                    )
-                )
-                log.line(
-                    f"docker build -t {deps_tag}: {BUILD_SCRIPT} with the whole project "
-                    f"(dependency files: {', '.join(sorted(deps)) or 'none'})"
-                )
-                self._stream(
-                    client,
-                    context,
-                    "Dockerfile.deps",
-                    deps_tag,
-                    job,
-                    log,
-                    cancelled,
-                    deadline,
-                    build_args,
-                    nocache=fresh,
-                )
-            shutil.copy2(RUNNER, context / "replica.py")
-            shutil.copy2(RUNNER_R, context / "replica.R")
-            for name in ("replica.py", "replica.R"):
-                (context / name).chmod(0o644)  # root's in the image, read by the cdsw user
-            labels = {
-                "cdsw.engine": "0",  # built from an engine, not one
-                "cdsw.home": str(job.home),
-                "cdsw.project": job.project_name,
-                "cdsw.model": job.model_name,
-                "cdsw.model_id": str(job.model_id),
-                "cdsw.build": str(job.number),
-                "cdsw.snapshot": job.snapshot,
-                "cdsw.deps": key,
-            }
-            (context / "Dockerfile").write_text(
-                template("Dockerfile.template")
-                .replace("{{DEPS}}", deps_tag)
-                .replace("{{LABELS}}", _labels(labels))
-            )
-            log.line(f"docker build -t {tag} ({len(files)} files)")
-            image_id = self._stream(
-                client, context, "Dockerfile", tag, job, log, cancelled, deadline, {}
-            )
-        log.line(
-            f"image {image_id[:19]} tagged {tag}; dependency image {'reused' if reused else 'built'}"
-        )
+                log.line(f"running {what}: {why}")
+                step = self._run_step(client, context, job, log, cancelled, deadline, cache,
+                                      key, uid, entries)  # fmt: skip
+            changed = lay_over(cache.entry_dir(step.entry) / "tree", step.deleted, context / "src")
+            if changed:
+                log.line(f"{changed} files {BUILD_SCRIPT} wrote or deleted laid over the project")
+            image_id = self._build_image(client, context, job, log, cancelled, deadline, step,
+                                         uid, len(entries))  # fmt: skip
+        reused = step.entry != f"b{job.build_id}"
+        log.line(f"image {image_id[:19]}; dependency image {'reused' if reused else 'built'}")
         log.line(f"build {job.number} built")
-        return BuildResult(artifact=tag, image_id=image_id, dep_key=key, dep_reused=reused)
+        tag = image_tag(job.home, job.model_id, job.model_name, job.number)
+        return BuildResult(artifact=tag, image_id=image_id, dep_key=step.entry, dep_reused=reused)
 
-    def _deps_context(self, context: Path, job: BuildJob, files: dict[str, str]) -> None:
+    def _build_image(
+        self,
+        client,
+        context: Path,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        deadline: float,
+        step: Step,
+        uid: int,
+        count: int,
+    ) -> str:
+        shutil.copy2(RUNNER, context / "replica.py")
+        shutil.copy2(RUNNER_R, context / "replica.R")
+        for name in ("replica.py", "replica.R"):
+            (context / name).chmod(0o644)  # root's in the image, read by the cdsw user
+        labels = {
+            "cdsw.engine": "0",  # built from an engine, not one
+            "cdsw.home": str(job.home),
+            "cdsw.project": job.project_name,
+            "cdsw.project_id": str(job.project_id),
+            "cdsw.model": job.model_name,
+            "cdsw.model_id": str(job.model_id),
+            "cdsw.build": str(job.number),
+            "cdsw.snapshot": job.snapshot,
+            "cdsw.deps": step.extra["image"].rsplit(":", 1)[-1],
+            "cdsw.uid": str(uid),
+        }
+        (context / "Dockerfile").write_text(
+            template("Dockerfile.template")
+            .replace("{{DEPS}}", step.extra["image"])
+            .replace("{{UID}}", str(uid))
+            .replace("{{LABELS}}", _labels(labels))
+        )
+        tag = image_tag(job.home, job.model_id, job.model_name, job.number)
+        log.line(f"docker build -t {tag} ({count} files)")
+        return stream_build(client, context, "Dockerfile", tag, job, log, cancelled, deadline, {})
+
+    def _run_step(
+        self,
+        client,
+        context: Path,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        deadline: float,
+        cache: StepCache,
+        key: str,
+        uid: int,
+        entries: dict[str, tuple[str, str]],
+    ) -> Step:
+        """The dependency image: ``cdsw-build.sh`` traced with the project at /home/cdsw;
+        its record and outputs are taken out of the image into the step's entry."""
+        entry = f"b{job.build_id}"
+        deps_tag = f"cdsw-tui/{home_id(job.home)}-deps:p{job.project_id}-{entry}"
+        build_args = {k: v for k, v in job.variables.items() if k not in job.secret_names}
+        self._deps_context(context, job)
+        (context / "Dockerfile.deps").write_text(
+            template("Dockerfile.deps.template")
+            .replace("{{ENGINE}}", job.engine)
+            .replace("{{UID}}", str(uid))
+            .replace("{{BUILD_ARGS}}", "\n".join(f"ARG {k}" for k in sorted(build_args)))
+            .replace(
+                "{{LABELS}}",
+                _labels(
+                    {
+                        "cdsw.engine": "0",
+                        "cdsw.home": str(job.home),
+                        "cdsw.project_id": str(job.project_id),
+                        "cdsw.deps": f"p{job.project_id}-{entry}",
+                    }
+                ),
+            )
+        )
+        log.line(f"docker build -t {deps_tag}: {BUILD_SCRIPT} with the whole project, traced")
+        image_id = stream_build(client, context, "Dockerfile.deps", deps_tag, job, log,
+                                cancelled, deadline, build_args, nocache=True)  # fmt: skip
+        if cache.entry_dir(entry).exists():
+            cache.drop(entry)
+        folder = cache.entry_dir(entry)
+        folder.mkdir(parents=True)
+        record = _take_step(client, deps_tag, folder)
+        opened = {p for p in record.get("opened", []) if isinstance(p, str)}
+        traced = str(record.get("incomplete", ""))
+        written = [p for p in record.get("written", []) if isinstance(p, str)]
+        deleted = [p for p in record.get("deleted", []) if isinstance(p, str)]
+        if written or deleted:
+            log.line(f"{BUILD_SCRIPT} wrote {len(written)} and deleted {len(deleted)} files in "
+                     "the project: they are this build's")  # fmt: skip
+        if traced:
+            log.line(f"warning: {traced}: this result is reused only for the same code")
+        has_script = BUILD_SCRIPT in entries
+        step = Step(
+            entry=entry,
+            made_by=f"build {job.number} of {job.project_name}/{job.model_name}",
+            environment=key,
+            names=names_digest(entries) if has_script else "",
+            paths=sorted(entries) if has_script else [],
+            reads=recorded_reads(opened, entries, traced) if has_script else {},
+            traced=traced,
+            written=written,
+            deleted=deleted,
+            extra={"image": deps_tag, "image_id": image_id},
+        )
+        cache.save(step)
+        return step
+
+    def _deps_context(self, context: Path, job: BuildJob) -> None:
         """What the dependency image's build needs beside the project: the CA bundle,
-        cdsw/cml, and the list of the project's files (removed after cdsw-build.sh)."""
+        cdsw/cml, and the tracer."""
         bundle = Path(job.ca_bundle) if job.ca_bundle else None
         if bundle and bundle.is_file():
             shutil.copy2(bundle, context / "ca-bundle.pem")
         else:
             (context / "ca-bundle.pem").write_text("")
-        (context / "ca-bundle.pem").chmod(0o644)
         shutil.copytree(PYLIB, context / "pylib", ignore=shutil.ignore_patterns("__pycache__"))
-        for path in [context / "pylib", *(context / "pylib").rglob("*")]:
+        shutil.copy2(STEPTRACE, context / "steptrace.py")
+        for path in [context / "ca-bundle.pem", context / "steptrace.py", context / "pylib",
+                     *(context / "pylib").rglob("*")]:  # fmt: skip
             path.chmod(0o755 if path.is_dir() else 0o644)
-        (context / "snapshot-files").write_bytes(b"".join(f"{p}\0".encode() for p in files))
 
     def _require_r(
         self, labels: dict[str, str], job: BuildJob, files: dict[str, str], log: BuildLog
@@ -258,108 +333,48 @@ class DockerBuilder:
         log.line(why)
         raise BuildFailed(why)
 
-    def _stream(
-        self,
-        client,
-        context: Path,
-        dockerfile: str,
-        tag: str,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        deadline: float,
-        build_args: dict[str, str],
-        *,
-        nocache: bool = False,
-    ) -> str:
-        """Docker's output into the log as it comes; a cancel or the time limit acts on
-        time, not on output: a silent step (``sleep infinity``) is stopped too, by
-        closing the build's connection, which makes dockerd cancel the build."""
-        image_id = ""
-        responses: list = []
-        api = client.api
-        original_helper = api._stream_helper
 
-        def keep_response(response, decode=False):
-            responses.append(response)  # the HTTP response: closing it stops the build
-            return original_helper(response, decode=decode)
-
-        api._stream_helper = keep_response
-        try:
-            stream = api.build(
-                path=str(context),
-                dockerfile=dockerfile,
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                nocache=nocache,
-                buildargs=build_args,
-                pull=False,
-            )
-        finally:
-            api._stream_helper = original_helper
-        chunks: queue.Queue = queue.Queue()
-
-        def pump() -> None:
-            try:
-                for chunk in stream:
-                    chunks.put(chunk)
-            except Exception as exc:  # the connection was closed under it
-                chunks.put(exc)
-            finally:
-                chunks.put(None)
-
-        threading.Thread(target=pump, daemon=True, name=f"build-{job.build_id}").start()
-        try:
-            while True:
-                if cancelled():
-                    raise BuildFailed("cancelled by the user", status="cancelled")
-                if time.monotonic() > deadline:
-                    raise BuildFailed("the build ran past its time limit", status="timedout")
-                try:
-                    chunk = chunks.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if chunk is None:
-                    break
-                if isinstance(chunk, Exception):
-                    raise BuildFailed(f"the Docker engine stopped answering: {chunk}")
-                if "stream" in chunk:
-                    for line in chunk["stream"].splitlines():
-                        if line.strip():
-                            log.line(line)
-                if "error" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                    log.line(detail)
-                    code = chunk.get("errorDetail", {}).get("code")
-                    if "cdsw-build.sh" in detail or code:
-                        raise BuildFailed(
-                            f"cdsw-build.sh exited with status {code}" if code else detail.strip()
-                        )
-                    raise BuildFailed(detail.strip().splitlines()[-1])
-                if "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-        finally:
-            for response in responses:
-                _sever(response)
-        if not image_id:
-            image_id = client.images.get(tag).id
-        return image_id
+def _output_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """What a step left in its image is model code's: files, folders and links only,
+    nothing outside the entry, nothing setuid, owned by the controller."""
+    checked = tarfile.tar_filter(member, dest)
+    if not (checked.isfile() or checked.isdir() or checked.issym()):
+        return None
+    return checked.replace(uid=os.getuid(), gid=os.getgid(), uname="", gname="")
 
 
-def _sever(response) -> None:
-    """End a build's HTTP connection under the thread reading it: closing the response
-    would wait for that reader's lock; shutting the socket down wakes it, and dockerd
-    cancels a build whose client went (its step's container goes with it)."""
-    raw = getattr(response, "raw", None)
-    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
+def _take_step(client, image: str, folder: Path) -> dict:
+    """The step's record (its reads, writes and deletions) and its outputs (into
+    ``folder/tree``), copied out of its dependency image without running it."""
+    from docker.errors import DockerException
+
+    container = client.api.create_container(image, command=["true"])
+    record: dict = {}
     try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # closed already: the build ended by itself
+        stream, _stat = client.api.get_archive(container["Id"], STEP_DIR)
+        with tempfile.TemporaryFile() as fh:
+            for chunk in stream:
+                fh.write(chunk)
+            fh.seek(0)
+            with tarfile.open(fileobj=fh) as tar:
+                keep = []
+                for member in tar:
+                    _top, _, rel = member.name.partition("/")
+                    if rel == "step.json" and member.isfile():
+                        data = tar.extractfile(member)
+                        record = json.loads(data.read(MAX_RECORD)) if data else {}
+                    elif rel == "tree" or rel.startswith("tree/"):
+                        member.name = rel
+                        keep.append(member)
+                tar.extractall(folder, members=keep, filter=_output_filter)
+    except (ValueError, OSError, tarfile.TarError, DockerException) as exc:
+        raise BuildFailed(f"the step's record could not be read from its image: {exc}") from None
+    finally:
+        client.api.remove_container(container["Id"], force=True)
+    if not isinstance(record, dict) or "opened" not in record:
+        raise BuildFailed("the step left no record in its image (steptrace did not finish)")
+    (folder / "tree").mkdir(exist_ok=True)
+    return record
 
 
 def make_builder(snapshots: SnapshotRepo) -> DockerBuilder:

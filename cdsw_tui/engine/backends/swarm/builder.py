@@ -41,7 +41,9 @@ class SwarmBuilder(DockerBuilder):
         digest = push(result.image_id, repository, tag, log)
         pinned = f"{repository}@{digest}"
         log.line(f"pushed; replicas start from {pinned}")
-        return BuildResult(artifact=pinned, image_id="", dep_reused=result.dep_reused)
+        return BuildResult(
+            artifact=pinned, image_id="", dep_key=result.dep_key, dep_reused=result.dep_reused
+        )
 
 
 def push(image_id: str, repository: str, tag: str, log: BuildLog) -> str:
