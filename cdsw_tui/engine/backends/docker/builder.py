@@ -69,7 +69,7 @@ def _exists(client, tag: str) -> bool:
 def environment_key(engine_id: str, job: BuildJob, uid: int, has_script: bool) -> str:
     """Everything outside the project a Docker step runs with: the engine, the cdsw
     user's uid, the build variables (secret ones by name only: they never reach an image
-    build), the CA bundle, and what cdsw-tui puts in the image."""
+    build), the CA bundle, and what cdsw-tui puts in the image (the runner included)."""
     h = hashlib.sha256()
     h.update(f"docker {engine_id} uid={uid} script={has_script}\n".encode())
     h.update(
@@ -80,7 +80,8 @@ def environment_key(engine_id: str, job: BuildJob, uid: int, has_script: bool) -
     bundle = Path(job.ca_bundle) if job.ca_bundle else None
     h.update(bundle.read_bytes() if bundle and bundle.is_file() else b"")
     h.update(template("Dockerfile.deps.template").encode())
-    h.update(STEPTRACE.read_bytes())
+    for path in (STEPTRACE, RUNNER, RUNNER_R):  # in the image too
+        h.update(path.read_bytes())
     for path in sorted(PYLIB.rglob("*.py")):
         h.update(path.relative_to(PYLIB).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:24]
@@ -198,10 +199,6 @@ class DockerBuilder:
         uid: int,
         count: int,
     ) -> str:
-        shutil.copy2(RUNNER, context / "replica.py")
-        shutil.copy2(RUNNER_R, context / "replica.R")
-        for name in ("replica.py", "replica.R"):
-            (context / name).chmod(0o644)  # root's in the image, read by the cdsw user
         labels = {
             "cdsw.engine": "0",  # built from an engine, not one
             "cdsw.home": str(job.home),
@@ -261,8 +258,11 @@ class DockerBuilder:
             )
         )
         log.line(f"docker build -t {deps_tag}: {BUILD_SCRIPT} with the whole project, traced")
-        image_id = stream_build(client, context, "Dockerfile.deps", deps_tag, job, log,
-                                cancelled, deadline, build_args, nocache=True)  # fmt: skip
+        image_id = stream_build(
+            client, context, "Dockerfile.deps", deps_tag, job, log, cancelled, deadline,
+            {**build_args, "CDSW_STEP": f"{home_id(job.home)}-p{job.project_id}-{entry}"},
+            nocache=self.force_clean or job.clean,
+        )  # fmt: skip
         if cache.entry_dir(entry).exists():
             cache.drop(entry)
         folder = cache.entry_dir(entry)
@@ -302,10 +302,12 @@ class DockerBuilder:
         else:
             (context / "ca-bundle.pem").write_text("")
         shutil.copytree(PYLIB, context / "pylib", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(STEPTRACE, context / "steptrace.py")
-        for path in [context / "ca-bundle.pem", context / "steptrace.py", context / "pylib",
-                     *(context / "pylib").rglob("*")]:  # fmt: skip
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        for source, name in ((STEPTRACE, "steptrace.py"), (RUNNER, "replica.py"),
+                             (RUNNER_R, "replica.R")):  # fmt: skip
+            shutil.copy2(source, context / name)
+        for path in [context / "ca-bundle.pem", context / "pylib", *(context / "pylib").rglob("*"),
+                     *(context / n for n in ("steptrace.py", "replica.py", "replica.R"))]:  # fmt: skip
+            path.chmod(0o755 if path.is_dir() else 0o644)  # root's, read by the cdsw user
 
     def _require_r(
         self, labels: dict[str, str], job: BuildJob, files: dict[str, str], log: BuildLog
