@@ -82,6 +82,49 @@ class Step:
             return f"{_listed(changed)} changed since {self.made_by}"
         return ""
 
+    @classmethod
+    def ran(
+        cls,
+        entry: str,
+        made_by: str,
+        environment: str,
+        entries: Entries,
+        opened: set[str],
+        traced: str,
+        written: list[str],
+        deleted: list[str],
+        extra: dict[str, str],
+        own: str = "",
+    ) -> Step:
+        """The record of a step that just ran on ``entries`` (a project without
+        cdsw-build.sh ran none of its code: its names and files do not matter)."""
+        script = "cdsw-build.sh" in entries
+        return cls(
+            entry=entry,
+            made_by=made_by,
+            environment=environment,
+            names=names_digest(entries) if script else "",
+            paths=sorted(entries) if script else [],
+            reads=recorded_reads(opened, entries, traced) if script else {},
+            traced=traced,
+            own=own,
+            written=written,
+            deleted=deleted,
+            extra=extra,
+        )
+
+    def outcome(self) -> list[str]:
+        """What the build log says of a step that just ran."""
+        lines = []
+        if self.written or self.deleted:
+            lines.append(
+                f"cdsw-build.sh wrote {len(self.written)} and deleted {len(self.deleted)} files "
+                "in the project: they are this build's"
+            )
+        if self.traced:
+            lines.append(f"warning: {self.traced}: this result is reused only for the same code")
+        return lines
+
     def why_reused(self) -> str:
         if self.traced:
             return (

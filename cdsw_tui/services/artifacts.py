@@ -79,6 +79,8 @@ def forget(wb: Workbench, model_id: int, runtimes: set[str]) -> list[str]:
             notes.extend(backends.get(name).forget_model(wb.home, model_id))
         except Exception as exc:  # the model is gone; say what stayed
             notes.append(f"{name} artifacts stay: {getattr(exc, 'message', exc)}")
+    if runtimes & {"docker", "swarm"}:
+        notes.extend(forget_unused_steps(wb))
     return notes
 
 
@@ -115,17 +117,41 @@ def prune_steps(wb: Workbench, project_id: int) -> list[str]:
             )
         )
     cache = steps_of(wb, project_id)
-    spare = [step for step in cache.steps() if step.entry not in used]
+    steps = cache.steps()
+    spare = [step for step in steps if step.entry not in used]
     dropped = []
     for step in spare[SPARE_STEPS:]:
         cache.drop(step.entry)
         dropped.append(step.entry)
+    if any("image" in step.extra for step in spare[SPARE_STEPS:]):
+        forget_unused_steps(wb)
     return dropped
 
 
-def forget_project(wb: Workbench, project_id: int) -> None:
-    """A deleted project's step results (its models' artifacts went with them)."""
-    folder = steps_of(wb, project_id).folder
-    if folder.exists():
-        _make_writable(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+def forget_unused_steps(wb: Workbench) -> list[str]:
+    """Remove the backends' step artifacts (dependency images) that neither a build nor a
+    step result of any project of the home keeps; notes on what stayed."""
+    kept = {
+        step.extra["image"].rsplit(":", 1)[-1]
+        for folder in wb.envs_dir().glob("p*")
+        for step in StepCache(folder).steps()
+        if "image" in step.extra
+    }
+    notes: list[str] = []
+    for backend in backends.all_backends():
+        try:
+            notes.extend(backend.forget_steps(wb.home, kept))
+        except Exception as exc:  # an engine away: what stays is said, nothing fails
+            notes.append(f"{backend.name} step images stay: {getattr(exc, 'message', exc)}")
+    return notes
+
+
+def forget_project(wb: Workbench, project_id: int) -> list[str]:
+    """A deleted project's step results (its models' artifacts went with them), and the
+    dependency images only they kept; notes on what stayed."""
+    cache = steps_of(wb, project_id)
+    images = any("image" in step.extra for step in cache.steps())
+    if cache.folder.exists():
+        _make_writable(cache.folder)
+        shutil.rmtree(cache.folder, ignore_errors=True)
+    return forget_unused_steps(wb) if images else []

@@ -202,7 +202,7 @@ def delete(wb: Workbench, name: str) -> list[str]:
     notes: list[str] = []
     for model_id, used in runtimes.items():
         notes.extend(artifacts.forget(wb, model_id, used))
-    artifacts.forget_project(wb, int(project.id))  # type: ignore[arg-type]
+    notes.extend(artifacts.forget_project(wb, int(project.id)))  # type: ignore[arg-type]
     return notes
 
 

@@ -208,5 +208,9 @@ def test_model_delete_removes_its_images_and_engine_list_lists_engines(
     cli("model", "delete", "p/f", "--yes")
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(image_id)
-    assert not client.images.list(filters={"label": f"cdsw.home={home}"})
+    # what is left is the project's: its cdsw-build.sh result, kept for its next model
+    left = client.images.list(filters={"label": f"cdsw.home={home}"})
+    assert [i.labels.get("cdsw.deps") for i in left] == ["p1-b1"]
     assert deployments.list_deployments(wb) == []
+    cli("project", "delete", "p", "--yes")
+    assert not client.images.list(filters={"label": f"cdsw.home={home}"})

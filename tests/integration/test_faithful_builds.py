@@ -104,3 +104,21 @@ def test_a_change_to_what_training_reads_trains_again(cli: Cli, tmp_path: Path):
     assert "(cdsw-build.sh, train.py) are unchanged" in log
     cli("deploy", "t/m", "--build", "3", "--wait", timeout=300)
     assert cli("call", "t/m", "{}").json()["response"]["c"] == 0.01
+
+
+def test_step_results_no_build_stands_on_go_but_the_newest_two(cli: Cli, wb, tmp_path: Path):
+    root = write_project(
+        tmp_path / "s",
+        {"add.py": "def add(args):\n    return 1\n", "cdsw-build.sh": "cat deps.txt > out.txt\n"},
+    )
+    cli("project", "create", "s", "--path", str(root))
+    cli("model", "create", "s/m", "--file", "add.py", "--function", "add", "--no-deploy")
+    for i in range(4):
+        (root / "deps.txt").write_text(f"{i}\n")
+        cli("build", "s/m", "--wait", timeout=300)
+    steps = wb.envs_dir() / "p1"
+    assert len(list(steps.glob("b*/step.json"))) == 4  # every build stands on its own
+    cli("model", "delete", "s/m", "--yes")
+    assert sorted(p.parent.name for p in steps.glob("b*/step.json")) == ["b3", "b4"]
+    cli("project", "delete", "s", "--yes")
+    assert not steps.exists()

@@ -64,6 +64,13 @@ class Backend:
         say = getattr(importlib.import_module(f"{self.package}.runtime"), "caveat", None)
         return say() if say is not None else ""
 
+    def forget_steps(self, home: Path, keep: set[str]) -> list[str]:
+        """Remove what the backend keeps for build steps outside the home (dependency
+        images) that no build stands on and ``keep`` does not name; notes."""
+        module = importlib.import_module(f"{self.package}.builder")
+        forget = getattr(module, "forget_steps", None)
+        return forget(home, keep) if forget else []
+
     def forget_model(self, home: Path, model_id: int) -> list[str]:
         """Remove what the backend keeps for a deleted model outside the home; notes."""
         module = importlib.import_module(f"{self.package}.builder")

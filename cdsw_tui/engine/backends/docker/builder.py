@@ -30,7 +30,7 @@ from cdsw_tui.engine.backends.docker.stream import stream_build
 from cdsw_tui.engine.builder import BUILD_SCRIPT, BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
-from cdsw_tui.engine.stepcache import Step, StepCache, lay_over, names_digest, recorded_reads
+from cdsw_tui.engine.stepcache import Step, StepCache, lay_over
 from cdsw_tui.errors import CdswError
 from cdsw_tui.resources import PACKAGE, PYLIB, RUNNER, RUNNER_R, assets_dir
 
@@ -106,12 +106,23 @@ def forget_model(home: Path, model_id: int) -> list[str]:
             client.images.remove(image.id, force=True)
         except DockerException as exc:
             notes.append(f"image {image.short_id} stays: {exc}")
-    # dependency images no build of this home stands on any more
+    return notes
+
+
+def forget_steps(home: Path, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Remove the dependency images that no build of the home stands on and whose step is
+    not in ``keep`` (``p<project>-b<build>``, kept for reuse); a note for each that stays."""
+    from docker.errors import DockerException
+
+    from cdsw_tui.engine.backends.docker.images import docker_client
+
     try:
+        client = docker_client(timeout=30)
         ours = client.images.list(filters={"label": [f"cdsw.home={home}", "cdsw.deps"]})
-    except DockerException as exc:
-        return [*notes, f"dependency images stay: {exc}"]
-    used = {i.labels["cdsw.deps"] for i in ours if "cdsw.model_id" in i.labels}
+    except (CdswError, DockerException) as exc:
+        return [f"dependency images stay: {getattr(exc, 'message', exc)}"]
+    used = {i.labels["cdsw.deps"] for i in ours if "cdsw.model_id" in i.labels} | set(keep)
+    notes = []
     for image in ours:
         if "cdsw.model_id" not in image.labels and image.labels["cdsw.deps"] not in used:
             try:
@@ -267,29 +278,28 @@ class DockerBuilder:
             cache.drop(entry)
         folder = cache.entry_dir(entry)
         folder.mkdir(parents=True)
-        record = _take_step(client, deps_tag, folder)
+        try:
+            record = _take_step(client, deps_tag, folder)
+        except BaseException:
+            cache.drop(entry)
+            raise
         opened = {p for p in record.get("opened", []) if isinstance(p, str)}
         traced = str(record.get("incomplete", ""))
         written = [p for p in record.get("written", []) if isinstance(p, str)]
         deleted = [p for p in record.get("deleted", []) if isinstance(p, str)]
-        if written or deleted:
-            log.line(f"{BUILD_SCRIPT} wrote {len(written)} and deleted {len(deleted)} files in "
-                     "the project: they are this build's")  # fmt: skip
-        if traced:
-            log.line(f"warning: {traced}: this result is reused only for the same code")
-        has_script = BUILD_SCRIPT in entries
-        step = Step(
-            entry=entry,
-            made_by=f"build {job.number} of {job.project_name}/{job.model_name}",
-            environment=key,
-            names=names_digest(entries) if has_script else "",
-            paths=sorted(entries) if has_script else [],
-            reads=recorded_reads(opened, entries, traced) if has_script else {},
-            traced=traced,
-            written=written,
-            deleted=deleted,
-            extra={"image": deps_tag, "image_id": image_id},
+        step = Step.ran(
+            entry,
+            f"build {job.number} of {job.project_name}/{job.model_name}",
+            key,
+            entries,
+            opened,
+            traced,
+            written,
+            deleted,
+            {"image": deps_tag, "image_id": image_id},
         )
+        for line in step.outcome():
+            log.line(line)
         cache.save(step)
         return step
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cdsw_tui.engine import steptrace
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.local import environment as envs
 from cdsw_tui.engine.backends.local import sandbox
 from cdsw_tui.engine.builder import (
@@ -33,7 +34,7 @@ from cdsw_tui.engine.builder import (
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
 from cdsw_tui.engine.snapshot import SnapshotRepo
-from cdsw_tui.engine.stepcache import Step, StepCache, lay_over, names_digest, recorded_reads
+from cdsw_tui.engine.stepcache import Step, StepCache, lay_over
 
 META_FILE = ".cdsw-build.json"
 SKIP = (".venv",)  # the environment's mount point in the tree: not the project's
@@ -84,6 +85,8 @@ class LocalBuilder:
         deadline = time.monotonic() + job.timeout
         log_header(job, log, "local")
         jailed = not sandbox.unavailable()
+        if job.uid < 0:
+            job.uid = replica_identity().uid
         dest = job.build_dir
         if dest.exists():
             if not jailed:
@@ -168,10 +171,31 @@ class LocalBuilder:
         jailed: bool,
     ) -> Step:
         entry = f"b{job.build_id}"
-        folder = cache.entry_dir(entry)
-        if folder.exists():
+        if cache.entry_dir(entry).exists():
             cache.drop(entry)
-        folder.mkdir(parents=True)
+        cache.entry_dir(entry).mkdir(parents=True)
+        try:
+            return self._step(job, log, cancelled, on_pid, deadline, cache, key, python,
+                              entries, jailed, entry)  # fmt: skip
+        except BaseException:
+            cache.drop(entry)  # failed, cancelled or timed out: nothing of it stays
+            raise
+
+    def _step(
+        self,
+        job: BuildJob,
+        log: BuildLog,
+        cancelled: Callable[[], bool],
+        on_pid: Callable[[int | None], None],
+        deadline: float,
+        cache: StepCache,
+        key: str,
+        python: envs.Python,
+        entries: dict[str, tuple[str, str]],
+        jailed: bool,
+        entry: str,
+    ) -> Step:
+        folder = cache.entry_dir(entry)
         dest = job.build_dir
         has_script = BUILD_SCRIPT in entries
         own = ""
@@ -214,31 +238,29 @@ class LocalBuilder:
                 if jailed:
                     sandbox.remove(tmp)
             if code != 0:
-                cache.drop(entry)
                 raise BuildFailed(f"{BUILD_SCRIPT} exited with status {code}")
             written, deleted = steptrace.changes(before, steptrace.listing(str(dest), SKIP))
             steptrace.keep_outputs(str(dest), written, str(folder / "tree"), move=False)
-            if written or deleted:
-                log.line(f"{BUILD_SCRIPT} wrote {len(written)} and deleted {len(deleted)} "
-                         "files in the project: they are this build's")  # fmt: skip
-            if traced:
-                log.line(f"warning: {traced}: this result is reused only for the same code")
         else:
             log.line(f"no {BUILD_SCRIPT} in the project: nothing to install")
-        step = Step(
-            entry=entry,
-            made_by=f"build {job.number} of {job.project_name}/{job.model_name}",
-            environment=key,
-            names=names_digest(entries) if has_script else "",
-            paths=sorted(entries) if has_script else [],
-            reads=recorded_reads(opened, entries, traced) if has_script else {},
-            traced=traced,
+        step = Step.ran(
+            entry,
+            f"build {job.number} of {job.project_name}/{job.model_name}",
+            key,
+            entries,
+            opened,
+            traced,
+            written,
+            deleted,
+            {
+                "env": str(venv),
+                "python_prefix": python.prefix,
+                "layout": "jail" if jailed else "plain",
+            },
             own=own,
-            written=written,
-            deleted=deleted,
-            extra={"env": str(venv), "python_prefix": python.prefix,
-                   "layout": "jail" if jailed else "plain"},
-        )  # fmt: skip
+        )
+        for line in step.outcome():
+            log.line(line)
         if not jailed:
             make_private(folder)  # venv writes its scripts 0644 whatever the umask
         cache.save(step)

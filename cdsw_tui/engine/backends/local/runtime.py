@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from cdsw_tui.engine import process
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.local import environment as envs
 from cdsw_tui.engine.backends.local import sandbox
 from cdsw_tui.engine.backends.local.cgroup import Cgroups
@@ -148,7 +149,8 @@ class LocalRuntime(RuntimeBase):
 
     def _jailed(self, spec: ReplicaSpec) -> tuple[list[str], dict[str, str], str]:
         """The replica in its jail; its socket in its own /tmp."""
-        tmp = sandbox.private_folder(self.dir / f"{spec.name}.tmpdir", spec.uid)
+        uid = spec.uid if spec.uid >= 0 else replica_identity().uid
+        tmp = sandbox.private_folder(self.dir / f"{spec.name}.tmpdir", uid)
         record = Path(spec.env_path).parent / RECORD  # the builder's, never the step's
         try:
             prefix = json.loads(record.read_text())["extra"]["python_prefix"]
@@ -158,7 +160,7 @@ class LocalRuntime(RuntimeBase):
             project=spec.artifact,
             env=spec.env_path,
             tmp=str(tmp),
-            uid=spec.uid,
+            uid=uid,
             shm_mb=spec.memory,
             cgroup_procs=self.cgroups.make(spec.name, spec.memory),
             expose=(prefix, *sandbox.runner_exposes()),

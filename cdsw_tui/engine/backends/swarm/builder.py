@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cdsw_tui.engine.backends.docker.builder import DockerBuilder, image_tag
+from cdsw_tui.engine.backends.docker.builder import DockerBuilder, forget_steps, image_tag
 from cdsw_tui.engine.backends.docker.builder import forget_model as forget_images
 from cdsw_tui.engine.backends.swarm import registry
 from cdsw_tui.engine.builder import BuildFailed, BuildJob, BuildResult
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
 from cdsw_tui.errors import CdswError
+
+__all__ = ["SwarmBuilder", "forget_model", "forget_steps", "make_builder"]
 
 
 def forget_model(home, model_id: int) -> list[str]:
