@@ -24,8 +24,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cdsw_tui.engine.builder import BuildJob
 
 RECORD = "step.json"
 LINK_MODE = "120000"
@@ -45,6 +51,28 @@ def names_digest(entries: Entries) -> str:
 def _listed(paths: list[str], limit: int = 3) -> str:
     shown = ", ".join(paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+@dataclass
+class Ran:
+    """What a step did to the project: the files it opened (``traced``: why that may be
+    short of all), and what it wrote and deleted there."""
+
+    opened: set[str] = field(default_factory=set)
+    traced: str = ""
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, record: dict) -> Ran:
+        """From steptrace's record (model code's: only its strings are taken)."""
+
+        def strings(key: str) -> list[str]:
+            value = record.get(key, [])
+            return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+        return cls(set(strings("opened")), str(record.get("incomplete", "")),
+                   strings("written"), strings("deleted"))  # fmt: skip
 
 
 @dataclass
@@ -84,32 +112,23 @@ class Step:
 
     @classmethod
     def ran(
-        cls,
-        entry: str,
-        made_by: str,
-        environment: str,
-        entries: Entries,
-        opened: set[str],
-        traced: str,
-        written: list[str],
-        deleted: list[str],
-        extra: dict[str, str],
+        cls, job: BuildJob, environment: str, entries: Entries, ran: Ran, extra: dict[str, str],
         own: str = "",
-    ) -> Step:
-        """The record of a step that just ran on ``entries`` (a project without
+    ) -> Step:  # fmt: skip
+        """The record of ``job``'s step that just ran on ``entries`` (a project without
         cdsw-build.sh ran none of its code: its names and files do not matter)."""
         script = "cdsw-build.sh" in entries
         return cls(
-            entry=entry,
-            made_by=made_by,
+            entry=f"b{job.build_id}",
+            made_by=f"build {job.number} of {job.project_name}/{job.model_name}",
             environment=environment,
             names=names_digest(entries) if script else "",
             paths=sorted(entries) if script else [],
-            reads=recorded_reads(opened, entries, traced) if script else {},
-            traced=traced,
+            reads=recorded_reads(ran.opened, entries, ran.traced) if script else {},
+            traced=ran.traced,
             own=own,
-            written=written,
-            deleted=deleted,
+            written=ran.written,
+            deleted=ran.deleted,
             extra=extra,
         )
 
@@ -180,6 +199,19 @@ class StepCache:
         with os.fdopen(fd, "w") as fh:
             json.dump(asdict(step), fh)
         os.replace(tmp, folder / RECORD)
+
+    @contextmanager
+    def making(self, entry: str) -> Iterator[Path]:
+        """A fresh folder for the entry a step is making; a step that fails, is
+        cancelled or times out leaves nothing of it."""
+        if self.entry_dir(entry).exists():
+            self.drop(entry)
+        self.entry_dir(entry).mkdir(parents=True)
+        try:
+            yield self.entry_dir(entry)
+        except BaseException:
+            self.drop(entry)
+            raise
 
     def drop(self, entry: str) -> None:
         """Remove an entry (its processes are gone): its record first, then its files."""

@@ -30,7 +30,7 @@ from cdsw_tui.engine.backends.docker.stream import stream_build
 from cdsw_tui.engine.builder import BUILD_SCRIPT, BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
-from cdsw_tui.engine.stepcache import Step, StepCache, lay_over
+from cdsw_tui.engine.stepcache import Ran, Step, StepCache, lay_over
 from cdsw_tui.errors import CdswError
 from cdsw_tui.resources import PACKAGE, PYLIB, RUNNER, RUNNER_R, assets_dir
 
@@ -274,30 +274,10 @@ class DockerBuilder:
             {**build_args, "CDSW_STEP": f"{home_id(job.home)}-p{job.project_id}-{entry}"},
             nocache=self.force_clean or job.clean,
         )  # fmt: skip
-        if cache.entry_dir(entry).exists():
-            cache.drop(entry)
-        folder = cache.entry_dir(entry)
-        folder.mkdir(parents=True)
-        try:
+        with cache.making(entry) as folder:
             record = _take_step(client, deps_tag, folder)
-        except BaseException:
-            cache.drop(entry)
-            raise
-        opened = {p for p in record.get("opened", []) if isinstance(p, str)}
-        traced = str(record.get("incomplete", ""))
-        written = [p for p in record.get("written", []) if isinstance(p, str)]
-        deleted = [p for p in record.get("deleted", []) if isinstance(p, str)]
-        step = Step.ran(
-            entry,
-            f"build {job.number} of {job.project_name}/{job.model_name}",
-            key,
-            entries,
-            opened,
-            traced,
-            written,
-            deleted,
-            {"image": deps_tag, "image_id": image_id},
-        )
+        step = Step.ran(job, key, entries, Ran.of(record),
+                        {"image": deps_tag, "image_id": image_id})  # fmt: skip
         for line in step.outcome():
             log.line(line)
         cache.save(step)

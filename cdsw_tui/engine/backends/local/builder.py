@@ -16,6 +16,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cdsw_tui.engine import steptrace
@@ -34,7 +35,7 @@ from cdsw_tui.engine.builder import (
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import run_logged
 from cdsw_tui.engine.snapshot import SnapshotRepo
-from cdsw_tui.engine.stepcache import Step, StepCache, lay_over
+from cdsw_tui.engine.stepcache import Ran, Step, StepCache, lay_over
 
 META_FILE = ".cdsw-build.json"
 SKIP = (".venv",)  # the environment's mount point in the tree: not the project's
@@ -71,6 +72,29 @@ def make_writable(root: Path) -> None:
                 os.chmod(full, os.lstat(full).st_mode | stat.S_IWUSR)
 
 
+@dataclass
+class _Run:
+    """One build's step, as its parts need it."""
+
+    job: BuildJob
+    log: BuildLog
+    cancelled: Callable[[], bool]
+    on_pid: Callable[[int | None], None]
+    deadline: float
+    python: envs.Python
+    jailed: bool
+
+    def command(self, cmd: list[str], cwd: Path, env: dict[str, str], marker: str = "") -> int:
+        return run_logged(cmd, cwd=cwd, env=env, log=self.log, cancelled=self.cancelled,
+                          deadline=self.deadline, on_pid=self.on_pid, marker=marker)  # fmt: skip
+
+    def jail(self, project: Path, venv: Path, tmp: Path, expose: tuple[str, ...]) -> sandbox.Jail:
+        """A writable jail for a step of this build (the home hidden)."""
+        return sandbox.Jail(project=str(project), env=str(venv), tmp=str(tmp), uid=self.job.uid,
+                            writable=True, expose=(self.python.prefix, *expose),
+                            hide=(str(self.job.home),))  # fmt: skip
+
+
 class LocalBuilder:
     def __init__(self, snapshots: SnapshotRepo) -> None:
         self.snapshots = snapshots
@@ -103,11 +127,11 @@ class LocalBuilder:
         if cancelled():
             raise BuildFailed("cancelled by the user", status="cancelled")
 
-        python = envs.interpreter(job)
+        run = _Run(job, log, cancelled, on_pid, deadline, envs.interpreter(job), jailed)
         has_script = BUILD_SCRIPT in entries
-        key = envs.environment_key(job, python, jailed, has_script)
+        key = envs.environment_key(job, run.python, jailed, has_script)
         cache = StepCache(job.envs_dir / f"p{job.project_id}")
-        step, why = (None, "--no-cache asks for a fresh run") if job.clean else (None, "")
+        step, why = None, "--no-cache asks for a fresh run"
         if not job.clean:
             step, why = cache.find(key, entries)
         what = BUILD_SCRIPT if has_script else "the environment (no cdsw-build.sh)"
@@ -122,8 +146,10 @@ class LocalBuilder:
             )
         else:
             log.line(f"running {what}: {why}")
-            step = self._run_step(job, log, cancelled, on_pid, deadline, cache, key, python,
-                                  entries, jailed)  # fmt: skip
+            entry = f"b{job.build_id}"
+            with cache.making(entry) as folder:  # a step that fails leaves nothing
+                step = self._run_step(run, key, entries, entry, folder)
+            cache.save(step)
         env_path = step.extra["env"]
         envs.link_pylib(Path(env_path))  # in case cdsw-build.sh removed it
         if jailed:
@@ -132,10 +158,8 @@ class LocalBuilder:
         if not jailed:
             make_private(dest, writable=False)
         log.line(f"build {job.number} built")
-        return BuildResult(
-            artifact=str(dest), env_path=env_path, dep_key=step.entry, dep_reused=step.entry
-            != f"b{job.build_id}",
-        )  # fmt: skip
+        reused = step.entry != f"b{job.build_id}"
+        return BuildResult(str(dest), env_path=env_path, dep_key=step.entry, dep_reused=reused)
 
     def _write_meta(self, job: BuildJob, dest: Path, env_path: str) -> None:
         """A note of what the folder is, written without following what the step left."""
@@ -158,44 +182,10 @@ class LocalBuilder:
             )
 
     def _run_step(
-        self,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        on_pid: Callable[[int | None], None],
-        deadline: float,
-        cache: StepCache,
-        key: str,
-        python: envs.Python,
-        entries: dict[str, tuple[str, str]],
-        jailed: bool,
+        self, run: _Run, key: str, entries: dict[str, tuple[str, str]], entry: str, folder: Path
     ) -> Step:
-        entry = f"b{job.build_id}"
-        if cache.entry_dir(entry).exists():
-            cache.drop(entry)
-        cache.entry_dir(entry).mkdir(parents=True)
-        try:
-            return self._step(job, log, cancelled, on_pid, deadline, cache, key, python,
-                              entries, jailed, entry)  # fmt: skip
-        except BaseException:
-            cache.drop(entry)  # failed, cancelled or timed out: nothing of it stays
-            raise
-
-    def _step(
-        self,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        on_pid: Callable[[int | None], None],
-        deadline: float,
-        cache: StepCache,
-        key: str,
-        python: envs.Python,
-        entries: dict[str, tuple[str, str]],
-        jailed: bool,
-        entry: str,
-    ) -> Step:
-        folder = cache.entry_dir(entry)
+        """A fresh environment in ``folder``, then cdsw-build.sh traced; its record."""
+        job, log, jailed = run.job, run.log, run.jailed
         dest = job.build_dir
         has_script = BUILD_SCRIPT in entries
         own = ""
@@ -210,182 +200,103 @@ class LocalBuilder:
                 "this build gets an environment of its own"
             )
         venv = folder / (sandbox.MOUNTED_ENV if jailed else "venv")
-        log.line(f"creating the Python environment (Python {python.version.split()[0]}, "
-                 f"{python.executable})")  # fmt: skip
-        self._new_venv(job, log, cancelled, on_pid, deadline, python, venv, jailed, has_script)
+        log.line(f"creating the Python environment (Python {run.python.version.split()[0]}, "
+                 f"{run.python.executable})")  # fmt: skip
+        self._new_venv(run, venv, with_pip=has_script)
         envs.link_pylib(venv)
-        tmp = job.home / "run" / "builds" / entry
-        opened: set[str] = set()
-        traced = ""
-        written: list[str] = []
-        deleted: list[str] = []
+        ran = Ran()
         if has_script:
-            if jailed:
-                (dest / ".venv").mkdir(exist_ok=True)
-                os.chown(dest / ".venv", job.uid, job.uid)
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                sandbox.private_folder(tmp, job.uid)
-            else:
-                log.line(f"warning: {sandbox.warning(str(dest))}")
-            before = steptrace.listing(str(dest), SKIP)
-            watcher = steptrace.Watcher(str(dest), SKIP)
-            log.line(f"running {BUILD_SCRIPT}")
-            try:
-                code = self._script(job, log, cancelled, on_pid, deadline, python, venv, tmp,
-                                    jailed)  # fmt: skip
-            finally:
-                opened, traced = watcher.stop()
-                if jailed:
-                    sandbox.remove(tmp)
-            if code != 0:
-                raise BuildFailed(f"{BUILD_SCRIPT} exited with status {code}")
-            written, deleted = steptrace.changes(before, steptrace.listing(str(dest), SKIP))
-            steptrace.keep_outputs(str(dest), written, str(folder / "tree"), move=False)
+            ran = self._script(run, venv, entry)
+            steptrace.keep_outputs(str(dest), ran.written, str(folder / "tree"), move=False)
         else:
             log.line(f"no {BUILD_SCRIPT} in the project: nothing to install")
-        step = Step.ran(
-            entry,
-            f"build {job.number} of {job.project_name}/{job.model_name}",
-            key,
-            entries,
-            opened,
-            traced,
-            written,
-            deleted,
-            {
-                "env": str(venv),
-                "python_prefix": python.prefix,
-                "layout": "jail" if jailed else "plain",
-            },
-            own=own,
-        )
+        layout = "jail" if jailed else "plain"
+        extra = {"env": str(venv), "python_prefix": run.python.prefix, "layout": layout}
+        step = Step.ran(job, key, entries, ran, extra, own=own)
         for line in step.outcome():
             log.line(line)
         if not jailed:
             make_private(folder)  # venv writes its scripts 0644 whatever the umask
-        cache.save(step)
         return step
 
-    def _script(
-        self,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        on_pid: Callable[[int | None], None],
-        deadline: float,
-        python: envs.Python,
-        venv: Path,
-        tmp: Path,
-        jailed: bool,
-    ) -> int:
-        inside = sandbox.VENV if jailed else str(venv)
-        r_lib = envs.r_library(str(venv))
-        env = envs.variables(job, f"{inside}/bin", r_lib, jailed)
+    def _script(self, run: _Run, venv: Path, entry: str) -> Ran:
+        """cdsw-build.sh, its reads of the project traced, and what it did there."""
+        job, dest = run.job, run.job.build_dir
+        tmp = job.home / "run" / "builds" / entry
+        if run.jailed:
+            (dest / ".venv").mkdir(exist_ok=True)
+            os.chown(dest / ".venv", job.uid, job.uid)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            sandbox.private_folder(tmp, job.uid)
+        else:
+            run.log.line(f"warning: {sandbox.warning(str(dest))}")
+        inside = sandbox.VENV if run.jailed else str(venv)
+        env = envs.variables(job, f"{inside}/bin", envs.r_library(str(venv)), run.jailed)
         command = ["bash", BUILD_SCRIPT]
-        if jailed:
-            command = sandbox.wrap(self._jail(job, python, venv, tmp, writable=True), command)
-        return run_logged(
-            command,
-            cwd=job.build_dir,
-            env=env,
-            log=log,
-            cancelled=cancelled,
-            deadline=deadline,
-            on_pid=on_pid,
-            marker=build_marker(job.home, job.build_id),
-        )
+        if run.jailed:
+            command = sandbox.wrap(run.jail(dest, venv, tmp, sandbox.runner_exposes()), command)
+        before = steptrace.listing(str(dest), SKIP)
+        watcher = steptrace.Watcher(str(dest), SKIP)
+        run.log.line(f"running {BUILD_SCRIPT}")
+        try:
+            code = run.command(command, dest, env, build_marker(job.home, job.build_id))
+        finally:
+            opened, traced = watcher.stop()
+            if run.jailed:
+                sandbox.remove(tmp)
+        if code != 0:
+            raise BuildFailed(f"{BUILD_SCRIPT} exited with status {code}")
+        written, deleted = steptrace.changes(before, steptrace.listing(str(dest), SKIP))
+        return Ran(opened, traced, written, deleted)
 
-    def _jail(
-        self, job: BuildJob, python: envs.Python, venv: Path, tmp: Path, *, writable: bool
-    ) -> sandbox.Jail:
-        return sandbox.Jail(
-            project=str(job.build_dir),
-            env=str(venv),
-            tmp=str(tmp),
-            uid=job.uid,
-            writable=writable,
-            expose=(python.prefix, *sandbox.runner_exposes()),
-            hide=(str(job.home),),
-        )
-
-    def _new_venv(
-        self,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        on_pid: Callable[[int | None], None],
-        deadline: float,
-        python: envs.Python,
-        venv: Path,
-        jailed: bool,
-        with_pip: bool,
-    ) -> None:
+    def _new_venv(self, run: _Run, venv: Path, *, with_pip: bool) -> None:
         """A venv without pip is instant; one with pip is copied from a base made once per
         Python, because ensurepip takes seconds and would dominate every cold build."""
         if not with_pip:
-            self._make_venv(job, log, cancelled, on_pid, deadline, python, venv, jailed,
-                            ["--without-pip"])  # fmt: skip
+            self._make_venv(run, venv, ["--without-pip"])
             return
-        base_root = job.envs_dir / f"base-{envs.base_tag(python, jailed)}"
-        base = base_root / (sandbox.MOUNTED_ENV if jailed else "venv")
-        with open(job.envs_dir / f"{base_root.name}.lock", "a+") as lock:
+        envs_dir = run.job.envs_dir
+        base_root = envs_dir / f"base-{envs.base_tag(run.python, run.jailed)}"
+        base = base_root / (sandbox.MOUNTED_ENV if run.jailed else "venv")
+        with open(envs_dir / f"{base_root.name}.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (base_root / "complete").exists():
                 sandbox.remove(base_root)
                 base_root.mkdir(parents=True)
-                log.line("making the base Python environment with pip (once per Python)")
-                self._make_venv(job, log, cancelled, on_pid, deadline, python, base, jailed, [])
+                run.log.line("making the base Python environment with pip (once per Python)")
+                self._make_venv(run, base, [])
                 (base_root / "complete").write_text("")
-        envs.copy_base(base, venv, rewrite=not jailed)
-        if jailed:
-            sandbox.own(venv, job.uid)
+        envs.copy_base(base, venv, rewrite=not run.jailed)
+        if run.jailed:
+            sandbox.own(venv, run.job.uid)
 
-    def _make_venv(
-        self,
-        job: BuildJob,
-        log: BuildLog,
-        cancelled: Callable[[], bool],
-        on_pid: Callable[[int | None], None],
-        deadline: float,
-        python: envs.Python,
-        venv: Path,
-        jailed: bool,
-        args: list[str],
-    ) -> None:
-        plain_env = {k: v for k, v in os.environ.items() if k in envs.PASSTHROUGH or k == "PATH"}
-        if not jailed:
+    def _make_venv(self, run: _Run, venv: Path, args: list[str]) -> None:
+        job, python = run.job, run.python
+        env = {k: v for k, v in os.environ.items() if k in envs.PASSTHROUGH or k == "PATH"}
+        scratch = venv.parent / f"{venv.name}.make"
+        if not run.jailed:
             command, cwd = [python.executable, "-m", "venv", *args, str(venv)], job.build_dir
         else:  # made where every jail mounts it, by the jail's uid, from an empty project
             venv.mkdir(parents=True, exist_ok=True)
             os.chown(venv, job.uid, job.uid)
-            scratch = venv.parent / f"{venv.name}.make"
             for folder in (scratch / "p", scratch / "t"):
                 folder.mkdir(parents=True, exist_ok=True)
                 os.chown(folder, job.uid, job.uid)
             (scratch / "p" / ".venv").mkdir(exist_ok=True)
-            jail = sandbox.Jail(
-                project=str(scratch / "p"),
-                env=str(venv),
-                tmp=str(scratch / "t"),
-                uid=job.uid,
-                writable=True,
-                expose=(python.prefix,),
-                hide=(str(job.home),),
-            )
+            jail = run.jail(scratch / "p", venv, scratch / "t", ())
             command = sandbox.wrap(jail, [python.executable, "-m", "venv", *args, sandbox.VENV])
             cwd = venv.parent
-            plain_env["HOME"] = sandbox.HOME
+            env["HOME"] = sandbox.HOME
         try:
-            code = run_logged(command, cwd=cwd, env=plain_env, log=log, cancelled=cancelled,
-                              deadline=deadline, on_pid=on_pid)  # fmt: skip
+            code = run.command(command, cwd, env)
         finally:
-            if jailed:
-                sandbox.remove(venv.parent / f"{venv.name}.make")
+            if run.jailed:
+                sandbox.remove(scratch)
         if code != 0:
             raise BuildFailed(f"creating the Python environment failed with status {code}")
-        r_lib = venv / "R-library" if jailed else venv.parent / "R-library"
+        r_lib = venv / "R-library" if run.jailed else venv.parent / "R-library"
         r_lib.mkdir(exist_ok=True)  # R installs into the first library that exists
-        if jailed:  # only venv ran in that jail, on an empty project: private, the uid's
+        if run.jailed:  # only venv ran in that jail, on an empty project: private, the uid's
             sandbox.own(venv, job.uid)
 
 
