@@ -99,9 +99,12 @@ def changes(before: dict[str, Entry], after: dict[str, Entry]) -> tuple[list[str
 
 class Watcher:
     """The files under ``root`` that any process opens while this watches (one inotify
-    watch per folder; ``skip``: folders not to watch)."""
+    watch per folder; ``skip``: folders not to watch; ``known``: the ``listing`` of root
+    just taken, if the caller has it)."""
 
-    def __init__(self, root: str, skip: Sequence[str] = ()) -> None:
+    def __init__(
+        self, root: str, skip: Sequence[str] = (), known: dict[str, Entry] | None = None
+    ) -> None:
         self.root = root
         self.opened: set[str] = set()
         self.incomplete = ""  # why the trace may miss a read, if it may
@@ -115,7 +118,7 @@ class Watcher:
             self.incomplete = f"inotify is not available ({os.strerror(ctypes.get_errno())})"
             self._thread: threading.Thread | None = None
             return
-        for rel, entry in listing(root, skip).items():
+        for rel, entry in (known if known is not None else listing(root, skip)).items():
             if entry[0] == "d" and not self.incomplete:
                 self._watch(rel)
         if not self.incomplete:
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     before = listing(args.root, args.skip)
-    watcher = Watcher(args.root, args.skip)
+    watcher = Watcher(args.root, args.skip, before)
     code = subprocess.call(command, cwd=args.root) if command else 0
     opened, incomplete = watcher.stop()
     after = listing(args.root, args.skip)

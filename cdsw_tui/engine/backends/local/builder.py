@@ -236,7 +236,7 @@ class LocalBuilder:
         if run.jailed:
             command = sandbox.wrap(run.jail(dest, venv, tmp, sandbox.runner_exposes()), command)
         before = steptrace.listing(str(dest), SKIP)
-        watcher = steptrace.Watcher(str(dest), SKIP)
+        watcher = steptrace.Watcher(str(dest), SKIP, before)
         run.log.line(f"running {BUILD_SCRIPT}")
         try:
             code = run.command(command, dest, env, build_marker(job.home, job.build_id))
