@@ -75,9 +75,9 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
 
     @work(thread=True, exclusive=True, group="controller", exit_on_error=False)
     def _ensure_controller(self) -> None:
-        from cdsw_tui.services import controller
+        from cdsw_tui.services import background
 
-        state, started = controller.ensure(self.wb)  # a failure: ReportsWorkerErrors
+        state, started = background.ensure(self.wb)  # a failure: ReportsWorkerErrors
         if started:
             self.call_from_thread(
                 self.notify, f"started the controller in the background (pid {state.pid})"
@@ -124,9 +124,9 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
         """For workers that just asked for work: a controller must run to do it (unless this
         app was made without one, as tests that only look at screens do)."""
         if self.start_controller:
-            from cdsw_tui.services import controller
+            from cdsw_tui.services import background
 
-            controller.ensure(self.wb)
+            background.ensure(self.wb)
 
     # -- navigation -------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
         self.push_screen(ModelScreen(ref, tab))
 
     def palette_entries(self) -> list[tuple[str, str, object]]:
-        from cdsw_tui.services import views
+        from cdsw_tui.services import readmodels
 
         entries: list[tuple[str, str, object]] = [
             (
@@ -155,7 +155,7 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
                 self.action_settings,
             ),
         ]
-        for project in views.projects(self.wb):
+        for project in readmodels.projects(self.wb):
             entries.append(
                 (
                     f"Project {project.name}",
@@ -163,7 +163,7 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
                     partial(self.open_project, project.name),
                 )
             )
-        for model in views.models(self.wb):
+        for model in readmodels.models(self.wb):
             ref = f"{model.project}/{model.name}"
             entries.append((f"Model {ref}", model.status, partial(self.open_model, ref)))
             entries.append(

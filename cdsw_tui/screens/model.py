@@ -229,9 +229,9 @@ class ModelScreen(PollingScreen):
     # -- data ---------------------------------------------------------------------------------
 
     def load(self):
-        from cdsw_tui.services import views
+        from cdsw_tui.services import readmodels
 
-        return views.model_detail(self.wb, self.ref)
+        return readmodels.model_detail(self.wb, self.ref)
 
     def show(self, detail) -> None:
         first = self.detail is None

@@ -50,10 +50,10 @@ class ProjectScreen(ListScreen):
         yield Footer()
 
     def load(self) -> tuple:
-        from cdsw_tui.services import projects, views
+        from cdsw_tui.services import projects, readmodels
 
         project = projects.get(self.wb, self.project_name)
-        return project, views.models(self.wb, project.id)
+        return project, readmodels.models(self.wb, project.id)
 
     def show(self, data: tuple) -> None:
         project, rows = data

@@ -42,9 +42,9 @@ class ProjectsScreen(ListScreen):
         yield Footer()
 
     def load(self) -> list:
-        from cdsw_tui.services import views
+        from cdsw_tui.services import readmodels
 
-        return views.projects(self.wb)
+        return readmodels.projects(self.wb)
 
     def show(self, rows: list) -> None:
         cells = [

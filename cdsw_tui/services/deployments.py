@@ -319,7 +319,7 @@ def deploy_built(wb: Workbench, build: Build) -> None:
 def stop_all(wb: Workbench, models: list[Model], timeout: float = 120.0) -> None:
     """Stop every active deployment of these models and wait until they are stopped
     (the controller does it: one is started if none runs)."""
-    from cdsw_tui.services import artifacts, controller
+    from cdsw_tui.services import artifacts, background
 
     running = artifacts.active_of(wb, models)
     if not running:
@@ -327,7 +327,7 @@ def stop_all(wb: Workbench, models: list[Model], timeout: float = 120.0) -> None
     by_id = {m.id: m for m in models}
     for model_id in {d.model_id for d in running}:
         stop(wb, by_id[model_id])
-    controller.ensure(wb)
+    background.ensure(wb)
     deadline = time.monotonic() + timeout
     while artifacts.active_of(wb, models):
         if time.monotonic() > deadline:

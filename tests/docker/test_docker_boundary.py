@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cdsw_tui.engine.backends.docker.builder import image_tag
-from cdsw_tui.services import builds, controller, deployments, models
+from cdsw_tui.services import background, builds, deployments, models
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, write_project
 
@@ -125,7 +125,7 @@ def test_links_planted_by_model_code_are_never_followed(
     os.kill(state(home).pid, signal.SIGKILL)
     while state(home).running:
         time.sleep(0.02)
-    controller.ensure(wb)
+    background.ensure(wb)
     deadline = time.monotonic() + 60
     while True:  # replaced, since it could not be reached
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.docker.runtime import home_id
-from cdsw_tui.services import builds, controller, deployments, models
+from cdsw_tui.services import background, builds, deployments, models
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, write_project
 
@@ -121,7 +121,7 @@ def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Pa
     while state(home).running:
         time.sleep(0.02)
     start = time.monotonic()
-    controller.ensure(wb)
+    background.ensure(wb)
     while True:
         try:
             if call(wb, "p/f", {}).status_code == 200:

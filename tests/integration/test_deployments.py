@@ -130,9 +130,9 @@ def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, pr
     start = time.monotonic()
     cli("status")  # read-only: does not start a controller
     assert not state(home).running
-    from cdsw_tui.services import controller
+    from cdsw_tui.services import background
 
-    controller.ensure(wb)  # what any mutating command does first
+    background.ensure(wb)  # what any mutating command does first
     while True:
         try:
             r = call(wb, {})
@@ -261,9 +261,9 @@ def test_kill_9_during_a_deploy_leaves_no_orphan(cli: Cli, wb, project, home: Pa
         replica_pid(r) for r in deployments.replicas_of(wb, first, current=False) if r.handle
     ]
     assert started
-    from cdsw_tui.services import controller
+    from cdsw_tui.services import background
 
-    controller.ensure(wb)
+    background.ensure(wb)
     final = deployments.wait(wb, first, timeout=60)
     assert final.status == "deployed" and final.id == first.id
     assert call(wb, {}, "p/slow").json()["response"] == "ready"

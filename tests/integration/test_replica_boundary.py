@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdsw_tui.services import deployments, models, projects, views
+from cdsw_tui.services import deployments, models, projects, readmodels
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, replica_pid, write_project
 from tests.helpers import host_pid, replica_socket
@@ -255,9 +255,9 @@ def test_a_restarted_controller_makes_callers_wait_not_fail(cli: Cli, wb, projec
     thread = threading.Thread(target=caller)
     thread.start()
     try:
-        from cdsw_tui.services import controller
+        from cdsw_tui.services import background
 
-        controller.ensure(wb)
+        background.ensure(wb)
         deadline = time.monotonic() + 20
         while statuses.count(200) < 3:
             assert time.monotonic() < deadline, statuses[-5:]
@@ -326,7 +326,7 @@ def test_monitoring_keeps_the_counts_of_replaced_replicas(cli: Cli, wb, project)
         assert call(wb, "p/add", {"a": i, "b": 1}).status_code == 200
     time.sleep(1.2)  # the controller saves counts every second
     cli("restart", "p/add", "--wait")
-    detail = views.model_detail(wb, "p/add")
+    detail = readmodels.model_detail(wb, "p/add")
     assert sum(r.processed for r in detail.replaced) == 5
     assert all(r.status == "stopped" for r in detail.replaced)
     assert detail.replicas and not {r.name for r in detail.replicas} & {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cdsw_tui.config import load_settings
-from cdsw_tui.services import models, views
+from cdsw_tui.services import models, readmodels
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build, Deployment, Model, Project
 
@@ -53,6 +53,6 @@ def test_every_listing_follows_one_rule(tmp_path: Path, builds, deployments, exp
             s.commit()
         model = models.resolve(wb, "p/m")
         assert models.status(wb, model) == expected
-        assert [row.status for row in views.models(wb)] == [expected]
+        assert [row.status for row in readmodels.models(wb)] == [expected]
     finally:
         wb.close()

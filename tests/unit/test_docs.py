@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def commands(group: click.Group, prefix: str = "cdsw-tui") -> list[str]:
     found = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, f"{prefix} {name} is listed but not found"
         path = f"{prefix} {name}"
         found += commands(cmd, path) if isinstance(cmd, click.Group) else [path]
     return found

@@ -1,8 +1,9 @@
-"""Read models for the workbench: few queries, whatever the size of the store."""
+"""Read models both faces show (the workbench's lists and the CLI's listings): one query per
+listing, whatever the size of the store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -22,6 +23,8 @@ class ProjectRow:
     path: str
     models: int
     last_build: datetime | None
+    placement: list[str] = field(default_factory=list)  # swarm constraints, one per line
+    python: str = ""
 
 
 @dataclass
@@ -36,6 +39,16 @@ class ModelRow:
     updated: datetime | None
     file: str
     function: str
+    kernel: str = "python3"
+    description: str = ""
+    example_input: str = ""
+    example_output: str = ""
+    cpu: float = 1.0
+    memory: int = 2048
+    gpu: int = 0
+    default_replicas: int = 1  # the model's own count, for its next deployment
+    newest_status: str | None = None  # the newest build's status
+    serving_build: int | None = None  # the active deployment's build, else the newest built
 
 
 def _dt(value: object) -> datetime | None:
@@ -51,24 +64,44 @@ def projects(wb: Workbench) -> list[ProjectRow]:
         SELECT p.id, p.name, p.runtime, p.engine, p.path,
                (SELECT count(*) FROM model m WHERE m.project_id = p.id),
                (SELECT max(b.created_at) FROM build b JOIN model m ON m.id = b.model_id
-                 WHERE m.project_id = p.id)
+                 WHERE m.project_id = p.id),
+               p.placement, p.python
         FROM project p ORDER BY p.name
         """
     )
     with wb.store.engine.connect() as conn:
         return [
-            ProjectRow(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6])) for r in conn.execute(sql)
+            ProjectRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                _dt(r[6]),
+                [c for c in (r[7] or "").splitlines() if c],
+                r[8] or "",
+            )
+            for r in conn.execute(sql)
         ]
 
 
-def models(wb: Workbench, project_id: int | None = None) -> list[ModelRow]:
+def models(
+    wb: Workbench, project_id: int | None = None, *, model_id: int | None = None
+) -> list[ModelRow]:
     """Each model with its newest build and its newest active deployment, in one query."""
     sql = """
         SELECT m.id, p.name, m.name, m.updated_at, m.file, m.function,
                b.number, b.status, b.created_at,
                d.id, d.status, d.replicas, d.deployed_at, d.reason,
                (SELECT x.status FROM deployment x WHERE x.model_id = m.id
-                ORDER BY x.id DESC LIMIT 1) AS newest
+                ORDER BY x.id DESC LIMIT 1) AS newest,
+               m.kernel, m.description, m.example_input, m.example_output,
+               m.cpu, m.memory, m.gpu, m.replicas,
+               COALESCE(
+                 (SELECT number FROM build WHERE id = d.build_id),
+                 (SELECT number FROM build WHERE model_id = m.id AND status = 'built'
+                  ORDER BY number DESC LIMIT 1)) AS serving
         FROM model m
         JOIN project p ON p.id = m.project_id
         LEFT JOIN build b ON b.id = (
@@ -80,14 +113,44 @@ def models(wb: Workbench, project_id: int | None = None) -> list[ModelRow]:
         {where}
         ORDER BY p.name, m.name
     """
-    where = "WHERE m.project_id = :pid" if project_id is not None else ""
+    clauses = []
+    if project_id is not None:
+        clauses.append("m.project_id = :pid")
+    if model_id is not None:
+        clauses.append("m.id = :mid")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     with wb.store.engine.connect() as conn:
-        rows = conn.execute(text(sql.format(where=where)), {"pid": project_id}).all()
+        rows = conn.execute(
+            text(sql.format(where=where)), {"pid": project_id, "mid": model_id}
+        ).all()
     result = []
     for r in rows:
         status = status_rule(r[10], r[14], r[7])
         updated = max((t for t in (_dt(r[3]), _dt(r[8]), _dt(r[12])) if t), default=None)
-        result.append(ModelRow(r[0], r[1], r[2], status, r[6], r[9], r[11], updated, r[4], r[5]))
+        result.append(
+            ModelRow(
+                r[0],
+                r[1],
+                r[2],
+                status,
+                r[6],
+                r[9],
+                r[11],
+                updated,
+                r[4],
+                r[5],
+                kernel=r[15],
+                description=r[16],
+                example_input=r[17],
+                example_output=r[18],
+                cpu=r[19],
+                memory=r[20],
+                gpu=r[21],
+                default_replicas=r[22],
+                newest_status=r[7],
+                serving_build=r[23],
+            )
+        )
     return result
 
 

@@ -1,4 +1,4 @@
-"""The controller, as the faces see it: is it running, and start it if not."""
+"""The controller as a background process: is it running, and start it when it is not."""
 
 from __future__ import annotations
 

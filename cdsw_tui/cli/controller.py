@@ -1,0 +1,60 @@
+"""The controller commands: serve (in the foreground) and status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cdsw_tui.cli.common import json_option, workbench
+from cdsw_tui.controller.daemon import serve as run
+from cdsw_tui.output import emit_json, table
+from cdsw_tui.services import background, deployments
+from cdsw_tui.store import DEPLOYMENT_ACTIVE
+
+
+@click.command()
+@click.option("--host", help="gateway address (default 127.0.0.1)")
+@click.option("--port", type=int, help="gateway port (default 8787)")
+@click.option("--log-file", type=click.Path(dir_okay=False), hidden=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, log_file: str | None) -> None:
+    """Run the controller in the foreground."""
+    wb = workbench(ctx)
+    if host:
+        wb.settings.gateway_host = host
+    if port:
+        wb.settings.gateway_port = port
+
+    run(wb, Path(log_file) if log_file else None)
+
+
+@click.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """The controller, the gateway URL and active deployments."""
+    wb = workbench(ctx)
+    st = background.status(wb)
+    data = {
+        "controller": {"running": st.running, "pid": st.pid},
+        "gateway": wb.settings.gateway_url,
+        "home": str(wb.home),
+        "deployments": [],
+    }
+
+    data["deployments"] = [
+        deployments.summary(wb, d)
+        for d in deployments.list_deployments(wb)
+        if d.status in DEPLOYMENT_ACTIVE
+    ]
+    if as_json:
+        emit_json(data)
+        return
+    running = f"running (pid {st.pid})" if st.running else "not running"
+    click.echo(f"controller  {running}")
+    click.echo(f"gateway     {data['gateway']}")
+    click.echo(f"home        {data['home']}")
+    if data["deployments"]:
+        click.echo("")
+        table(data["deployments"], ["id", "model", "build", "status", "replicas"])

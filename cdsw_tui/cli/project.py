@@ -1,0 +1,96 @@
+"""project create, list and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cdsw_tui.cli.common import json_option, workbench
+from cdsw_tui.output import emit_json, table
+from cdsw_tui.services import artifacts, deployments, projects, readmodels
+
+
+@click.group()
+def project() -> None:
+    """Create, list and delete projects."""
+
+
+def project_row(p: readmodels.ProjectRow) -> dict[str, Any]:
+    """A project as the CLI prints it (``--json`` fields of SPEC §3)."""
+    return {
+        "name": p.name,
+        "runtime": p.runtime,
+        "engine": p.engine,
+        "placement": p.placement,
+        "python": p.python,
+        "path": p.path,
+        "models": p.models,
+        "id": p.id,
+    }
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--path", "path", type=click.Path(file_okay=False), help="an existing folder of code")
+@click.option("--template", type=click.Choice(["quickstart"]), help="copy a template project")
+@click.option("--runtime", help="where builds and replicas run (local, docker, swarm)")
+@click.option("--engine", help="the engine image of Docker builds")
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    help="where the swarm may place replicas, e.g. node.labels.gpu==true (repeatable)",
+)
+@click.option("--python", "python", help="the local runtime's interpreter (default: cdsw-tui's)")
+@json_option
+@click.pass_context
+def project_create(
+    ctx, name, path, template, runtime, engine, constraints, python, as_json
+) -> None:
+    """Register a folder, or make one from a template."""
+    wb = workbench(ctx)
+    p = projects.create(
+        wb,
+        name,
+        path=path,
+        template=template,
+        runtime=runtime,
+        engine=engine,
+        placement=constraints,
+        python=python,
+    )
+    if as_json:
+        emit_json(project_row(next(r for r in readmodels.projects(wb) if r.id == p.id)))
+    else:
+        click.echo(f"project {p.name} created at {p.path} (runtime {p.runtime})")
+
+
+@project.command("list")
+@json_option
+@click.pass_context
+def project_list(ctx: click.Context, as_json: bool) -> None:
+    """All projects."""
+    wb = workbench(ctx)
+    rows = [project_row(p) for p in readmodels.projects(wb)]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, ["name", "runtime", "models", "path"], empty="no projects yet")
+
+
+@project.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask")
+@click.pass_context
+def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete a project's models, builds and logs (its folder stays); running
+    deployments are stopped first."""
+    wb = workbench(ctx)
+    projects.get(wb, name)
+    if not yes:
+        stops = artifacts.stops_words(wb, projects.models_of(wb, name))
+        click.confirm(f"delete project {name} with its models, builds and logs{stops}?", abort=True)
+    for note in deployments.delete_project(wb, name):
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"project {name} deleted")
