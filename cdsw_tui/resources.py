@@ -1,4 +1,4 @@
-"""Files the package ships: the assets folder and the replica runner's scripts."""
+"""Files the package ships: the assets folder, and the replica runner with what it needs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,30 @@ from pathlib import Path
 from cdsw_tui.errors import CdswError
 
 PACKAGE = Path(__file__).resolve().parent
-# the runner is copied into images and run by replicas as a script, never imported there
-RUNNER = PACKAGE / "serving" / "replica.py"
-RUNNER_R = PACKAGE / "serving" / "replica.R"
+# the replica runner, a folder run as ``python RUNNER ARGS`` (its __main__ imports it whole)
+RUNNER = PACKAGE / "serving" / "runner"
 # ``cdsw`` and ``cml`` for model code and the project's scripts (beside the runner)
 PYLIB = PACKAGE / "serving" / "pylib"
+# where a Docker image holds them: RUNNER_LAUNCHER runs the runner under RUNNER_ROOT, in
+# images of this version and before it (their replica.py was the runner itself)
+RUNNER_ROOT = "/usr/local/lib/cdsw"
+RUNNER_LAUNCHER = f"{RUNNER_ROOT}/replica.py"
+LAUNCHER_TEXT = (
+    '"""Runs the replica runner that lies beside this file (cdsw-tui)."""\n'
+    "import runpy\n"
+    f"runpy.run_path({RUNNER_ROOT + '/cdsw_tui/serving/runner'!r}, run_name='__main__')\n"
+)
+
+
+def runner_files() -> list[tuple[Path, str]]:
+    """What a replica needs of cdsw-tui, standard library only: the runner, the wire
+    protocol and pylib, each with its path below a folder that holds ``cdsw_tui/``. Both
+    package ``__init__``s are copied as they are: they import nothing."""
+    files = [PACKAGE / "__init__.py", PACKAGE / "serving" / "__init__.py"]
+    files.append(PACKAGE / "serving" / "frames.py")
+    for folder in (RUNNER, PYLIB):
+        files += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".py", ".R"))
+    return [(path, path.relative_to(PACKAGE.parent).as_posix()) for path in files]
 
 
 def assets_dir() -> Path:

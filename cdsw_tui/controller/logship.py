@@ -22,7 +22,7 @@ from cdsw_tui.engine.buildlog import DEFAULT_MAX_BYTES, open_log, rotate, stamp
 from cdsw_tui.engine.runtime import Runtime
 from cdsw_tui.services.logs import replica_log, requests_file
 from cdsw_tui.serving.calllog import Record
-from cdsw_tui.serving.replica import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
+from cdsw_tui.serving.frames import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
 
 OUTPUT_STREAMS = (b"stdout", b"stderr")
 

@@ -12,7 +12,7 @@ import time
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.controller.state import DeploymentState, Goal, ReplicaState
 from cdsw_tui.engine.runtime import Exit, Runtime
-from cdsw_tui.serving.replica import (
+from cdsw_tui.serving.frames import (
     EVENT_LOAD_FAILED,
     EVENT_OUT_OF_MEMORY,
     EXIT_IMPORT_FAILED,

@@ -34,7 +34,7 @@ class ReplicaSpec:
 
 
 def runner_arguments(spec: ReplicaSpec, directory: str, socket: str = "") -> list[str]:
-    """What every backend passes the replica runner (serving/replica.py), after its path;
+    """What every backend passes the replica runner (serving/runner/), after its path;
     without ``socket`` the backend adds where the runner listens."""
     return [
         "--dir",

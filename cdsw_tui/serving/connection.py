@@ -3,7 +3,7 @@
 A replica serves one call at a time, so a call is one write of a length-prefixed frame
 and one answer frame back, read by an asyncio protocol (no stream reader, no HTTP
 parser, no JSON parse: the status and error code are in the frame's head). The frame
-layout is the runner's (``serving/replica.py``), imported from there.
+layout is ``serving/frames.py``, shared with the runner.
 
 Replicas are reached at an address their runtime gave: ``unix:/path`` (a socket only
 the controller's user can open) or ``tcp://host:port#key`` (a port other hosts may
@@ -22,7 +22,7 @@ import socket
 import stat
 from collections.abc import Callable
 
-from cdsw_tui.serving.replica import (
+from cdsw_tui.serving.frames import (
     ANSWER_HEAD,
     FLAG_CLOSE,
     KIND_CALL,

@@ -16,7 +16,7 @@ import pytest
 
 from cdsw_tui.resources import RUNNER
 from cdsw_tui.serving.connection import ReplicaConnection, ReplicaConnectionError, health
-from cdsw_tui.serving.replica import NONCE_SIZE, PROOF_SIZE, channel_proof
+from cdsw_tui.serving.frames import NONCE_SIZE, PROOF_SIZE, channel_proof
 from tests.conftest import free_port
 
 

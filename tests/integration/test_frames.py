@@ -15,7 +15,7 @@ import pytest
 
 from cdsw_tui.resources import RUNNER
 from cdsw_tui.serving.connection import ReplicaConnection, ResponseTooLarge, health
-from cdsw_tui.serving.replica import ANSWER_HEAD, KIND_CALL, REQUEST_HEAD
+from cdsw_tui.serving.frames import ANSWER_HEAD, KIND_CALL, REQUEST_HEAD
 
 MODEL = """\
 def add(args):

@@ -32,7 +32,7 @@ from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
 from cdsw_tui.engine.stepcache import Ran, Step, StepCache, lay_over
 from cdsw_tui.errors import CdswError
-from cdsw_tui.resources import PACKAGE, PYLIB, RUNNER, RUNNER_R, assets_dir
+from cdsw_tui.resources import LAUNCHER_TEXT, PACKAGE, assets_dir, runner_files
 
 STEPTRACE = PACKAGE / "engine" / "steptrace.py"
 STEP_DIR = "/usr/local/lib/cdsw/step"  # in the dependency image: the step's record, outputs
@@ -80,10 +80,9 @@ def environment_key(engine_id: str, job: BuildJob, uid: int, has_script: bool) -
     bundle = Path(job.ca_bundle) if job.ca_bundle else None
     h.update(bundle.read_bytes() if bundle and bundle.is_file() else b"")
     h.update(template("Dockerfile.deps.template").encode())
-    for path in (STEPTRACE, RUNNER, RUNNER_R):  # in the image too
-        h.update(path.read_bytes())
-    for path in sorted(PYLIB.rglob("*.py")):
-        h.update(path.relative_to(PYLIB).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(STEPTRACE.read_bytes() + LAUNCHER_TEXT.encode())  # in the image too
+    for path, name in runner_files():
+        h.update(name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:24]
 
 
@@ -291,12 +290,13 @@ class DockerBuilder:
             shutil.copy2(bundle, context / "ca-bundle.pem")
         else:
             (context / "ca-bundle.pem").write_text("")
-        shutil.copytree(PYLIB, context / "pylib", ignore=shutil.ignore_patterns("__pycache__"))
-        for source, name in ((STEPTRACE, "steptrace.py"), (RUNNER, "replica.py"),
-                             (RUNNER_R, "replica.R")):  # fmt: skip
-            shutil.copy2(source, context / name)
-        for path in [context / "ca-bundle.pem", context / "pylib", *(context / "pylib").rglob("*"),
-                     *(context / n for n in ("steptrace.py", "replica.py", "replica.R"))]:  # fmt: skip
+        lib = context / "lib"  # /usr/local/lib/cdsw in the image
+        for source, name in runner_files():
+            (lib / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, lib / name)
+        shutil.copyfile(STEPTRACE, lib / "steptrace.py")
+        (lib / "replica.py").write_text(LAUNCHER_TEXT)
+        for path in [context / "ca-bundle.pem", lib, *lib.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # root's, read by the cdsw user
 
     def _require_r(

@@ -33,12 +33,13 @@ from cdsw_tui.engine.runtime import (
     RuntimeUnavailable,
     runner_arguments,
 )
+from cdsw_tui.resources import RUNNER_LAUNCHER
 
 SOCKET_DIR = "/run/cdsw"
 UID = 1000
 PIDS_LIMIT = 1024
 STOP_GRACE = 2
-RUNNER = "/usr/local/lib/cdsw/replica.py"
+RUNNER = RUNNER_LAUNCHER  # in every image of ours, old or new
 PYTHON = "/home/cdsw/.venv/bin/python"
 
 

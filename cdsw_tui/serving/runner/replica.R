@@ -1,5 +1,5 @@
-# The R half of an R replica: replica.py speaks HTTP and hands each request over as one
-# JSON line on stdin; the answer goes back as one JSON line on its own pipe, so
+# The R half of an R replica: the runner (loaders.py) speaks frames and hands each
+# request over as one JSON line on stdin; the answer goes back as one JSON line on its own pipe, so
 # whatever the model prints on stdout or stderr lands in the replica log untouched.
 #
 #   Rscript replica.R FILE FUNCTION ANSWER_FD
