@@ -143,3 +143,14 @@ class ListScreen(PollingScreen):
 
     def action_open(self) -> None:  # pragma: no cover - overridden
         pass
+
+
+def update_rows(table: DataTable, keys: list[str], rows: list[tuple]) -> None:
+    """Update in place when the rows are the same ones, so the cursor stays put."""
+    if [str(k.value) for k in table.rows] != keys:
+        refill(table, keys, rows)
+        return
+    for key, row in zip(keys, rows, strict=True):
+        for col, value in zip(table.columns, row, strict=True):
+            if table.get_cell(key, col) != value:
+                table.update_cell(key, col, value, update_width=True)

@@ -1,0 +1,238 @@
+"""A model, with CDSW's tabs: Overview (details, Test Model, samples), Builds, Deployments,
+Monitoring (replicas, rates, logs) and Settings (access key, environment, delete).
+
+Each tab is a widget of its own module that fills itself and owns its actions; this
+screen holds the tabs, the poll that reads the model, the keys and the navigation, and
+(``actions``) what works on every work tab."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, Label, TabbedContent, TabPane, Tabs
+
+from cdsw_tui.screens.model.actions import DeploymentActions
+from cdsw_tui.screens.model.builds import BuildsTab
+from cdsw_tui.screens.model.deployments import DeploymentsTab
+from cdsw_tui.screens.model.monitoring import MonitoringTab
+from cdsw_tui.screens.model.overview import OverviewTab
+from cdsw_tui.screens.model.settings import SettingsTab
+from cdsw_tui.screens.model.tab import ModelTab
+from cdsw_tui.services import readmodels
+from cdsw_tui.services.readmodels import ModelDetail
+from cdsw_tui.widgets.log_view import LogView
+from cdsw_tui.widgets.status import badge
+from cdsw_tui.widgets.test_pane import TestPane
+
+TABS: tuple[tuple[str, str, type[ModelTab]], ...] = (
+    ("overview", "Overview", OverviewTab),
+    ("builds", "Builds", BuildsTab),
+    ("deployments", "Deployments", DeploymentsTab),
+    ("monitoring", "Monitoring", MonitoringTab),
+    ("settings", "Settings", SettingsTab),
+)
+WORK_TABS = ("overview", "builds", "deployments", "monitoring")
+MODEL_ACTIONS = ("deploy_new_build", "build_only", "stop", "restart", "scale")
+
+_TIPS = {
+    "test": "Test Model: send the input, show the answer (Overview)",
+    "copy": "copy the sample call (Overview)",
+    "lang": "shell, Python or R sample (Overview)",
+    "new": "the deploy form, set to a new build of the code as it is now",
+    "build": "build only, no deploy",
+    "cancel": "cancel the selected build (Builds)",
+    "redeploy": "the deploy form, set to the selected deployment's build (Deployments)",
+    "scale": "change the running deployment's replica count, no new build",
+    "stop": "stop the model's replicas",
+    "restart": "replace the replicas one by one",
+    "key": "show or hide the access key (Settings)",
+    "newkey": "regenerate the access key; the old one stops working (Settings)",
+    "save": "save the model's variables (Settings)",
+    "delete": "delete the model, its builds and logs (Settings)",
+}
+
+
+def _on_tab(action: str) -> Callable[..., None]:
+    """The screen's action ``action``: run by the shown tab, whose keys it is."""
+
+    def run(self: ModelScreen, *args: str) -> None:
+        tab = self.shown_tab()
+        if action in tab.ACTIONS:
+            getattr(tab, f"action_{action}")(*args)
+
+    run.__name__ = f"action_{action}"
+    return run
+
+
+class ModelScreen(DeploymentActions):
+    DEFAULT_CSS = "ModelScreen.short #requests-table { display: none; }"
+    # the footer shows what matters on the tab (it fits 80 columns); Help lists them all
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="nav.back"),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('builds')", "Builds", show=False),
+        Binding("3", "tab('deployments')", "Deployments", show=False),
+        Binding("4", "tab('monitoring')", "Monitoring", show=False),
+        Binding("5", "tab('settings')", "Settings", show=False),
+        Binding("ctrl+t", "test", "Test", id="model.test", tooltip=_TIPS["test"]),
+        Binding("c", "copy_sample", "Copy", id="model.copy", tooltip=_TIPS["copy"]),
+        Binding("l", "next_lang", "Language", id="model.lang", show=False, tooltip=_TIPS["lang"]),
+        Binding(
+            "n",
+            "deploy_new_build",
+            "Deploy New Build",
+            id="model.deploy_new_build",
+            tooltip=_TIPS["new"],
+        ),
+        Binding("b", "build_only", "Build", id="model.build", show=False, tooltip=_TIPS["build"]),
+        Binding(
+            "x", "cancel_build", "Cancel Build", id="model.cancel_build", tooltip=_TIPS["cancel"]
+        ),
+        Binding("r", "redeploy", "Re-deploy", id="model.redeploy", tooltip=_TIPS["redeploy"]),
+        Binding("s", "scale", "Scale", id="model.scale", show=False, tooltip=_TIPS["scale"]),
+        Binding("S", "stop", "Stop", id="model.stop", tooltip=_TIPS["stop"]),
+        Binding(
+            "R", "restart", "Restart", id="model.restart", show=False, tooltip=_TIPS["restart"]
+        ),
+        Binding("v", "reveal_key", "Key", id="model.reveal", tooltip=_TIPS["key"]),
+        Binding("g", "regenerate_key", "New key", id="model.regenerate", tooltip=_TIPS["newkey"]),
+        Binding("ctrl+s", "save_env", "Save", id="model.save_env", tooltip=_TIPS["save"]),
+        Binding("ctrl+d", "delete_model", "Delete", id="model.delete", tooltip=_TIPS["delete"]),
+        # the log's keys act on the tab's log whatever has focus (Builds, Monitoring)
+        Binding("f", "log('toggle_follow')", "Follow", show=False, tooltip="follow the log"),
+        Binding("w", "log('toggle_wrap')", "Wrap", show=False, tooltip="wrap long log lines"),
+        Binding("t", "log('toggle_timestamps')", "Timestamps", show=False, tooltip="log times"),
+        Binding("slash", "log('filter')", "Filter", show=False, tooltip="filter the log"),
+        Binding("a", "log('next_source')", "Replica", show=False, tooltip="one replica, or all"),
+    ]
+    AUTO_FOCUS = ""  # none (None would mean the app's "*"): focus follows the tab, in action_tab
+    # where each key acts (and shows): a tab's own actions there, the model's on work tabs
+    TAB_ACTIONS: dict[str, tuple[str, ...]] = {
+        **{a: WORK_TABS for a in MODEL_ACTIONS},
+        **{
+            action: tuple(tab_id for tab_id, _, c in TABS if action in c.ACTIONS)
+            for _, _, cls in TABS
+            for action in cls.ACTIONS
+        },
+    }
+
+    def __init__(self, ref: str, tab: str = "overview") -> None:
+        super().__init__()
+        self.ref = ref
+        self.initial_tab = tab
+        self.detail: ModelDetail | None = None
+        self.tabs: dict[str, ModelTab] = {
+            "overview": OverviewTab(ref),
+            "builds": BuildsTab(),
+            "deployments": DeploymentsTab(),
+            "monitoring": MonitoringTab(ref),
+            "settings": SettingsTab(ref),
+        }
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label(f"Model [b]{self.ref}[/b]", id="title", classes="screen-title")
+        with TabbedContent(initial=self.initial_tab, id="tabs"):
+            for tab_id, title, _ in TABS:
+                with TabPane(title, id=tab_id):
+                    yield self.tabs[tab_id]
+        yield Footer()
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def load(self) -> ModelDetail:
+        return readmodels.model_detail(self.wb, self.ref)
+
+    def show(self, detail: ModelDetail) -> None:
+        self.detail = detail
+        self.query_one("#title", Label).update(
+            f"Model [b]{self.ref}[/b]  " + badge(detail.status).markup
+        )
+        for tab in self.tabs.values():
+            tab.show(detail)
+        self.refresh_bindings()
+
+    # -- tabs and keys ------------------------------------------------------------------------
+
+    def on_mount(self) -> None:  # PollingScreen's on_mount runs too: Textual calls both
+        # the tab bar takes no focus: digits switch tabs, so typing there would
+        self.query_one(TabbedContent).query_one(Tabs).can_focus = False
+        self.call_after_refresh(self._focus_tab)  # the tab the user is on by then
+        self._sync_logs()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
+
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active or "overview"
+
+    def shown_tab(self) -> ModelTab:
+        return self.tabs[self.active_tab()]
+
+    def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
+        tabs = self.TAB_ACTIONS.get(action)
+        if tabs is not None and self.active_tab() not in tabs:
+            return False
+        d = self.detail
+        if action in ("stop", "restart", "scale"):
+            return (
+                d is not None
+                and d.active is not None
+                and (action == "stop" or d.active.status == "deployed")
+            )
+        tab = self.shown_tab()
+        if action in tab.ACTIONS:
+            return tab.can(action, d)
+        return True
+
+    action_test = _on_tab("test")
+    action_copy_sample = _on_tab("copy_sample")
+    action_next_lang = _on_tab("next_lang")
+    action_cancel_build = _on_tab("cancel_build")
+    action_redeploy = _on_tab("redeploy")
+    action_log = _on_tab("log")
+    action_reveal_key = _on_tab("reveal_key")
+    action_regenerate_key = _on_tab("regenerate_key")
+    action_save_env = _on_tab("save_env")
+    action_delete_model = _on_tab("delete_model")
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self.refresh_bindings()
+        self._sync_logs()
+
+    def on_screen_suspend(self) -> None:
+        self._sync_logs()
+
+    def on_screen_resume(self) -> None:  # PollingScreen's reloads too: Textual calls both
+        self._sync_logs()
+
+    def _sync_logs(self) -> None:
+        """Each log view reads while its tab is shown and this screen is on top, else it
+        is paused: decided from the state now, so quick switches cannot leave it wrong."""
+        tab = self.active_tab() if self.is_current else None
+        self.query_one("#build-log", LogView).set_active(tab == "builds")
+        self.query_one("#replica-log", LogView).set_active(tab == "monitoring")
+
+    def action_tab(self, tab: str) -> None:
+        # a widget focused on the old tab would pull the tabs back to it when it hides
+        self.set_focus(None)
+        self.query_one(TabbedContent).active = tab
+        self.call_after_refresh(self._focus_tab)
+        self.refresh_bindings()
+
+    def _focus_tab(self) -> None:
+        """The shown tab's table takes the focus (it takes no letters: every key still
+        acts); other tabs leave it with nobody."""
+        selector = self.shown_tab().FOCUS
+        if selector is not None:
+            self.query_one(selector).focus()
+
+    @on(TestPane.Done)
+    def _tested(self, event: TestPane.Done) -> None:
+        self.query_one(MonitoringTab).tested(event.latency)
+        self.reload()

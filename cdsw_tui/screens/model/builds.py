@@ -1,0 +1,101 @@
+"""Builds: the model's builds, newest first, and the log of the selected one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Label
+
+from cdsw_tui.screens.base import update_rows
+from cdsw_tui.screens.model.tab import ModelTab
+from cdsw_tui.services import builds
+from cdsw_tui.services.readmodels import ModelDetail
+from cdsw_tui.widgets.log_view import LogView
+from cdsw_tui.widgets.status import badge, when
+
+RUNNING = ("queued", "building")
+
+
+class BuildsTab(Vertical, ModelTab):
+    DEFAULT_CSS = "BuildsTab #builds-table { height: 12; }"
+    ACTIONS = ("cancel_build", "log")
+    FOCUS = "#builds-table"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: int | None = None  # the build whose log shows
+
+    def compose(self) -> ComposeResult:
+        table: DataTable = DataTable(id="builds-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Build", "Status", "Created", "Duration", "Snapshot", "Comment", "Reason")
+        yield table
+        yield Label("", id="build-log-title")
+        yield LogView(self._log_files, id="build-log", sources=False)
+
+    def show(self, detail: ModelDetail) -> None:
+        rows = []
+        for b in detail.builds:
+            duration = builds.duration(b)
+            rows.append(
+                (
+                    str(b.number),
+                    badge(b.status),
+                    when(b.created_at),
+                    f"{duration:.1f} s" if duration is not None else "-",
+                    b.snapshot[:10],
+                    b.comment,
+                    b.reason,
+                )
+            )
+        update_rows(
+            self.query_one("#builds-table", DataTable), [str(b.number) for b in detail.builds], rows
+        )
+        if self.selected is None and detail.builds:
+            self.select(detail.builds[0].number)
+
+    def can(self, action: str, detail: ModelDetail | None) -> bool:
+        if action == "cancel_build":
+            return detail is not None and any(b.status in RUNNING for b in detail.builds)
+        return True
+
+    def select(self, number: int | None) -> None:
+        """Show the log of build ``number`` (None: the newest, once the next read has it)."""
+        self.selected = number
+        if number is None:
+            return
+        view = self.query_one("#build-log", LogView)
+        view.buffer.clear()
+        view.redraw()
+        view.tail()
+        self.query_one("#build-log-title", Label).update(f"Log of build {number}")
+
+    def _log_files(self) -> list[Path]:
+        if self.detail is None or self.selected is None:
+            return []
+        return [self.wb.build_log_path(int(self.detail.model.id), self.selected)]
+
+    @on(DataTable.RowHighlighted, "#builds-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        number = int(event.row_key.value)
+        if number != self.selected:
+            self.select(number)
+
+    def action_cancel_build(self) -> None:
+        if self.detail is None:
+            return
+        running = [b for b in self.detail.builds if b.status in RUNNING]
+        chosen = next(
+            (b for b in running if b.number == self.selected), running[0] if running else None
+        )
+        if chosen is not None:
+            self.model_screen.run_service(
+                builds.cancel, self.wb, chosen, done=f"build {chosen.number} cancelling"
+            )
+
+    def action_log(self, name: str) -> None:
+        getattr(self.query_one("#build-log", LogView), f"action_{name}")()
