@@ -74,7 +74,7 @@ def stop_replicas(path: Path) -> None:
     from cdsw_tui.engine.backends.local.runtime import LocalRuntime
 
     runtime = LocalRuntime(path)
-    for found in runtime.list():
+    for found in runtime.list_replicas():
         runtime.stop(found.handle)
         runtime.remove(found.handle)
 

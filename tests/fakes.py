@@ -86,7 +86,7 @@ class FakeRuntime(RuntimeBase):
             return None
         return Placed(replica.address, handle)
 
-    def list(self) -> list[Found]:
+    def list_replicas(self) -> list[Found]:
         self._check()
         return [Found(r.name, r.handle, r.exit is None) for r in self.replicas.values()]
 

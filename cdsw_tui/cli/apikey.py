@@ -6,7 +6,7 @@ import click
 
 from cdsw_tui.cli.common import json_option, workbench
 from cdsw_tui.output import emit_json, table
-from cdsw_tui.services import apikeys
+from cdsw_tui.services import api_keys
 from cdsw_tui.services.builds import iso
 
 
@@ -20,7 +20,7 @@ def apikey_group() -> None:
 @click.pass_context
 def apikey_create(ctx: click.Context, name: str) -> None:
     """Make a key; it is printed once and only its hash is kept."""
-    click.echo(apikeys.create(workbench(ctx), name))
+    click.echo(api_keys.create(workbench(ctx), name))
 
 
 @apikey_group.command("list")
@@ -29,7 +29,8 @@ def apikey_create(ctx: click.Context, name: str) -> None:
 def apikey_list(ctx: click.Context, as_json: bool) -> None:
     """Key names (never the keys)."""
     rows = [
-        {"name": k.name, "created_at": iso(k.created_at)} for k in apikeys.list_keys(workbench(ctx))
+        {"name": k.name, "created_at": iso(k.created_at)}
+        for k in api_keys.list_keys(workbench(ctx))
     ]
     if as_json:
         emit_json(rows)
@@ -42,5 +43,5 @@ def apikey_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def apikey_delete(ctx: click.Context, name: str) -> None:
     """Revoke a key."""
-    apikeys.delete(workbench(ctx), name)
+    api_keys.delete(workbench(ctx), name)
     click.echo(f"API key {name} deleted")

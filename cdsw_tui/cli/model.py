@@ -15,10 +15,10 @@ from cdsw_tui.cli.common import (
 )
 from cdsw_tui.errors import ValidationError
 from cdsw_tui.output import emit_json, table
-from cdsw_tui.services import apikeys, artifacts, builds, deployments, models, projects, readmodels
+from cdsw_tui.services import api_keys, artifacts, builds, deployments, models, projects, readmodels
 from cdsw_tui.services import validation as v
+from cdsw_tui.services.access_keys import mask
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.services.keys import mask
 from cdsw_tui.store import Model
 
 
@@ -211,5 +211,5 @@ def model_regenerate_key(ctx: click.Context, ref: str, yes: bool) -> None:
 def model_auth(ctx: click.Context, ref: str, state: str) -> None:
     """Require an API key (Authorization: Bearer) on calls to the model, or not."""
     wb = workbench(ctx)
-    apikeys.set_auth(wb, models.resolve(wb, ref), state == "on")
+    api_keys.set_auth(wb, models.resolve(wb, ref), state == "on")
     click.echo(f"authentication {state} for {ref}")

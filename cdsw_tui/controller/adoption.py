@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from cdsw_tui.controller import supervision
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.controller.state import Context, DeploymentState, Goal, ReplicaState
-from cdsw_tui.serving.pool import Pool, ReplicaHandle
+from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.store import (
     DEPLOYMENT_ACTIVE,
     Build,
@@ -66,7 +66,7 @@ def admit(
             name=replica.name,
             row_id=int(replica.id),  # type: ignore[arg-type]
             status=ReplicaStatus.STOPPING,
-            gateway=ReplicaHandle(replica.name, "", dep_id),
+            gateway=PooledReplica(replica.name, "", dep_id),
             handle=replica.handle,
             restarts=replica.restarts,
             reason=replica.reason,
@@ -95,7 +95,7 @@ async def adopt(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
         if st.goal == Goal.STOP:
             r.status = ReplicaStatus.STOPPING
             return
-        r.status = ReplicaStatus.READY
+        r.status = ReplicaStatus.RUNNING
         st.pool.add(r.gateway)
         log.info("adopted replica %s", r.name)
         return

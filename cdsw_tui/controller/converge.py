@@ -59,7 +59,7 @@ async def watch(mgr: ServingManager) -> None:
         (st, r)
         for st in mgr.states.values()
         for r in st.replicas.values()
-        if r.status == ReplicaStatus.READY and r.handle and not r.working and not r.failed
+        if r.status == ReplicaStatus.RUNNING and r.handle and not r.working and not r.failed
     ]
     if not ready:
         return
@@ -81,7 +81,7 @@ async def watch(mgr: ServingManager) -> None:
 
     verdicts = await asyncio.to_thread(inspect)
     for (st, r), (exit, moved, moving) in zip(ready, verdicts, strict=True):
-        if r.status != ReplicaStatus.READY or r.working:
+        if r.status != ReplicaStatus.RUNNING or r.working:
             continue
         if moved:
             r.moved = moved  # the pass has it rejoin there

@@ -51,7 +51,7 @@ def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> None:
     """Take ``r`` out of service: a starting one stops where it is, a ready one drains."""
     r.abort = True
     st.pool.remove(r.name)
-    if r.status == ReplicaStatus.READY:
+    if r.status == ReplicaStatus.RUNNING:
         r.status = ReplicaStatus.DRAINING
     elif r.status == ReplicaStatus.RESTARTING and not r.working:
         r.status = ReplicaStatus.STOPPING
@@ -100,7 +100,7 @@ def _step_rollout(mgr: ServingManager, st: DeploymentState, row: Deployment) -> 
     for _ in range(row.replicas - len(alive)):
         new_replica(mgr, st)
     alive = st.alive()
-    if len(alive) >= row.replicas and all(r.status == ReplicaStatus.READY for r in alive):
+    if len(alive) >= row.replicas and all(r.status == ReplicaStatus.RUNNING for r in alive):
         _take_over(mgr, st)
 
 
@@ -121,11 +121,11 @@ def _step_serve(mgr: ServingManager, st: DeploymentState, row: Deployment) -> No
     for r in list(st.replicas.values()):
         if r.working:
             continue
-        if r.status == ReplicaStatus.READY and r.failed:
+        if r.status == ReplicaStatus.RUNNING and r.failed:
             reason, exit = r.failed, r.exit
             r.failed, r.exit, r.moved = "", None, ""
             mgr.spawn(r, supervision.restart(mgr, st, r, reason, exit))
-        elif r.status == ReplicaStatus.READY and r.moved:
+        elif r.status == ReplicaStatus.RUNNING and r.moved:
             address, r.moved = r.moved, ""
             mgr.spawn(r, supervision.rejoin(mgr, st, r, address))
         elif r.status == ReplicaStatus.RESTARTING and now >= r.not_before:
@@ -140,7 +140,8 @@ def _step_serve(mgr: ServingManager, st: DeploymentState, row: Deployment) -> No
     elif len(alive) > row.replicas:
         # the ones not serving first, then the idle ones
         order = sorted(
-            alive, key=lambda r: (r.status == ReplicaStatus.READY, r.gateway.busy, r.restarts == 0)
+            alive,
+            key=lambda r: (r.status == ReplicaStatus.RUNNING, r.gateway.busy, r.restarts == 0),
         )
         for r in order[: len(alive) - row.replicas]:
             retire(mgr, st, r)
@@ -165,7 +166,7 @@ def _step_restart(mgr: ServingManager, st: DeploymentState, row: Deployment) -> 
             if new is not None and new.status != ReplicaStatus.STOPPED:
                 retire(mgr, st, new)
             return
-        if new.status == ReplicaStatus.READY:
+        if new.status == ReplicaStatus.RUNNING:
             del st.pairs[new_name]
             if old is not None and old.status != ReplicaStatus.STOPPED:
                 retire(mgr, st, old)

@@ -30,7 +30,7 @@ from cdsw_tui.services.deployments import replica_name
 from cdsw_tui.serving.connection import health
 from cdsw_tui.serving.gateway import Gateway
 from cdsw_tui.serving.metrics import GatewayMetrics
-from cdsw_tui.serving.pool import Pool, ReplicaHandle
+from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.serving.router import Router
 from cdsw_tui.store import (
     DEPLOYMENT_ACTIVE,
@@ -45,7 +45,7 @@ SHIP_INTERVAL = 0.1
 HEALTH_TIMEOUT = 120.0  # how long a new replica may take to load its model
 SHIPPED = (
     ReplicaStatus.STARTING,
-    ReplicaStatus.READY,
+    ReplicaStatus.RUNNING,
     ReplicaStatus.DRAINING,
     ReplicaStatus.STOPPING,
 )
@@ -210,7 +210,7 @@ class ServingManager:
             name=name,
             row_id=None,
             status=ReplicaStatus.STARTING,
-            gateway=ReplicaHandle(name, "", st.id),
+            gateway=PooledReplica(name, "", st.id),
         )
 
     def spawn(self, r: ReplicaState, coro: Awaitable[None]) -> None:
@@ -316,11 +316,11 @@ class ServingManager:
 
     # -- the gateway's report ---------------------------------------------------------------
 
-    def replica_failed(self, pool: Pool, handle: ReplicaHandle, reason: str) -> None:
+    def replica_failed(self, pool: Pool, handle: PooledReplica, reason: str) -> None:
         """A call broke or timed out on this replica: out of the pool now, replaced soon."""
         st = self.states.get(pool.deployment_id)
         r = st.replicas.get(handle.name) if st is not None else None
-        if r is None or r.gateway is not handle or r.status != ReplicaStatus.READY:
+        if r is None or r.gateway is not handle or r.status != ReplicaStatus.RUNNING:
             return
         pool.remove(handle.name)
         handle.conn.close()

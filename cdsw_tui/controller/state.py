@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cdsw_tui.engine.runtime import Exit
-from cdsw_tui.serving.pool import Pool, ReplicaHandle
+from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.store import Build, Deployment, Model, Project, ReplicaStatus
 
 CRASHLOOP_WINDOW = 60.0
@@ -45,7 +45,7 @@ class ReplicaState:
     name: str
     row_id: int | None
     status: ReplicaStatus
-    gateway: ReplicaHandle  # what the gateway dials, and the call counts
+    gateway: PooledReplica  # what the gateway dials, and the call counts
     handle: str = ""  # the runtime's handle of the process or container running now
     restarts: int = 0
     reason: str = ""
@@ -71,7 +71,7 @@ class ReplicaState:
         """Counted towards the deployment's replicas."""
         return self.status in (
             ReplicaStatus.STARTING,
-            ReplicaStatus.READY,
+            ReplicaStatus.RUNNING,
             ReplicaStatus.RESTARTING,
         )
 

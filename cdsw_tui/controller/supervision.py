@@ -125,14 +125,14 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
     await mgr.db(
         mgr.set_replica,
         r.row_id,
-        status=ReplicaStatus.READY,
+        status=ReplicaStatus.RUNNING,
         started_at=utcnow(),
         restarts=r.restarts,
     )
     if r.abort or st.goal == Goal.STOP:  # a stop came while the row was written
         r.status = ReplicaStatus.STOPPING
         return
-    r.status = ReplicaStatus.READY
+    r.status = ReplicaStatus.RUNNING
     st.pool.add(r.gateway)
     if st.crash_reason and not any(
         x.status == ReplicaStatus.RESTARTING for x in st.replicas.values()
@@ -245,13 +245,13 @@ async def rejoin(mgr: ServingManager, st: DeploymentState, r: ReplicaState, addr
     if r.abort or st.goal == Goal.STOP:
         r.status = ReplicaStatus.STOPPING
         return
-    r.status = ReplicaStatus.READY
+    r.status = ReplicaStatus.RUNNING
     st.pool.add(r.gateway)
 
 
 async def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> None:
     """Out of the pool, the call in flight finished, then stopped; retried until done."""
-    if r.status == ReplicaStatus.READY:
+    if r.status == ReplicaStatus.RUNNING:
         r.status = ReplicaStatus.DRAINING
     st.pool.remove(r.name)
     if r.status == ReplicaStatus.DRAINING and r.row_id is not None:

@@ -114,7 +114,7 @@ class Runtime(Protocol):
     def adopt(self, name: str, handle: str) -> Placed | None:
         """The replica ``name`` if it still runs there and is ours (after a restart)."""
 
-    def list(self) -> list[Found]:
+    def list_replicas(self) -> list[Found]:
         """Every replica of this home the backend has."""
 
     def collect(self, keep: set[str]) -> list[str]:
@@ -143,7 +143,7 @@ class RuntimeBase:
     def moving(self, handle: str) -> bool:
         return False
 
-    def list(self) -> list[Found]:  # pragma: no cover - every backend defines it
+    def list_replicas(self) -> list[Found]:  # pragma: no cover - every backend defines it
         raise NotImplementedError
 
     def stop(self, handle: str) -> None:  # pragma: no cover
@@ -154,7 +154,7 @@ class RuntimeBase:
 
     def collect(self, keep: set[str]) -> list[str]:
         removed = []
-        for found in self.list():
+        for found in self.list_replicas():
             if found.handle not in keep:
                 self.stop(found.handle)
                 self.remove(found.handle)

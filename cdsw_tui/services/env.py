@@ -7,7 +7,7 @@ import re
 
 from sqlmodel import select
 
-from cdsw_tui.services import secrets
+from cdsw_tui.services import sealing
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, EnvVar, Model, Project
@@ -22,7 +22,7 @@ def looks_secret(key: str) -> bool:
 
 def stored(wb: Workbench, key: str, value: str) -> str:
     """How a value is kept in the store: sealed if its name looks secret."""
-    return secrets.seal(wb.home, value) if looks_secret(key) else value
+    return sealing.seal(wb.home, value) if looks_secret(key) else value
 
 
 def pack(wb: Workbench, values: dict[str, str]) -> str:
@@ -31,7 +31,7 @@ def pack(wb: Workbench, values: dict[str, str]) -> str:
 
 
 def unpack(wb: Workbench, text: str | None) -> dict[str, str]:
-    return {k: secrets.unseal(wb.home, val) for k, val in json.loads(text or "{}").items()}
+    return {k: sealing.unseal(wb.home, val) for k, val in json.loads(text or "{}").items()}
 
 
 def shown(values: dict[str, str]) -> dict[str, str]:
@@ -54,7 +54,7 @@ def list_vars(wb: Workbench, scope: str, scope_id: int = 0) -> dict[str, str]:
             .where(EnvVar.scope == scope, EnvVar.scope_id == scope_id)
             .order_by(EnvVar.key)
         )
-        return {row.key: secrets.unseal(wb.home, row.value) for row in rows}
+        return {row.key: sealing.unseal(wb.home, row.value) for row in rows}
 
 
 def set_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str]) -> None:
@@ -108,7 +108,7 @@ def replace_vars(wb: Workbench, scope: str, scope_id: int, values: dict[str, str
             )
         }
         values = keep_masked(
-            values, {k: secrets.unseal(wb.home, row.value) for k, row in rows.items()}
+            values, {k: sealing.unseal(wb.home, row.value) for k, row in rows.items()}
         )
         for key, row in rows.items():
             if key not in values:

@@ -12,8 +12,8 @@ from sqlmodel import col, select
 from cdsw_tui.errors import Conflict, NotFound, ValidationError
 from cdsw_tui.services import artifacts, env, projects, runtimes
 from cdsw_tui.services import validation as v
+from cdsw_tui.services.access_keys import new_access_key
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.services.keys import new_access_key
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, EnvVar, Model, Project, utcnow
 
 

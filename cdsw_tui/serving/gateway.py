@@ -19,7 +19,7 @@ from cdsw_tui.serving.calllog import Call, CallLog
 from cdsw_tui.serving.connection import ReplicaConnectionError, ResponseTooLarge
 from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.openapi import CALL_PATHS
-from cdsw_tui.serving.pool import Handed, Pool, PoolClosed, ReplicaHandle
+from cdsw_tui.serving.pool import Handed, Pool, PoolClosed, PooledReplica
 from cdsw_tui.serving.router import Route, Router
 
 log = logging.getLogger("cdsw_tui.gateway")
@@ -98,7 +98,7 @@ class Gateway:
         router: Router,
         metrics: GatewayMetrics,
         *,
-        on_replica_failed: Callable[[Pool, ReplicaHandle, str], None],
+        on_replica_failed: Callable[[Pool, PooledReplica, str], None],
     ) -> None:
         self.settings = settings
         self.router = router
@@ -339,7 +339,7 @@ class Gateway:
         return self._finish(call, response, "model.not_deployed")
 
     def _failed(
-        self, call: Call, handle: ReplicaHandle, status: int, code: str, message: str
+        self, call: Call, handle: PooledReplica, status: int, code: str, message: str
     ) -> web.Response:
         """The call reached a replica and came back without its answer."""
         handle.processed += 1

@@ -18,7 +18,7 @@ class PoolClosed(Exception):
 
 
 @dataclass(eq=False)
-class ReplicaHandle:
+class PooledReplica:
     """One replica as the gateway sees it: where to send calls, and their counts.
 
     The handle lives as long as the replica's name: a restart gives it a new address
@@ -58,7 +58,7 @@ class Handed(NamedTuple):
     """A replica given to a call: its lease (which call holds it), and the call's
     answer if the pool already sent its frame (else None: the caller sends it)."""
 
-    handle: ReplicaHandle
+    handle: PooledReplica
     lease: int
     sent: asyncio.Future[Answer] | None
 
@@ -88,8 +88,8 @@ class Pool:
     def __init__(self, deployment_id: int, model_id: int) -> None:
         self.deployment_id = deployment_id
         self.model_id = model_id
-        self.replicas: dict[str, ReplicaHandle] = {}
-        self._free: deque[ReplicaHandle] = deque()
+        self.replicas: dict[str, PooledReplica] = {}
+        self._free: deque[PooledReplica] = deque()
         self._waiters: deque[Waiter] = deque()
         self.inflight = 0
         self.closed = False
@@ -98,14 +98,14 @@ class Pool:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def add(self, handle: ReplicaHandle) -> None:
+    def add(self, handle: PooledReplica) -> None:
         self.replicas[handle.name] = handle
         handle.alive = True
         handle.busy = False
         handle.conn.on_answer = lambda: self._answered(handle)
         self._hand(handle)
 
-    def remove(self, name: str) -> ReplicaHandle | None:
+    def remove(self, name: str) -> PooledReplica | None:
         handle = self.replicas.pop(name, None)
         if handle is not None:
             handle.alive = False
@@ -122,15 +122,15 @@ class Pool:
             if not waiter.handed.done():
                 waiter.handed.set_result(None)
 
-    def _current(self, handle: ReplicaHandle) -> bool:
+    def _current(self, handle: PooledReplica) -> bool:
         return handle.alive and self.replicas.get(handle.name) is handle
 
-    def _take(self, handle: ReplicaHandle) -> None:
+    def _take(self, handle: PooledReplica) -> None:
         handle.busy = True
         handle.lease += 1
         self.inflight += 1
 
-    def _hand(self, handle: ReplicaHandle) -> None:
+    def _hand(self, handle: PooledReplica) -> None:
         """A free replica: to the first waiting call (its frame sent now), else free."""
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -143,7 +143,7 @@ class Pool:
         handle.busy = False
         self._free.append(handle)
 
-    def _answered(self, handle: ReplicaHandle) -> None:
+    def _answered(self, handle: PooledReplica) -> None:
         """The replica answered its call (and stays): it serves the next one now."""
         if handle.busy:
             self.release(handle, handle.lease)
@@ -201,7 +201,7 @@ class Pool:
         else:  # its frame is out: the replica's answer frees it; nobody reads that answer
             handed.sent.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def release(self, handle: ReplicaHandle, lease: int) -> None:
+    def release(self, handle: PooledReplica, lease: int) -> None:
         """The call holding ``lease`` is done with the replica (a second release of the
         same call, or one after the answer already freed it, does nothing)."""
         if not handle.busy or handle.lease != lease:

@@ -116,7 +116,7 @@ class ReplicaStatus(StrEnum):
     """A replica's state as the controller keeps it (Ray Serve's replica states)."""
 
     STARTING = "starting"  # started, not yet answering its health probe
-    READY = "running"  # in the pool, answering calls
+    RUNNING = "running"  # in the pool, answering calls
     DRAINING = "draining"  # out of the pool, finishing its call in flight
     RESTARTING = "restarting"  # died or failed; a new one starts after a back-off
     STOPPING = "stopping"  # being stopped by the runtime

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cdsw_tui.serving.pool import Pool, PoolClosed, ReplicaHandle
+from cdsw_tui.serving.pool import Pool, PoolClosed, PooledReplica
 
 
 class Conn:
@@ -34,8 +34,8 @@ class Conn:
         pass
 
 
-def handle(name: str) -> ReplicaHandle:
-    h = ReplicaHandle(name, f"unix:/nowhere/{name}", 1)
+def handle(name: str) -> PooledReplica:
+    h = PooledReplica(name, f"unix:/nowhere/{name}", 1)
     h.conn = Conn()  # type: ignore[assignment]
     return h
 

@@ -4,7 +4,7 @@ import pytest
 
 from cdsw_tui.errors import ValidationError
 from cdsw_tui.services import validation as v
-from cdsw_tui.services.keys import ALPHABET, mask, new_access_key
+from cdsw_tui.services.access_keys import ALPHABET, mask, new_access_key
 
 
 @pytest.mark.parametrize("value", ["0", 0, 10, "ten", -1])

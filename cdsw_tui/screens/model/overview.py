@@ -17,7 +17,7 @@ from textual.widgets import Static
 from cdsw_tui.output import count
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import runtimes, samples
-from cdsw_tui.services.keys import mask
+from cdsw_tui.services.access_keys import mask
 from cdsw_tui.services.readmodels import ModelDetail
 from cdsw_tui.widgets.status import badge, dash, when
 from cdsw_tui.widgets.test_pane import TestPane

@@ -11,7 +11,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.services import artifacts, deployments, env, models
-from cdsw_tui.services.keys import mask
+from cdsw_tui.services.access_keys import mask
 from cdsw_tui.services.readmodels import ModelDetail
 
 

@@ -332,7 +332,7 @@ class DockerRuntime(RuntimeBase):
         self.names[handle] = name
         return Placed(address=f"unix:{self._socket_dir(name)}/replica.sock", handle=handle)
 
-    def list(self) -> list[Found]:
+    def list_replicas(self) -> list[Found]:
         return [
             Found(c.labels.get("cdsw.replica", ""), c.id, c.status == "running")
             for c in self.client.containers.list(

@@ -275,7 +275,7 @@ class LocalRuntime(RuntimeBase):
             return None
         return Placed(address=address, handle=handle)
 
-    def list(self) -> list[Found]:
+    def list_replicas(self) -> list[Found]:
         if not self.dir.is_dir():
             return []
         found = []

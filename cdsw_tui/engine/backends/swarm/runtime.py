@@ -446,7 +446,7 @@ class SwarmRuntime(RuntimeBase):
         self.placed[handle] = task.id
         return Placed(self._dial(name, task), handle)
 
-    def list(self) -> list[Found]:
+    def list_replicas(self) -> list[Found]:
         found = []
         for service in self.client.api.services(filters={"label": f"cdsw.home={self.home}"}):
             spec = service["Spec"]
@@ -458,7 +458,7 @@ class SwarmRuntime(RuntimeBase):
 
     def collect(self, keep: set[str]) -> list[str]:
         removed = super().collect(keep)
-        names = {f.name for f in self.list()}
+        names = {f.name for f in self.list_replicas()}
         for secret in self.client.api.secrets(filters={"label": f"cdsw.home={self.home}"}):
             if secret["Spec"].get("Labels", {}).get("cdsw.replica") not in names:
                 try:

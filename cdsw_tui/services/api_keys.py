@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from cdsw_tui.errors import Conflict, NotFound
 from cdsw_tui.services import validation as v
+from cdsw_tui.services.access_keys import new_access_key
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.services.keys import new_access_key
 from cdsw_tui.store import ApiKey, Model, utcnow
 
 
