@@ -6,6 +6,7 @@ controller, calling a model) runs in thread workers so the screen never freezes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 
@@ -140,10 +141,10 @@ class WorkbenchApp(ReportsWorkerErrors, App[None]):
 
         self.push_screen(ModelScreen(ref, tab))
 
-    def palette_entries(self) -> list[tuple[str, str, object]]:
+    def palette_entries(self) -> list[tuple[str, str, Callable[[], object]]]:
         from cdsw_tui.services import readmodels
 
-        entries: list[tuple[str, str, object]] = [
+        entries: list[tuple[str, str, Callable[[], object]]] = [
             (
                 "New Project",
                 "create a project from a folder or the quickstart template",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,18 +37,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """The controller, the gateway URL and active deployments."""
     wb = workbench(ctx)
     st = background.status(wb)
-    data = {
-        "controller": {"running": st.running, "pid": st.pid},
-        "gateway": wb.settings.gateway_url,
-        "home": str(wb.home),
-        "deployments": [],
-    }
-
-    data["deployments"] = [
+    active = [
         deployments.summary(wb, d)
         for d in deployments.list_deployments(wb)
         if d.status in DEPLOYMENT_ACTIVE
     ]
+    data: dict[str, Any] = {
+        "controller": {"running": st.running, "pid": st.pid},
+        "gateway": wb.settings.gateway_url,
+        "home": str(wb.home),
+        "deployments": active,
+    }
     if as_json:
         emit_json(data)
         return

@@ -16,6 +16,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.output import count, emit_json, table
 from cdsw_tui.services import deployments, logs, models
 from cdsw_tui.services import validation as v
+from cdsw_tui.store import pk
 
 
 def resource_options(f):
@@ -115,7 +116,7 @@ def restart_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
     d = deployments.restart(wb, models.resolve(wb, ref))
     ensure_controller(wb)
     click.echo(f"restarting deployment {d.id}")
-    while wait and deployments.get(wb, int(d.id)).restart_requested:
+    while wait and deployments.get(wb, pk(d)).restart_requested:
         time.sleep(0.1)
 
 

@@ -23,6 +23,7 @@ from cdsw_tui.store import (
     Project,
     Replica,
     ReplicaStatus,
+    pk,
 )
 
 log = logging.getLogger("cdsw_tui.controller")
@@ -40,7 +41,7 @@ def load(mgr: ServingManager, row: Deployment) -> tuple[Context, list[Replica]] 
             s.exec(
                 select(Replica)
                 .where(Replica.deployment_id == row.id, Replica.status != ReplicaStatus.STOPPED)
-                .order_by(Replica.id)
+                .order_by(col(Replica.id))
             )
         )
     return Context(row, model, project, build), replicas
@@ -52,7 +53,7 @@ def admit(
     """A state for a deployment seen for the first time, with the replicas its rows name:
     a serving deployment's are adopted, a rollout's leftovers stopped (it starts over)."""
     ctx, rows = found
-    dep_id = int(row.id)  # type: ignore[arg-type]
+    dep_id = pk(row)
     pool = Pool(dep_id, row.model_id)
     if row.stop_requested or row.status == DeploymentStatus.STOPPING:
         goal = Goal.STOP
@@ -64,7 +65,7 @@ def admit(
     for replica in rows:
         r = ReplicaState(
             name=replica.name,
-            row_id=int(replica.id),  # type: ignore[arg-type]
+            row_id=pk(replica),
             status=ReplicaStatus.STOPPING,
             gateway=PooledReplica(replica.name, "", dep_id),
             handle=replica.handle,

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from cdsw_tui.engine import backends
 from cdsw_tui.engine.accounts import replica_identity
@@ -17,7 +17,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.services import artifacts, deployments
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Build, Model, Project, utcnow
+from cdsw_tui.store import Build, Model, Project, pk, utcnow
 
 log = logging.getLogger("cdsw_tui.controller")
 
@@ -25,7 +25,7 @@ log = logging.getLogger("cdsw_tui.controller")
 def claim_next(wb: Workbench, skip: set[int]) -> Build | None:
     """Move the oldest queued build to ``building``; None if there is none."""
     with wb.store.session() as s:
-        query = select(Build).where(Build.status == "queued").order_by(Build.id)
+        query = select(Build).where(Build.status == "queued").order_by(col(Build.id))
         for build in s.exec(query):
             if build.id in skip:
                 continue
@@ -57,7 +57,7 @@ def _builder_for(wb: Workbench, runtime: str) -> Builder:
 
 def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build:
     """``shutdown`` set means the controller is stopping: the build ends as interrupted."""
-    build_id = int(build.id)  # type: ignore[arg-type]
+    build_id = pk(build)
     path = wb.build_log_path(build.model_id, build.number)
     blog = BuildLog(path, int(wb.settings.log_max_mb * 1024 * 1024))
     last_check = [0.0, False]
@@ -105,7 +105,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
             warnings=[w for w in build.warnings.split("\n") if w],
             clean=build.clean,
             python=project.python,
-            project_id=int(project.id),  # type: ignore[arg-type]
+            project_id=pk(project),
             uid=replica_identity(wb.settings.replica_uid).uid,
             workbench=env_service.workbench_variables(
                 wb, project, model, engine_id=f"build-{build_id}", build_id=build_id
@@ -141,9 +141,9 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
         final = s.get(Build, build_id)
     if final is not None:
         deployments.deploy_built(wb, final)
-        if status == "built":
+        if status == "built" and project is not None:
             try:
-                artifacts.prune_steps(wb, int(project.id))  # type: ignore[union-attr, arg-type]
+                artifacts.prune_steps(wb, pk(project))
             except OSError as exc:  # kept for the next build to try again
                 log.warning("could not prune the step results of build %s: %s", build_id, exc)
     return final  # type: ignore[return-value]
@@ -155,13 +155,13 @@ def reconcile(wb: Workbench) -> list[int]:
     with wb.store.session() as s:
         for build in s.exec(select(Build).where(Build.status == "building")):
             # every process of the build (its daemons too), found by its environment
-            kill_tree(0, build_marker(wb.home, int(build.id)).encode(), grace=0)  # type: ignore[arg-type]
+            kill_tree(0, build_marker(wb.home, pk(build)).encode(), grace=0)
             build.status = "failed"
             build.reason = "interrupted"
             build.finished_at = utcnow()
             build.pid = None
             s.add(build)
-            failed.append(int(build.id))  # type: ignore[arg-type]
+            failed.append(pk(build))
             try:
                 blog = BuildLog(wb.build_log_path(build.model_id, build.number))
                 blog.line(f"build {build.number} failed: interrupted (the controller stopped)")

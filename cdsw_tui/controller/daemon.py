@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerLock, state
+from cdsw_tui.store import pk
 
 log = logging.getLogger("cdsw_tui.controller")
 
@@ -96,12 +98,12 @@ class Controller:
             build = await asyncio.to_thread(build_runner.claim_next, self.wb, self.running_builds)
             if build is None:
                 return
-            build_id = int(build.id)  # type: ignore[arg-type]
+            build_id = pk(build)
             self.running_builds.add(build_id)
             future = asyncio.get_running_loop().run_in_executor(
                 self.pool, build_runner.run, self.wb, build, self.shutdown
             )
-            future.add_done_callback(lambda f, b=build_id: self._build_done(b, f))
+            future.add_done_callback(functools.partial(self._build_done, build_id))
 
     def _build_done(self, build_id: int, future: asyncio.Future) -> None:
         self.running_builds.discard(build_id)

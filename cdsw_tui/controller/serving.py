@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from sqlmodel import col, select
 
 from cdsw_tui.controller import metrics_api
@@ -37,6 +38,7 @@ from cdsw_tui.store import (
     Deployment,
     Replica,
     ReplicaStatus,
+    pk,
     utcnow,
 )
 
@@ -114,7 +116,7 @@ class ServingManager:
         self.writes: list[tuple[int, dict[str, Any]]] = []
         self.calls: list[Callable[[], None]] = []
         self.wake = asyncio.Event()
-        self.runner = None
+        self.runner: web.AppRunner | None = None
 
     # -- threads: the store and the runtimes ------------------------------------------
 
@@ -133,7 +135,7 @@ class ServingManager:
             s.add(row)
             s.commit()
             s.refresh(row)
-            return int(row.id)  # type: ignore[arg-type]
+            return pk(row)
 
     def clear_reason(self, dep_id: int, prefix: str) -> None:
         with self.store.session() as s:
@@ -246,9 +248,9 @@ class ServingManager:
             rows = s.exec(
                 select(Deployment)
                 .where(col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
-                .order_by(Deployment.id)
+                .order_by(col(Deployment.id))
             )
-            return {int(r.id): r for r in rows}  # type: ignore[arg-type]
+            return {pk(r): r for r in rows}
 
     async def flush_writes(self) -> None:
         """What the pass changed, in order, in one thread call."""

@@ -116,7 +116,7 @@ def kill_tree(
     marker: bytes | None = None,
     *,
     grace: float = 2.0,
-    reap: Callable[[], None] | None = None,
+    reap: Callable[[], object] | None = None,
 ) -> None:
     """SIGTERM the tree under ``root`` (and ``marker``'s processes), then SIGKILL whatever
     is left, again and again until nothing of it lives: children that ignore SIGTERM,

@@ -14,6 +14,8 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
+from cdsw_tui.store import pk
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 NEW_BUILD = 0  # the Build select's value for "a new build of the code as it is now"
@@ -110,7 +112,7 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
     ) -> None:
         from cdsw_tui.services import deployments, models
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             asked = deployments.request(
                 wb,
@@ -121,7 +123,7 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
                 env=env,
                 **values,
             )
-            self.app.ensure_controller()  # type: ignore[attr-defined]
+            host(self).ensure_controller()
         except CdswError as exc:
             self.app.call_from_thread(show_error, self, exc)
             return
@@ -133,7 +135,7 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
             return
         d = asked.deployment
         self.app.call_from_thread(self.notify, f"deployment {d.id} of build {build} pending")
-        self.app.call_from_thread(self.dismiss, int(d.id))
+        self.app.call_from_thread(self.dismiss, pk(d))
 
 
 class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
@@ -186,10 +188,10 @@ class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
     def _scale(self, value: str) -> None:
         from cdsw_tui.services import deployments, models
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             d = deployments.scale(wb, models.resolve(wb, self.ref), value)
-            self.app.ensure_controller()  # type: ignore[attr-defined]
+            host(self).ensure_controller()
         except CdswError as exc:
             self.app.call_from_thread(show_error, self, exc)
             return

@@ -12,6 +12,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, TextAr
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import parse_env
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.json_editor import JsonEditor
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -106,7 +107,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         from cdsw_tui.services import projects
 
         try:
-            files = projects.source_files(self.app.wb, self.project_name)  # type: ignore[attr-defined]
+            files = projects.source_files(host(self).wb, self.project_name)
         except CdswError as exc:
             self.app.call_from_thread(self.notify, exc.message, severity="error")
             return
@@ -134,7 +135,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         from cdsw_tui.services import projects
 
         try:
-            found = projects.functions(self.app.wb, self.project_name, file)  # type: ignore[attr-defined]
+            found = projects.functions(host(self).wb, self.project_name, file)
         except CdswError as exc:
             self.app.call_from_thread(mark_error, self, exc.field or "file", exc.message)
             return
@@ -165,7 +166,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         from cdsw_tui.services import projects
 
         try:
-            found = projects.example_for(self.app.wb, self.project_name, file, function)  # type: ignore[attr-defined]
+            found = projects.example_for(host(self).wb, self.project_name, file, function)
         except CdswError:
             return
         self.app.call_from_thread(self._set_example, *found)
@@ -236,7 +237,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
     def _submit(self, spec, comment: str, deploy: bool) -> None:
         from cdsw_tui.services import deployments, models
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             model = models.create(wb, self.project_name, spec)
         except CdswError as exc:
@@ -247,7 +248,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
             try:
                 build = deployments.request(wb, model, new_build=True, comment=comment).build
                 assert build is not None
-                self.app.ensure_controller()  # type: ignore[attr-defined]
+                host(self).ensure_controller()
             except CdswError as exc:
                 self.app.call_from_thread(
                     self.notify,
@@ -265,4 +266,4 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
 
     def _done(self, ref: str, deploy: bool) -> None:
         self.app.pop_screen()
-        self.app.open_model(ref, tab="builds" if deploy else "overview")  # type: ignore[attr-defined]
+        host(self).open_model(ref, tab="builds" if deploy else "overview")

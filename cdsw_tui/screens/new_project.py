@@ -12,6 +12,7 @@ from textual.widgets import Button, Input, Label, Select
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.services import runtimes
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
@@ -65,8 +66,8 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
                 yield Button("Create (ctrl+s)", id="create", variant="primary")
 
     def on_mount(self) -> None:
-        self.query_one("#runtime", Select).value = self.app.wb.settings.runtime  # type: ignore[attr-defined]
-        self.query_one("#engine", Input).value = self.app.wb.settings.engine_image  # type: ignore[attr-defined]
+        self.query_one("#runtime", Select).value = host(self).wb.settings.runtime
+        self.query_one("#engine", Input).value = host(self).wb.settings.engine_image
         self.query_one("#name", Input).focus()
         self._suggest_name()
 
@@ -75,7 +76,7 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
         """A real default (Enter creates it), not a placeholder."""
         from cdsw_tui.services import projects
 
-        name = projects.free_name(self.app.wb)  # type: ignore[attr-defined]
+        name = projects.free_name(host(self).wb)
         self.app.call_from_thread(self._set_name, name)
 
     def _set_name(self, name: str) -> None:
@@ -117,10 +118,10 @@ class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
 
         try:
             project = projects.create(
-                self.app.wb,
+                host(self).wb,
                 name,
                 path=path,
-                template=template,  # type: ignore[attr-defined]
+                template=template,
                 runtime=runtime,
                 engine=engine,
                 python=python,

@@ -13,6 +13,8 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.services import runtimes
+from cdsw_tui.store import pk
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
@@ -80,9 +82,9 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     def _load(self) -> None:
         from cdsw_tui.services import env, projects
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         project = projects.get(wb, self.project_name)
-        values = env.list_vars(wb, "project", int(project.id))
+        values = env.list_vars(wb, "project", pk(project))
         self.app.call_from_thread(self._fill, project, values)
 
     def _fill(self, project, values: dict[str, str]) -> None:
@@ -116,12 +118,12 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     ) -> None:
         from cdsw_tui.services import env, projects
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             project = projects.update(
                 wb, self.project_name, runtime=runtime, engine=engine.strip(), placement=placement
             )
-            env.replace_vars(wb, "project", int(project.id), values)
+            env.replace_vars(wb, "project", pk(project), values)
         except CdswError as exc:
             self.app.call_from_thread(mark_error, self, exc.field, exc.message)
             return

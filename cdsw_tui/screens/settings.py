@@ -20,6 +20,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.services import runtimes
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
@@ -37,7 +38,7 @@ class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        s = self.app.wb.settings  # type: ignore[attr-defined]
+        s = host(self).wb.settings
         with VerticalScroll():
             yield Label("[b]Settings[/b]  (saved to config.toml in CDSW_TUI_HOME)")
             yield Field(
@@ -66,7 +67,7 @@ class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
 
     def on_mount(self) -> None:
-        s = self.app.wb.settings  # type: ignore[attr-defined]
+        s = host(self).wb.settings
         self.opened_with = {
             "gateway_port": s.gateway_port,
             "runtime": s.runtime,
@@ -85,7 +86,7 @@ class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     def _load(self) -> None:
         from cdsw_tui.services import env
 
-        values = env.list_vars(self.app.wb, "global")  # type: ignore[attr-defined]
+        values = env.list_vars(host(self).wb, "global")
         self.app.call_from_thread(
             lambda: setattr(self.query_one("#env", TextArea), "text", env_text(values))
         )
@@ -119,7 +120,7 @@ class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
     def _save(self, updates: dict[str, object], values: dict[str, str]) -> None:
         from cdsw_tui.services import env
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             write_config(wb.home / "config.toml", updates)
             env.replace_vars(wb, "global", 0, values)

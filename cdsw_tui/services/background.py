@@ -52,7 +52,7 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
         )
     # started once it answers as this home's gateway: a controller that takes the lock
     # and then fails (its port is taken, say) is reported here, with its own words
-    out = log_dir / "controller.out"
+    out_path = log_dir / "controller.out"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         code = proc.poll()
@@ -61,8 +61,8 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
             return current, False  # another caller's start won the lock
         if code is not None:
             raise CdswError(
-                f"the controller could not start ({_last_words(out) or f'exit status {code}'}); "
-                f"see {out}"
+                f"the controller could not start ({_last_words(out_path) or f'exit status {code}'}); "
+                f"see {out_path}"
             )
         if current.running and _answers(wb):
             return current, True

@@ -15,7 +15,7 @@ from cdsw_tui.engine.buildlog import all_lines
 from cdsw_tui.errors import CdswError, NotFound
 from cdsw_tui.services import logwatch, models, projects
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import BUILD_FINAL, Build, Model, utcnow
+from cdsw_tui.store import BUILD_FINAL, Build, Model, pk, utcnow
 
 
 def request(
@@ -39,7 +39,7 @@ def request(
     v.function(path, model.kernel, model.function)
     models.in_snapshot(wb, project, model.file)
     snap = wb.snapshots.take(
-        int(project.id),  # type: ignore[arg-type]
+        pk(project),
         root,
         limit_mb=wb.settings.max_snapshot_file_mb,
         message=f"{project.name}/{model.name}: {comment or 'build'}",
@@ -48,7 +48,7 @@ def request(
         with wb.store.session() as s:
             top = s.exec(select(func.max(Build.number)).where(Build.model_id == model.id)).one()
             build = Build(
-                model_id=int(model.id),  # type: ignore[arg-type]
+                model_id=pk(model),
                 number=(top or 0) + 1,
                 comment=comment,
                 snapshot=snap.commit,

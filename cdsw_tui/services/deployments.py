@@ -17,7 +17,7 @@ from cdsw_tui.services import builds, models, runtimes
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Project, Replica
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Project, Replica, pk
 
 FINAL = ("deployed", "failed", "stopped")
 
@@ -60,8 +60,8 @@ def create(
             f"build {build.number} is {build.status}; only a built build can be deployed"
         )
     deployment = Deployment(
-        model_id=int(model.id),  # type: ignore[arg-type]
-        build_id=int(build.id),  # type: ignore[arg-type]
+        model_id=pk(model),
+        build_id=pk(build),
         replicas=v.replicas(model.replicas if replicas is None else replicas),
         cpu=v.cpu(model.cpu if cpu is None else cpu),
         memory=v.memory(model.memory if memory is None else memory),
@@ -116,17 +116,32 @@ def request(
         project = s.get(Project, model.project_id)
     if project is not None:
         runtimes.preflight(project.runtime)
-    resources = {
-        "replicas": v.replicas(model.replicas if replicas is None else replicas),
-        "cpu": v.cpu(model.cpu if cpu is None else cpu),
-        "memory": v.memory(model.memory if memory is None else memory),
-        "gpu": v.gpu(model.gpu if gpu is None else gpu),
-        "env": {v.env_key(k): val for k, val in (env or {}).items()},
-    }
+    checked_replicas = v.replicas(model.replicas if replicas is None else replicas)
+    checked_cpu = v.cpu(model.cpu if cpu is None else cpu)
+    checked_memory = v.memory(model.memory if memory is None else memory)
+    checked_gpu = v.gpu(model.gpu if gpu is None else gpu)
+    checked_env = {v.env_key(k): val for k, val in (env or {}).items()}
     if new_build:
-        kept = {**resources, "env": env_service.pack(wb, resources["env"])}  # sealed at rest
+        kept = {
+            "replicas": checked_replicas,
+            "cpu": checked_cpu,
+            "memory": checked_memory,
+            "gpu": checked_gpu,
+            "env": env_service.pack(wb, checked_env),  # sealed at rest
+        }
         return Requested(build=builds.request(wb, model, comment=comment, deploy=kept))
-    return Requested(deployment=create(wb, model, build_number=build_number, **resources))
+    return Requested(
+        deployment=create(
+            wb,
+            model,
+            build_number=build_number,
+            replicas=checked_replicas,
+            cpu=checked_cpu,
+            memory=checked_memory,
+            gpu=checked_gpu,
+            env=checked_env,
+        )  # fmt: skip
+    )
 
 
 def get(wb: Workbench, deployment_id: int) -> Deployment:
@@ -147,7 +162,9 @@ def list_deployments(wb: Workbench, model: Model | None = None) -> list[Deployme
 
 def replicas_of(wb: Workbench, deployment: Deployment, *, current: bool = True) -> list[Replica]:
     with wb.store.session() as s:
-        query = select(Replica).where(Replica.deployment_id == deployment.id).order_by(Replica.id)
+        query = (
+            select(Replica).where(Replica.deployment_id == deployment.id).order_by(col(Replica.id))
+        )
         if current:
             query = query.where(Replica.status != "stopped")
         return list(s.exec(query))
@@ -213,7 +230,7 @@ def wait_scaled(wb: Workbench, deployment: Deployment, poll: float = 0.1) -> Dep
     """Block until the deployment runs exactly its replica count with none starting or
     stopping, or it is no longer deployed (the caller reads why)."""
     while True:
-        deployment = get(wb, int(deployment.id))  # type: ignore[arg-type]
+        deployment = get(wb, pk(deployment))
         if deployment.status != "deployed":
             return deployment
         rows = replicas_of(wb, deployment)
@@ -233,7 +250,7 @@ def wait(
 ) -> Deployment:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        deployment = get(wb, int(deployment.id))  # type: ignore[arg-type]
+        deployment = get(wb, pk(deployment))
         if deployment.status in until:
             return deployment
         if deadline is not None and time.monotonic() > deadline:
@@ -311,9 +328,9 @@ def deploy_built(wb: Workbench, build: Build) -> None:
         request["env"] = env_service.unpack(wb, request["env"])
     model = models.get_by_id(wb, build.model_id)
     try:
-        create(wb, model, build_id=int(build.id), **request)  # type: ignore[arg-type]
+        create(wb, model, build_id=pk(build), **request)
     except CdswError as exc:
-        wb.store.update(Build, int(build.id), reason=f"built, but not deployed: {exc.message}")  # type: ignore[arg-type]
+        wb.store.update(Build, pk(build), reason=f"built, but not deployed: {exc.message}")
 
 
 def stop_all(wb: Workbench, models: list[Model], timeout: float = 120.0) -> None:

@@ -10,7 +10,7 @@ from sqlmodel import select
 from cdsw_tui.services import sealing
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Deployment, EnvVar, Model, Project
+from cdsw_tui.store import Deployment, EnvVar, Model, Project, pk
 
 SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 SECRET_MASK = "••••••"
@@ -41,9 +41,9 @@ def shown(values: dict[str, str]) -> dict[str, str]:
 
 def scope_of(project: Project | None = None, model: Model | None = None) -> tuple[str, int]:
     if model is not None:
-        return "model", int(model.id)  # type: ignore[arg-type]
+        return "model", pk(model)
     if project is not None:
-        return "project", int(project.id)  # type: ignore[arg-type]
+        return "project", pk(project)
     return "global", 0
 
 
@@ -129,7 +129,7 @@ def resolve(
     """The variables a build or replica of ``model`` sees, later levels winning."""
     result = list_vars(wb, "global")
     result.update(list_vars(wb, "project", model.project_id))
-    result.update(list_vars(wb, "model", int(model.id)))  # type: ignore[arg-type]
+    result.update(list_vars(wb, "model", pk(model)))
     if deployment is not None:
         result.update(unpack(wb, deployment.env))
     if extra:
@@ -170,7 +170,7 @@ def workbench_variables(
         "CDSW_DOMAIN": f"{wb.settings.gateway_host}:{wb.settings.gateway_port}",
         "CDSW_API_URL": f"{url}/api/v1",
         "CDSW_PROJECT_URL": f"{url}/api/v1/projects/{user}/{project.name}",
-        "CDSW_METRICS_TOKEN": metrics.token(wb, int(model.id)),  # type: ignore[arg-type]
+        "CDSW_METRICS_TOKEN": metrics.token(wb, pk(model)),
         "CDSW_MODEL_CRN": metrics.crn("model", model.id) or "",
         "CDSW_MODEL_BUILD_CRN": metrics.crn("build", build_id) or "",
         "CDSW_MODEL_DEPLOYMENT_CRN": metrics.crn("deployment", deployment_id) or "",

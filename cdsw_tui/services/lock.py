@@ -6,6 +6,7 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 
 @dataclass
@@ -21,7 +22,7 @@ def lock_path(home: Path) -> Path:
 class ControllerLock:
     def __init__(self, home: Path) -> None:
         self.path = lock_path(home)
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def acquire(self) -> bool:
         fh = open(self.path, "a+")

@@ -12,7 +12,7 @@ from cdsw_tui.engine.buildlog import all_lines, last_lines
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import deployments, logwatch, models
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Deployment, Model
+from cdsw_tui.store import Deployment, Model, pk
 
 
 def replica_log(home: Path, model_id: int, deployment_id: int, name: str) -> Path:
@@ -26,7 +26,7 @@ def requests_file(home: Path, model_id: int) -> Path:
 
 
 def replica_log_dir(wb: Workbench, model: Model, deployment: Deployment) -> Path:
-    return replica_log(wb.home, int(model.id), int(deployment.id), "x").parent  # type: ignore[arg-type]
+    return replica_log(wb.home, pk(model), pk(deployment), "x").parent
 
 
 def log_files(wb: Workbench, model: Model, replica: str | None = None) -> list[Path]:
@@ -72,7 +72,7 @@ def read(files: list[Path], tail: int | None, follow: bool) -> Iterator[str]:
 def recent_calls(wb: Workbench, model: Model, tail: int) -> tuple[list[dict], int]:
     """The model's last ``tail`` calls through the gateway, oldest first, and where the
     request log ends (to follow it from there)."""
-    path = requests_file(wb.home, int(model.id))  # type: ignore[arg-type]
+    path = requests_file(wb.home, pk(model))
     if not path.exists():
         return [], 0
     lines, size = last_lines(path, tail)
@@ -80,7 +80,7 @@ def recent_calls(wb: Workbench, model: Model, tail: int) -> tuple[list[dict], in
 
 
 def follow_calls(wb: Workbench, model: Model, offset: int) -> Iterator[dict]:
-    path = requests_file(wb.home, int(model.id))  # type: ignore[arg-type]
+    path = requests_file(wb.home, pk(model))
     for _, line in logwatch.follow(path.parent, lambda: [path], start={path: offset}):
         record = _record(line)
         if record is not None:

@@ -58,6 +58,7 @@ class FileIndex:
             return [], False
         lines, more = self._read_fd(limit)
         if not more:
+            now: int | None
             try:
                 now = os.stat(self.path, follow_symlinks=False).st_ino
             except OSError:

@@ -182,13 +182,12 @@ def _owner(wb: Workbench, scope: str, payload: dict) -> tuple[int, int | None, i
     deployment_id = _id(payload.get("model_deployment_crn"), "deployment")
     build_id = _id(payload.get("model_build_crn"), "build")
     with wb.store.session() as s:
-        for kind, ident, table in (
-            ("deployment", deployment_id, Deployment),
-            ("build", build_id, Build),
-        ):
+        for kind, ident in (("deployment", deployment_id), ("build", build_id)):
             if ident is None:
                 continue
-            row = s.get(table, ident)
+            row: Deployment | Build | None = (
+                s.get(Deployment, ident) if kind == "deployment" else s.get(Build, ident)
+            )
             if row is None or (model_id is not None and row.model_id != model_id):
                 raise NotFound(f"no {kind} {crn(kind, ident)}")
             model_id = row.model_id

@@ -14,7 +14,7 @@ from cdsw_tui.services import artifacts, env, projects, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.access_keys import new_access_key
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, EnvVar, Model, Project, utcnow
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, EnvVar, Model, Project, pk, utcnow
 
 
 @dataclass
@@ -89,7 +89,7 @@ def create(wb: Workbench, project_name: str, spec: ModelSpec) -> Model:
     project = projects.get(wb, project_name)
     spec = validate(wb, project, spec)
     model = Model(
-        project_id=project.id,  # type: ignore[arg-type]
+        project_id=pk(project),
         name=spec.name,
         slug=v.slug(spec.name),
         description=spec.description,
@@ -115,7 +115,7 @@ def create(wb: Workbench, project_name: str, spec: ModelSpec) -> Model:
             ) from None
         for key, value in (spec.env or {}).items():
             s.add(
-                EnvVar(scope="model", scope_id=model.id, key=key, value=env.stored(wb, key, value))
+                EnvVar(scope="model", scope_id=pk(model), key=key, value=env.stored(wb, key, value))
             )
         s.commit()
         s.refresh(model)
@@ -236,7 +236,7 @@ def delete(wb: Workbench, model: Model) -> list[str]:
     deployment is active (``deployments.stop_all`` first). Returns notes on what could
     not be removed (an engine that is away)."""
     artifacts.refuse_if_deployed(wb, [model])
-    runtimes = artifacts.runtimes_of(wb, int(model.id))  # type: ignore[arg-type]
+    runtimes = artifacts.runtimes_of(wb, pk(model))
     with wb.store.session() as s:
         row = s.get(Model, model.id)
         if row is None:
@@ -247,7 +247,7 @@ def delete(wb: Workbench, model: Model) -> list[str]:
             s.delete(variable)
         s.delete(row)
         s.commit()
-    notes = artifacts.forget(wb, int(model.id), runtimes)  # type: ignore[arg-type]
+    notes = artifacts.forget(wb, pk(model), runtimes)
     artifacts.prune_steps(wb, model.project_id)  # what only its builds stood on
     return notes
 

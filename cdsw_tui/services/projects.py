@@ -13,7 +13,7 @@ from cdsw_tui.resources import assets_dir
 from cdsw_tui.services import artifacts, runtimes
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import EnvVar, Model, Project
+from cdsw_tui.store import EnvVar, Model, Project, pk
 
 TEMPLATES = ("quickstart",)
 
@@ -184,13 +184,13 @@ def delete(wb: Workbench, name: str) -> list[str]:
     project = get(wb, name)
     model_rows = models_of(wb, name)
     artifacts.refuse_if_deployed(wb, model_rows)
-    runtimes = {int(m.id): artifacts.runtimes_of(wb, int(m.id)) for m in model_rows}  # type: ignore[arg-type]
+    runtimes = {pk(m): artifacts.runtimes_of(wb, pk(m)) for m in model_rows}
     with wb.store.session() as s:
         for env in s.exec(
             select(EnvVar).where(
                 or_(
-                    and_(EnvVar.scope == "project", EnvVar.scope_id == project.id),
-                    and_(EnvVar.scope == "model", col(EnvVar.scope_id).in_(list(runtimes))),
+                    and_(col(EnvVar.scope) == "project", col(EnvVar.scope_id) == project.id),
+                    and_(col(EnvVar.scope) == "model", col(EnvVar.scope_id).in_(list(runtimes))),
                 )
             )
         ):
@@ -202,16 +202,8 @@ def delete(wb: Workbench, name: str) -> list[str]:
     notes: list[str] = []
     for model_id, used in runtimes.items():
         notes.extend(artifacts.forget(wb, model_id, used))
-    notes.extend(artifacts.forget_project(wb, int(project.id)))  # type: ignore[arg-type]
+    notes.extend(artifacts.forget_project(wb, pk(project)))
     return notes
-
-
-def model_counts(wb: Workbench) -> dict[int, int]:
-    from sqlalchemy import func
-
-    with wb.store.session() as s:
-        rows = s.exec(select(Model.project_id, func.count()).group_by(Model.project_id))
-        return {pid: n for pid, n in rows}
 
 
 SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", ".ipynb_checkpoints"}

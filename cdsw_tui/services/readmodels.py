@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.models import status_rule
+from cdsw_tui.store import Build, Deployment, Model, Project, Replica, pk
 
 RECENT_CALLS = 200  # the gateway's calls a model screen reads per refresh
 
@@ -156,18 +158,18 @@ def models(
 
 @dataclass
 class ModelDetail:
-    model: object
-    project: object
+    model: Model
+    project: Project
     status: str
-    builds: list
-    deployments: list
-    active: object | None
-    replicas: list
-    replaced: list  # the shown deployment's stopped replicas: their counts are its history
+    builds: list[Build]
+    deployments: list[Deployment]
+    active: Deployment | None
+    replicas: list[Replica]
+    replaced: list[Replica]  # the shown deployment's stopped replicas: their counts are its history
     env: dict[str, str]
     build_numbers: dict[int, int]
-    calls: list[dict]  # the gateway's recent calls of the model, oldest first
-    latency: dict  # their p50/p95/p99 over the last minute
+    calls: list[dict[str, Any]]  # the gateway's recent calls of the model, oldest first
+    latency: dict[str, Any]  # their p50/p95/p99 over the last minute
 
 
 def model_detail(wb: Workbench, ref: str) -> ModelDetail:
@@ -199,8 +201,8 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
         active=active,
         replicas=replicas,
         replaced=replaced,
-        env=env.list_vars(wb, "model", int(model.id)),
-        build_numbers={int(b.id): b.number for b in build_list},
+        env=env.list_vars(wb, "model", pk(model)),
+        build_numbers={pk(b): b.number for b in build_list},
         calls=calls,
         latency=logs.latency(calls),
     )

@@ -267,6 +267,7 @@ class Gateway:
             if isinstance(acquired, web.Response):
                 return acquired
             pool, handed, waited = acquired
+        assert pool is not None  # it handed the replica
         handle, lease, sent = handed
         call.deployment = str(pool.deployment_id)
         call.replica = handle.name
@@ -396,7 +397,7 @@ class _Protocol(web_protocol.RequestHandler):
             "request.invalid",
             f"the request head did not arrive within {self.header_timeout:g} s",
         )
-        transport.write(_raw_response(408, body))  # type: ignore[attr-defined]
+        transport.write(_raw_response(408, body))
         transport.close()
 
     def handle_error(

@@ -16,6 +16,7 @@ from cdsw_tui.store.tables import (
     Replica,
     ReplicaStatus,
     TrackedMetric,
+    pk,
     utcnow,
 )
 
@@ -36,5 +37,6 @@ __all__ = [
     "ReplicaStatus",
     "TrackedMetric",
     "Store",
+    "pk",
     "utcnow",
 ]

@@ -13,6 +13,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def pk(row: SQLModel) -> int:
+    """A stored row's id: every row read from the store has one (a row not yet added
+    has none, and asking for it is a bug)."""
+    ident = getattr(row, "id", None)
+    if ident is None:
+        raise ValueError(f"this {type(row).__name__} has not been stored yet")
+    return int(ident)
+
+
 class Meta(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str

@@ -27,6 +27,7 @@ from textual.widgets import Input, Label
 
 from cdsw_tui.services.logwatch import Lines as Batch
 from cdsw_tui.services.logwatch import LogWatcher, Subscription
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 KEEP = 5000
@@ -232,7 +233,7 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
 
     @property
     def watcher(self) -> LogWatcher:
-        return self.app.log_watcher  # type: ignore[attr-defined]
+        return host(self).log_watcher
 
     def tail(self) -> None:
         """(Re)start from the last KEEP lines of the files; an older subscription ends."""

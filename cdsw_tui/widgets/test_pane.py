@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, Label, Static
 
 from cdsw_tui.errors import CdswError
+from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.json_editor import JsonEditor
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -79,7 +80,7 @@ class TestPane(ReportsWorkerErrors, Vertical):
     def _call(self, text: str) -> None:
         from cdsw_tui.services import calls, models
 
-        wb = self.app.wb  # type: ignore[attr-defined]
+        wb = host(self).wb
         try:
             result = calls.call(wb, models.resolve(wb, self.model_ref), text)
         except CdswError as exc:

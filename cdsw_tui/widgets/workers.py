@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import traceback
 from datetime import UTC, datetime
+from typing import cast
 
+from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
 from cdsw_tui.errors import CdswError
+from cdsw_tui.widgets.host import host
 
 
 def file_traceback(home: os.PathLike | str, error: BaseException) -> str:
@@ -31,15 +34,15 @@ class ReportsWorkerErrors:
         if event.state != WorkerState.ERROR or event.worker.error is None:
             return
         error = event.worker.error
-        app = self.app  # type: ignore[attr-defined]
+        node = cast(DOMNode, self)  # mixed into screens
         if isinstance(error, CdswError):
-            app.notify(error.message, severity="error", timeout=8)
+            node.app.notify(error.message, severity="error", timeout=8)
             return
         try:
-            where = f"; details in {file_traceback(app.wb.home, error)}"
+            where = f"; details in {file_traceback(host(node).wb.home, error)}"
         except OSError:
             where = ""
-        app.notify(
+        node.app.notify(
             f"unexpected error: {type(error).__name__}: {error}"[:300] + where,
             severity="error",
             timeout=15,

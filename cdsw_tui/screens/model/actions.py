@@ -12,7 +12,7 @@ from cdsw_tui.screens.model.builds import BuildsTab
 from cdsw_tui.services import builds, deployments, models
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.readmodels import ModelDetail
-from cdsw_tui.store import Deployment, Model
+from cdsw_tui.store import Deployment, Model, pk
 
 
 class DeploymentActions(PollingScreen):
@@ -92,7 +92,7 @@ class DeploymentActions(PollingScreen):
         if self.detail is None or self.detail.active is None:
             return
         d = self.detail.active
-        self.app.push_screen(ScaleScreen(self.ref, int(d.id), d.replicas), lambda _n: self.reload())
+        self.app.push_screen(ScaleScreen(self.ref, pk(d), d.replicas), lambda _n: self.reload())
 
     def action_restart(self) -> None:
         self._ask_controller(

@@ -13,6 +13,7 @@ from cdsw_tui.screens.base import update_rows
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import builds
 from cdsw_tui.services.readmodels import ModelDetail
+from cdsw_tui.store import pk
 from cdsw_tui.widgets.log_view import LogView
 from cdsw_tui.widgets.status import badge, when
 
@@ -75,7 +76,7 @@ class BuildsTab(Vertical, ModelTab):
     def _log_files(self) -> list[Path]:
         if self.detail is None or self.selected is None:
             return []
-        return [self.wb.build_log_path(int(self.detail.model.id), self.selected)]
+        return [self.wb.build_log_path(pk(self.detail.model), self.selected)]
 
     @on(DataTable.RowHighlighted, "#builds-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

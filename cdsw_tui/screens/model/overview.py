@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.widgets import Static, TextArea
 
 from cdsw_tui.output import count
 from cdsw_tui.screens.model.tab import ModelTab
@@ -45,7 +45,7 @@ class OverviewTab(VerticalScroll, ModelTab):
 
     def show(self, detail: ModelDetail) -> None:
         if not self._filled:
-            self.query_one(TestPane).query_one("#test-json").text = (
+            self.query_one(TestPane).query_one("#test-json", TextArea).text = (
                 detail.model.example_input or "{}"
             )
             self._filled = True
@@ -66,7 +66,7 @@ class OverviewTab(VerticalScroll, ModelTab):
         runtime = detail.project.runtime
         advisory = runtimes.advisory(runtime)
         sized = d or m
-        rows = [
+        rows: list[tuple[RenderableType, ...]] = [
             ("Model ID", str(m.id), "Status", badge(detail.status)),
             (
                 "Deployment",

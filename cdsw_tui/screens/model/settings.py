@@ -13,6 +13,7 @@ from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.services import artifacts, deployments, env, models
 from cdsw_tui.services.access_keys import mask
 from cdsw_tui.services.readmodels import ModelDetail
+from cdsw_tui.store import pk
 
 
 class SettingsTab(VerticalScroll, ModelTab):
@@ -76,7 +77,7 @@ class SettingsTab(VerticalScroll, ModelTab):
             return
 
         def go() -> None:
-            env.replace_vars(self.wb, "model", int(screen.model().id), values)
+            env.replace_vars(self.wb, "model", pk(screen.model()), values)
 
         screen.run_service(
             go, done="model variables saved; they apply to the next build and deployment"

@@ -43,7 +43,7 @@ __all__ = [
 _state = threading.local()
 _lock = threading.Lock()
 _sink = None  # the replica runner sets this: where a finished call's record goes
-_dev = []  # records kept in memory where no replica runs (and with dev=True)
+_dev: list = []  # records kept in memory where no replica runs (and with dev=True)
 DEFAULT_GATEWAY = "http://127.0.0.1:8787"
 
 
@@ -104,7 +104,7 @@ def model_metrics(fn):
 
     wrapper.__name__ = getattr(fn, "__name__", "model")
     wrapper.__doc__ = getattr(fn, "__doc__", None)
-    wrapper.__wrapped__ = fn
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]  # as functools.wraps sets it
     return wrapper
 
 

@@ -97,12 +97,13 @@ def load_r_function(directory: str, file: str, function: str):
     status = json.loads(ready)
     if not status.get("ready"):
         raise RuntimeError(f"R could not load {file}: {status.get('error')}")
-    assert proc.stdin is not None
+    stdin = proc.stdin
+    assert stdin is not None
 
     def call(request: object) -> object:
         try:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            proc.stdin.flush()
+            stdin.write(json.dumps(request).encode() + b"\n")
+            stdin.flush()
             line = answers.readline()
         except BrokenPipeError:
             line = b""

@@ -140,7 +140,7 @@ class UnixFrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 
     def server_bind(self) -> None:
         # bind by a relative name: a socket path holds at most 107 bytes, the home may be deep
-        folder, base = os.path.split(self.server_address)  # type: ignore[arg-type]
+        folder, base = os.path.split(str(self.server_address))
         here = os.getcwd()
         os.chdir(folder or ".")
         try:

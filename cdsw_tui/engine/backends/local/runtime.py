@@ -107,7 +107,7 @@ class LocalRuntime(RuntimeBase):
                 f"this build was made for jailed replicas, which cannot run here ({why_not}); "
                 "build it again"
             )
-        notes = []
+        notes: list[str] = []
         if jailed:
             cmd, env, address = self._jailed(spec)
         else:

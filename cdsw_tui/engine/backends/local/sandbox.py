@@ -186,7 +186,7 @@ def own(path: Path, uid: int) -> None:
 
 
 def _walk(path: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for dirpath, dirs, names in os.walk(path):
         found.extend(os.path.join(dirpath, name) for name in dirs + names)
     return found
