@@ -1,11 +1,18 @@
-"""Settings: defaults, then ``config.toml`` in CDSW_TUI_HOME, then ``CDSW_TUI_<NAME>`` variables."""
+"""Settings: defaults, then ``config.toml`` in CDSW_TUI_HOME, then ``CDSW_TUI_<NAME>`` variables.
+
+pydantic-settings reads the variables and converts every value to its field's type (a
+bad one is one line naming the setting); tomli-w writes config.toml back."""
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdsw_tui.errors import CdswError
 
@@ -19,9 +26,16 @@ def default_ca_bundle() -> str:
     return ""
 
 
-@dataclass
-class Settings:
-    home: Path
+def home_dir() -> Path:
+    return Path(os.environ.get("CDSW_TUI_HOME") or Path.home() / ".cdsw-tui").expanduser()
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default; docs/settings.md describes each."""
+
+    model_config = SettingsConfigDict(env_prefix="CDSW_TUI_", extra="ignore")
+
+    home: Path = Path()  # the home these were read for (set by load_settings, never a variable)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8787
     busy_timeout: float = 30.0
@@ -41,6 +55,18 @@ class Settings:
     build_workers: int = 2
     poll_interval: float = 0.2
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # variables over what load_settings passes in (config.toml's values) over defaults
+        return (env_settings, init_settings)
+
     @property
     def db_path(self) -> Path:
         return self.home / "cdsw.db"
@@ -50,59 +76,41 @@ class Settings:
         return f"http://{self.gateway_host}:{self.gateway_port}"
 
 
-def home_dir() -> Path:
-    return Path(os.environ.get("CDSW_TUI_HOME") or Path.home() / ".cdsw-tui").expanduser()
+def names() -> list[str]:
+    """The settings' names, as config.toml keys (variables add CDSW_TUI_ and upper case)."""
+    return [name for name in Settings.model_fields if name != "home"]
 
 
-def _coerce(name: str, raw: object, kind: type) -> object:
+def _read_file(config_file: Path) -> dict[str, Any]:
+    if not config_file.is_file():
+        return {}
     try:
-        if kind is bool:
-            return str(raw).lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise CdswError(f"setting {name.upper()} has an invalid value {raw!r}") from None
+        data = tomllib.loads(config_file.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise CdswError(f"cannot read {config_file}: {exc}") from None
+    return {k.lower(): v for k, v in data.items() if k.lower() in names()}
 
 
 def load_settings(home: Path | None = None) -> Settings:
     home = home or home_dir()
-    values: dict[str, object] = {}
-    config_file = home / "config.toml"
-    if config_file.is_file():
-        try:
-            data = tomllib.loads(config_file.read_text())
-        except (tomllib.TOMLDecodeError, OSError) as exc:
-            raise CdswError(f"cannot read {config_file}: {exc}") from None
-        values.update({k.lower(): v for k, v in data.items()})
-    for f in fields(Settings):
-        env = os.environ.get(f"CDSW_TUI_{f.name.upper()}")
-        if env is not None and f.name != "home":
-            values[f.name] = env
-    kinds = {f.name: f.type for f in fields(Settings)}
-    typed: dict[str, object] = {}
-    for name, raw in values.items():
-        if name not in kinds or name == "home":
-            continue
-        kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(kinds[name]), str)
-        typed[name] = _coerce(name, raw, kind)
-    settings = Settings(home=home, **typed)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**_read_file(home / "config.toml"))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        raise CdswError(
+            f"setting {name.upper()} has an invalid value {error.get('input')!r}"
+        ) from None
+    settings.home = home  # whatever CDSW_TUI_HOME says: the caller named this home
     if not settings.ca_bundle:
         settings.ca_bundle = default_ca_bundle()
     return settings
 
 
 def write_config(path: Path, updates: dict[str, object]) -> None:
-    """Rewrite the given keys of config.toml and keep the others (flat TOML only)."""
-    data: dict[str, object] = {}
+    """Rewrite the given keys of config.toml and keep the others."""
+    data: dict[str, Any] = {}
     if path.exists():
         data = tomllib.loads(path.read_text())
     data.update(updates)
-    lines = []
-    for key, value in data.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{key} = {value}")
-        else:
-            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{key} = "{escaped}"')
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(tomli_w.dumps(data))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 
 def count(n: int, word: str) -> str:
@@ -17,15 +21,26 @@ def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def table(rows: Sequence[dict], columns: Sequence[str], *, empty: str = "nothing yet") -> None:
+def table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str = "nothing yet"
+) -> None:
+    """Columns two spaces apart under upper-case names, never wrapped (a pipe reads whole
+    lines); rich measures the cells, so wide characters align too."""
     if not rows:
         click.echo(empty)
         return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), header_style="", highlight=False)
+    for column in columns:
+        grid.add_column(column.upper(), no_wrap=True, overflow="ignore")
+    for row in rows:
+        grid.add_row(*(_cell(row.get(c)) for c in columns))
+    text = io.StringIO()
+    console = Console(
+        file=text, width=1_000_000, color_system=None, markup=False, emoji=False, highlight=False
+    )
+    console.print(grid)
+    for line in text.getvalue().splitlines():
+        click.echo(line.rstrip())
 
 
 def _cell(value: object) -> str:

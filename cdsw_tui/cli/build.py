@@ -14,9 +14,10 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.output import emit_json, table
 from cdsw_tui.services import builds, models
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.store import Build
 
 
-def _print_log(wb: Workbench, build, follow: bool) -> None:
+def _print_log(wb: Workbench, build: Build, follow: bool) -> None:
     for line in builds.follow_log(wb, build, follow=follow):
         click.echo(line)
 
@@ -29,7 +30,15 @@ def _print_log(wb: Workbench, build, follow: bool) -> None:
 @click.option("--no-cache", "clean", is_flag=True, help="a clean build: reuse no dependency layer")
 @json_option
 @click.pass_context
-def build_cmd(ctx, ref, comment, wait, follow, clean, as_json) -> None:
+def build_cmd(
+    ctx: click.Context,
+    ref: str,
+    comment: str,
+    wait: bool,
+    follow: bool,
+    clean: bool,
+    as_json: bool,
+) -> None:
     """Build the model from the code as it is now."""
     wb = workbench(ctx)
     m = models.resolve(wb, ref)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from cdsw_tui.errors import CdswError
@@ -9,6 +12,8 @@ from cdsw_tui.output import count
 from cdsw_tui.services import background, builds, deployments
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build, Deployment
+
+F = TypeVar("F", bound=Callable[..., Any])  # a command function, under its decorators
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print a JSON array")
 

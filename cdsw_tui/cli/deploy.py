@@ -7,6 +7,7 @@ import time
 import click
 
 from cdsw_tui.cli.common import (
+    F,
     ensure_controller,
     json_option,
     wait_deployment,
@@ -19,7 +20,7 @@ from cdsw_tui.services import validation as v
 from cdsw_tui.store import pk
 
 
-def resource_options(f):
+def resource_options(f: F) -> F:
     for option in reversed(
         [
             click.option("--replicas", type=int, help="1 to 9 (default: the model's)"),
@@ -40,7 +41,18 @@ def resource_options(f):
 @click.option("--wait", is_flag=True, help="block until deployed; exit 1 if it fails")
 @json_option
 @click.pass_context
-def deploy_cmd(ctx, ref, build_number, replicas, cpu, memory, gpu, env, wait, as_json) -> None:
+def deploy_cmd(
+    ctx: click.Context,
+    ref: str,
+    build_number: int | None,
+    replicas: int | None,
+    cpu: float | None,
+    memory: int | None,
+    gpu: int | None,
+    env: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+) -> None:
     """Deploy a build; the running deployment stops once the new one answers."""
     wb = workbench(ctx)
     m = models.resolve(wb, ref)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cdsw_tui.cli.common import json_option, workbench
+from cdsw_tui.cli.common import F, json_option, workbench
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import emit_json, table
 from cdsw_tui.services import env, models, projects
@@ -33,7 +33,7 @@ scope_options = [
 ]
 
 
-def _with_scope(f):
+def _with_scope(f: F) -> F:
     for option in reversed(scope_options):
         f = option(f)
     return f
@@ -44,7 +44,13 @@ def _with_scope(f):
 @click.option("--show-secrets", is_flag=True, help="print values whose names look secret")
 @json_option
 @click.pass_context
-def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:
+def env_list(
+    ctx: click.Context,
+    project_name: str | None,
+    model_ref: str | None,
+    show_secrets: bool,
+    as_json: bool,
+) -> None:
     """Variables of one level (global unless --project or --model)."""
     scope, scope_id = _scope(ctx, project_name, model_ref)
     values = env.list_vars(workbench(ctx), scope, scope_id)
@@ -61,7 +67,9 @@ def env_list(ctx, project_name, model_ref, show_secrets, as_json) -> None:
 @_with_scope
 @click.argument("pairs", nargs=-1, required=True, metavar="K=V...")
 @click.pass_context
-def env_set(ctx, project_name, model_ref, pairs) -> None:
+def env_set(
+    ctx: click.Context, project_name: str | None, model_ref: str | None, pairs: tuple[str, ...]
+) -> None:
     """Set variables."""
     scope, scope_id = _scope(ctx, project_name, model_ref)
     values = v.env_pairs(pairs)
@@ -73,7 +81,9 @@ def env_set(ctx, project_name, model_ref, pairs) -> None:
 @_with_scope
 @click.argument("keys", nargs=-1, required=True, metavar="K...")
 @click.pass_context
-def env_unset(ctx, project_name, model_ref, keys) -> None:
+def env_unset(
+    ctx: click.Context, project_name: str | None, model_ref: str | None, keys: tuple[str, ...]
+) -> None:
     """Remove variables."""
     scope, scope_id = _scope(ctx, project_name, model_ref)
     missing = env.unset_vars(workbench(ctx), scope, scope_id, list(keys))

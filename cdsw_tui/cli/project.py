@@ -46,7 +46,15 @@ def project_row(p: readmodels.ProjectRow) -> dict[str, Any]:
 @json_option
 @click.pass_context
 def project_create(
-    ctx, name, path, template, runtime, engine, constraints, python, as_json
+    ctx: click.Context,
+    name: str,
+    path: str | None,
+    template: str | None,
+    runtime: str | None,
+    engine: str | None,
+    constraints: tuple[str, ...],
+    python: str | None,
+    as_json: bool,
 ) -> None:
     """Register a folder, or make one from a template."""
     wb = workbench(ctx)

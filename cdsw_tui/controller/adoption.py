@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
 from cdsw_tui.controller import supervision
-from cdsw_tui.controller.serving import ServingManager
-from cdsw_tui.controller.state import Context, DeploymentState, Goal, ReplicaState
+from cdsw_tui.controller.deployment import DeploymentState
+from cdsw_tui.controller.state import Context, Goal, ReplicaState
 from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.store import (
     DEPLOYMENT_ACTIVE,
@@ -26,12 +27,15 @@ from cdsw_tui.store import (
     pk,
 )
 
+if TYPE_CHECKING:
+    from cdsw_tui.controller.serving import ServingManager
+
 log = logging.getLogger("cdsw_tui.controller")
 
 
 def load(mgr: ServingManager, row: Deployment) -> tuple[Context, list[Replica]] | None:
     """The deployment's context and its replica rows that are not stopped (in a thread)."""
-    with mgr.store.session() as s:
+    with mgr.wb.store.session() as s:
         model = s.get(Model, row.model_id)
         build = s.get(Build, row.build_id)
         project = s.get(Project, model.project_id) if model else None
@@ -54,14 +58,15 @@ def admit(
     a serving deployment's are adopted, a rollout's leftovers stopped (it starts over)."""
     ctx, rows = found
     dep_id = pk(row)
-    pool = Pool(dep_id, row.model_id)
+    pool = Pool(dep_id, row.model_id, build_number=ctx.build.number)
+    pool.wanted = row.replicas
     if row.stop_requested or row.status == DeploymentStatus.STOPPING:
         goal = Goal.STOP
     elif row.status == DeploymentStatus.DEPLOYED:
         goal = Goal.SERVE
     else:
         goal = Goal.ROLLOUT
-    st = DeploymentState(dep_id, row.model_id, ctx, pool, goal, reason=row.reason)
+    st = DeploymentState(dep_id, row.model_id, ctx, pool, goal, mgr, reason=row.reason)
     for replica in rows:
         r = ReplicaState(
             name=replica.name,
@@ -80,7 +85,7 @@ def admit(
             r.status = ReplicaStatus.STARTING
             mgr.spawn(r, adopt(mgr, st, r))
     if goal == Goal.SERVE or (goal == Goal.ROLLOUT and mgr.router.pools.get(row.model_id) is None):
-        mgr.publish(st)  # calls wait for its replicas instead of hearing "not deployed"
+        mgr.publisher.publish(st)  # calls wait for its replicas instead of hearing "not deployed"
     return st
 
 
@@ -105,7 +110,7 @@ async def adopt(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
 
 def wanted(mgr: ServingManager) -> tuple[set[str], set[str]]:
     """(handles of the replicas active deployments still count on, runtimes any build used)."""
-    with mgr.store.session() as s:
+    with mgr.wb.store.session() as s:
         active = select(Deployment.id).where(col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
         handles = set(
             s.exec(

@@ -55,8 +55,9 @@ def _builder_for(wb: Workbench, runtime: str) -> Builder:
         raise BuildFailed(exc.message) from None
 
 
-def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build:
-    """``shutdown`` set means the controller is stopping: the build ends as interrupted."""
+def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build | None:
+    """``shutdown`` set means the controller is stopping: the build ends as interrupted.
+    The build as it ended (None: its model was deleted meanwhile)."""
     build_id = pk(build)
     path = wb.build_log_path(build.model_id, build.number)
     blog = BuildLog(path, int(wb.settings.log_max_mb * 1024 * 1024))
@@ -146,7 +147,7 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
                 artifacts.prune_steps(wb, pk(project))
             except OSError as exc:  # kept for the next build to try again
                 log.warning("could not prune the step results of build %s: %s", build_id, exc)
-    return final  # type: ignore[return-value]
+    return final
 
 
 def reconcile(wb: Workbench) -> list[int]:

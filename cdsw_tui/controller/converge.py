@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from cdsw_tui.controller import adoption, rollout
+from cdsw_tui.controller import adoption
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.runtime import Exit
 from cdsw_tui.services import calls
@@ -25,9 +25,10 @@ log = logging.getLogger("cdsw_tui.controller")
 async def start(mgr: ServingManager) -> None:
     """Take over what runs before the gateway answers: calls to a deployment being
     adopted wait for its replicas instead of hearing 'not deployed'."""
-    mgr.router.refresh(force=True)
-    mgr.gateway.identity = await mgr.db(calls.new_identity, mgr.wb.home)
-    await mgr.db(adoption.collect, mgr)
+    await mgr.writer.run(mgr.publisher.load)
+    mgr.publisher.start(asyncio.get_running_loop())
+    mgr.gateway.identity = await mgr.writer.run(calls.new_identity, mgr.wb.home)
+    await mgr.writer.run(adoption.collect, mgr)
     await converge(mgr)
     mgr.runner = await start_gateway(
         mgr.gateway, mgr.settings.gateway_host, mgr.settings.gateway_port
@@ -37,20 +38,20 @@ async def start(mgr: ServingManager) -> None:
 
 async def converge(mgr: ServingManager) -> None:
     mgr.wake.clear()
-    rows = await mgr.db(mgr.active_deployments)
+    rows = await mgr.writer.run(mgr.writer.active_deployments)
     for dep_id, row in rows.items():
         if dep_id not in mgr.states:
-            found = await mgr.db(adoption.load, mgr, row)
+            found = await mgr.writer.run(adoption.load, mgr, row)
             if found is None:
-                mgr.write(
+                mgr.writer.write(
                     dep_id, status=DeploymentStatus.FAILED, reason="its model or build is gone"
                 )
                 continue
             mgr.states[dep_id] = adoption.admit(mgr, row, found)
     await watch(mgr)
     for st in list(mgr.states.values()):
-        rollout.step(mgr, st, rows.get(st.id))
-    await mgr.flush_writes()
+        st.step(rows.get(st.id))
+    await mgr.writer.flush()
 
 
 async def watch(mgr: ServingManager) -> None:

@@ -1,10 +1,5 @@
-"""What the controller holds in memory for each deployment it runs: pure data.
-
-Ray Serve's DeploymentState is the model: each replica has an explicit status, and
-every pass of the controller compares what the store wants with these states and acts
-on the difference (level-triggered), so a missed event or a failed step is simply
-seen again on the next pass.
-"""
+"""What the controller holds in memory for each replica it runs, and what a deployment's
+replicas share: pure data. The deployment that steps them is deployment.py's."""
 
 from __future__ import annotations
 
@@ -16,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cdsw_tui.engine.runtime import Exit
-from cdsw_tui.serving.pool import Pool, PooledReplica
+from cdsw_tui.serving.pool import PooledReplica
 from cdsw_tui.store import Build, Deployment, Model, Project, ReplicaStatus
 
 CRASHLOOP_WINDOW = 60.0
@@ -82,21 +77,3 @@ class ReplicaState:
         recent = sum(1 for t in self.failures if now - t < CRASHLOOP_WINDOW)
         delay = 0.0 if recent <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** (recent - 2))
         return delay, recent >= CRASHLOOP_COUNT
-
-
-@dataclass(eq=False)
-class DeploymentState:
-    id: int
-    model_id: int
-    ctx: Context
-    pool: Pool
-    goal: Goal
-    replicas: dict[str, ReplicaState] = field(default_factory=dict)
-    final: str = "stopped"  # the status a stop ends in
-    reason: str = ""
-    restarting: bool = False  # a rolling restart is under way
-    pairs: dict[str, str] = field(default_factory=dict)  # new replica -> the one it replaces
-    crash_reason: str = ""  # what the deployment's reason says about a crash loop
-
-    def alive(self) -> list[ReplicaState]:
-        return [r for r in self.replicas.values() if r.alive]

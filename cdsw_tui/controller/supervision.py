@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from cdsw_tui.controller.serving import ServingManager
-from cdsw_tui.controller.state import DeploymentState, Goal, ReplicaState
+from cdsw_tui.controller.state import Goal, ReplicaState
 from cdsw_tui.engine.runtime import Exit, Runtime
 from cdsw_tui.serving.frames import (
     EVENT_LOAD_FAILED,
@@ -18,7 +18,11 @@ from cdsw_tui.serving.frames import (
     EXIT_IMPORT_FAILED,
     EXIT_OUT_OF_MEMORY,
 )
-from cdsw_tui.store import Deployment, ReplicaStatus, utcnow
+from cdsw_tui.store import ReplicaStatus, utcnow
+
+if TYPE_CHECKING:
+    from cdsw_tui.controller.deployment import DeploymentState
+    from cdsw_tui.controller.serving import ServingManager
 
 log = logging.getLogger("cdsw_tui.controller")
 RETRY_STOP = 2.0
@@ -66,9 +70,9 @@ async def _dispose(
 
 async def _placed_and_ready(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> None:
     if r.row_id is None:
-        r.row_id = await mgr.db(mgr.new_replica_row, st.id, r.name)
+        r.row_id = await mgr.writer.new_replica(st.id, r.name)
     runtime = await mgr.runtime(st)
-    spec = await mgr.db(mgr.spec, st, r.name)
+    spec = await mgr.writer.run(mgr.specs.spec, st.ctx, r.name)
     if r.abort:
         raise Aborted
     placed = await asyncio.to_thread(runtime.start, spec)
@@ -78,8 +82,7 @@ async def _placed_and_ready(mgr: ServingManager, st: DeploymentState, r: Replica
     r.gateway.moved(placed.address)
     deadline = time.monotonic() + mgr.health_timeout
     try:
-        await mgr.db(
-            mgr.set_replica,
+        await mgr.writer.set_replica(
             r.row_id,
             status=ReplicaStatus.STARTING,
             handle=r.handle,
@@ -112,7 +115,7 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
         await _placed_and_ready(mgr, st, r)
     except Aborted:
         if r.row_id is not None:  # the row first: the pass ends the deployment once all stopped
-            await mgr.db(mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, handle="")
+            await mgr.writer.set_replica(r.row_id, status=ReplicaStatus.STOPPED, handle="")
         r.status = ReplicaStatus.STOPPED
         return
     except Exception as exc:  # StartFailed, or the runtime refused
@@ -122,8 +125,8 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
     if r.abort or st.goal == Goal.STOP:
         r.status = ReplicaStatus.STOPPING  # the pass retires it
         return
-    await mgr.db(
-        mgr.set_replica,
+    assert r.row_id is not None  # written before it was started
+    await mgr.writer.set_replica(
         r.row_id,
         status=ReplicaStatus.RUNNING,
         started_at=utcnow(),
@@ -138,7 +141,7 @@ async def start(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> No
         x.status == ReplicaStatus.RESTARTING for x in st.replicas.values()
     ):
         st.crash_reason = ""
-        await mgr.db(mgr.clear_reason, st.id, "replica ")
+        await mgr.writer.clear_reason(st.id, "replica ")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -153,8 +156,8 @@ async def _failed_to_start(
     stopping = r.abort or st.goal == Goal.STOP
     if stopping or (st.goal == Goal.ROLLOUT and not r.restarts):
         if r.row_id is not None:  # the row first: the pass acts once the state says so
-            await mgr.db(
-                mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, reason=reason, handle=""
+            await mgr.writer.set_replica(
+                r.row_id, status=ReplicaStatus.STOPPED, reason=reason, handle=""
             )
         # nothing runs (it was disposed of); a rollout fails with this reason
         r.status = ReplicaStatus.STOPPED if stopping else ReplicaStatus.FAILED
@@ -169,8 +172,7 @@ async def _back_off(mgr: ServingManager, st: DeploymentState, r: ReplicaState, r
     r.restarts += 1
     r.not_before = time.monotonic() + delay
     if r.row_id is not None:
-        await mgr.db(
-            mgr.set_replica,
+        await mgr.writer.set_replica(
             r.row_id,
             status=ReplicaStatus.RESTARTING,
             reason=reason,
@@ -179,7 +181,7 @@ async def _back_off(mgr: ServingManager, st: DeploymentState, r: ReplicaState, r
         )
     if crashloop:
         st.crash_reason = f"replica {r.name} keeps failing: {reason}"
-        await mgr.db(mgr.store.update, Deployment, st.id, reason=st.crash_reason)
+        await mgr.writer.set_deployment(st.id, reason=st.crash_reason)
 
 
 async def restart(
@@ -255,7 +257,7 @@ async def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> N
         r.status = ReplicaStatus.DRAINING
     st.pool.remove(r.name)
     if r.status == ReplicaStatus.DRAINING and r.row_id is not None:
-        await mgr.db(mgr.set_replica, r.row_id, status=ReplicaStatus.DRAINING)
+        await mgr.writer.set_replica(r.row_id, status=ReplicaStatus.DRAINING)
     deadline = time.monotonic() + mgr.settings.request_timeout + 1
     while r.gateway.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -271,5 +273,5 @@ async def retire(mgr: ServingManager, st: DeploymentState, r: ReplicaState) -> N
         return
     if r.row_id is not None:
         await mgr.flush_stats([r])
-        await mgr.db(mgr.set_replica, r.row_id, status=ReplicaStatus.STOPPED, handle="")
+        await mgr.writer.set_replica(r.row_id, status=ReplicaStatus.STOPPED, handle="")
     r.status = ReplicaStatus.STOPPED

@@ -108,7 +108,7 @@ class SnapshotRepo:
         try:
             if stdin is not None:
                 return self._feed([*cmd, *args], env, stdin)
-            return self.git.execute([*cmd, *args], env=env, strip_newline_in_stdout=True, **kw)  # type: ignore[call-overload]
+            return self.git.execute([*cmd, *args], env=env, strip_newline_in_stdout=True, **kw)  # type: ignore[call-overload]  # GitPython overloads execute on literal flags; **kw hides them
         except git.GitCommandError as exc:
             detail = (exc.stderr or "").strip().splitlines()
             raise CdswError(f"snapshot failed: {detail[-1] if detail else exc}") from None

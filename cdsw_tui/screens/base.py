@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
 
 from cdsw_tui.screens.confirm import ConfirmScreen
+from cdsw_tui.services.context import Workbench
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
@@ -25,7 +26,7 @@ class PollingScreen(ReportsWorkerErrors, Screen):
         return self.app
 
     @property
-    def wb(self):
+    def wb(self) -> Workbench:
         return self.workbench.wb
 
     def on_mount(self) -> None:
@@ -55,7 +56,9 @@ class PollingScreen(ReportsWorkerErrors, Screen):
     def show(self, data: Any) -> None:  # pragma: no cover - overridden
         pass
 
-    def run_service(self, fn, *args, done: str | None = None, **kwargs) -> None:
+    def run_service(
+        self, fn: Callable[..., object], *args: Any, done: str | None = None, **kwargs: Any
+    ) -> None:
         """Run a service call in a thread; its error becomes a notification (reported by
         ReportsWorkerErrors, as every worker's)."""
         self._service_worker(fn, args, kwargs, done)
@@ -83,11 +86,17 @@ class PollingScreen(ReportsWorkerErrors, Screen):
             self._question_worker(question, push)
 
     @work(thread=True, exclusive=True, group="question", exit_on_error=False)
-    def _question_worker(self, question: Callable[[], str], push) -> None:
+    def _question_worker(self, question: Callable[[], str], push: Callable[[str], None]) -> None:
         self.app.call_from_thread(push, question())
 
     @work(thread=True, group="service", exit_on_error=False)
-    def _service_worker(self, fn, args, kwargs, done) -> None:
+    def _service_worker(
+        self,
+        fn: Callable[..., object],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        done: str | None,
+    ) -> None:
         fn(*args, **kwargs)
         if done:
             self.app.call_from_thread(self.notify, done)
@@ -127,7 +136,7 @@ class ListScreen(PollingScreen):
         self.query_one("#empty-hint", Label).update("" if rows else empty_hint)
         self.refresh_bindings()
 
-    def selected(self):
+    def selected(self) -> Any:
         table = self.query_one(DataTable)
         if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
             return None

@@ -14,7 +14,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import env_text, parse_env
-from cdsw_tui.store import pk
+from cdsw_tui.store import Deployment, Model, pk
 from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -38,7 +38,12 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
     AUTO_FOCUS = "#comment"
 
     def __init__(
-        self, ref: str, build: int | None, previous, built: list[int], env: dict[str, str]
+        self,
+        ref: str,
+        build: int | None,
+        previous: Deployment | Model,
+        built: list[int],
+        env: dict[str, str],
     ) -> None:
         super().__init__()
         self.ref = ref
@@ -104,7 +109,8 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
             k: self.query_one(f"#{k}", Input).value for k in ("replicas", "cpu", "memory", "gpu")
         }
         comment = self.query_one("#comment", Input).value.strip()
-        self._deploy(int(build), comment, values, env)  # type: ignore[arg-type]
+        assert isinstance(build, int)  # allow_blank=False: always one of the choices
+        self._deploy(build, comment, values, env)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _deploy(

@@ -12,6 +12,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, TextAr
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
 from cdsw_tui.screens.project_settings import parse_env
+from cdsw_tui.services.models import ModelSpec
 from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.json_editor import JsonEditor
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
@@ -202,7 +203,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
             return widget.text
         if isinstance(widget, TextArea):
             return widget.text
-        return widget.value  # type: ignore[attr-defined]
+        return self.query_one(selector, Input).value
 
     def action_submit(self, deploy: bool) -> None:
         from cdsw_tui.services.models import ModelSpec
@@ -210,7 +211,8 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         for editor in self.query(JsonEditor):
             problem = editor.error()
             if problem:
-                mark_error(self, editor.id, f"{editor.id.replace('_', ' ')} is {problem}")  # type: ignore[union-attr]
+                name = editor.id or ""
+                mark_error(self, name, f"{name.replace('_', ' ')} is {problem}")
                 return
         try:
             env = parse_env(self._value("#env"))
@@ -234,7 +236,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         self._submit(spec, self._value("#comment"), deploy)
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
-    def _submit(self, spec, comment: str, deploy: bool) -> None:
+    def _submit(self, spec: ModelSpec, comment: str, deploy: bool) -> None:
         from cdsw_tui.services import deployments, models
 
         wb = host(self).wb

@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
 from cdsw_tui.services import runtimes
-from cdsw_tui.store import pk
+from cdsw_tui.store import Project, pk
 from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
@@ -87,7 +87,7 @@ class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
         values = env.list_vars(wb, "project", pk(project))
         self.app.call_from_thread(self._fill, project, values)
 
-    def _fill(self, project, values: dict[str, str]) -> None:
+    def _fill(self, project: Project, values: dict[str, str]) -> None:
         self.query_one("#runtime", Select).value = project.runtime
         self.query_one("#engine", Input).value = project.engine
         self.query_one("#placement", TextArea).text = project.placement

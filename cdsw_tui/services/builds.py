@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from cdsw_tui.errors import CdswError, NotFound
 from cdsw_tui.services import logwatch, models, projects
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import BUILD_FINAL, Build, Model, pk, utcnow
+from cdsw_tui.waiting import poll_until
 
 
 def request(
@@ -125,14 +125,10 @@ def cancel(wb: Workbench, build: Build) -> Build:
 
 
 def wait(wb: Workbench, build: Build, timeout: float | None = None, poll: float = 0.2) -> Build:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        build = refresh(wb, build)
-        if build.status in BUILD_FINAL:
-            return build
-        if deadline is not None and time.monotonic() > deadline:
-            return build
-        time.sleep(poll)
+    """The build once it ended, or as it is when ``timeout`` seconds have passed."""
+    return poll_until(
+        lambda: refresh(wb, build), timeout, done=lambda b: b.status in BUILD_FINAL, interval=poll
+    )
 
 
 def log_path(wb: Workbench, build: Build) -> Path:

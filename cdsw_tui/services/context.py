@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cdsw_tui.engine.snapshot import SnapshotRepo
+
 import os
 import stat
 from functools import cached_property
@@ -50,7 +55,7 @@ class Workbench:
         return self.settings.home
 
     @cached_property
-    def snapshots(self):  # engine type kept out of the faces' imports
+    def snapshots(self) -> SnapshotRepo:  # engine type kept out of the faces' imports
         from cdsw_tui.engine.snapshot import SnapshotRepo
 
         return SnapshotRepo(self.home / "snapshots.git", keep_out=self.home)

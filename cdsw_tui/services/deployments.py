@@ -18,6 +18,7 @@ from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Project, Replica, pk
+from cdsw_tui.waiting import poll_until
 
 FINAL = ("deployed", "failed", "stopped")
 
@@ -248,14 +249,11 @@ def wait(
     timeout: float | None = None,
     poll: float = 0.1,
 ) -> Deployment:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        deployment = get(wb, pk(deployment))
-        if deployment.status in until:
-            return deployment
-        if deadline is not None and time.monotonic() > deadline:
-            return deployment
-        time.sleep(poll)
+    """The deployment once its status is one of ``until``, or as it is at ``timeout``."""
+    ident = pk(deployment)
+    return poll_until(
+        lambda: get(wb, ident), timeout, done=lambda d: d.status in until, interval=poll
+    )
 
 
 def wait_requested(wb: Workbench, build: Build, timeout: float = 15.0) -> Deployment:
@@ -345,13 +343,8 @@ def stop_all(wb: Workbench, models: list[Model], timeout: float = 120.0) -> None
     for model_id in {d.model_id for d in running}:
         stop(wb, by_id[model_id])
     background.ensure(wb)
-    deadline = time.monotonic() + timeout
-    while artifacts.active_of(wb, models):
-        if time.monotonic() > deadline:
-            raise CdswError(
-                f"the deployments did not stop within {timeout:g} s; nothing was deleted"
-            )
-        time.sleep(0.1)
+    if not poll_until(lambda: not artifacts.active_of(wb, models), timeout, interval=0.1):
+        raise CdswError(f"the deployments did not stop within {timeout:g} s; nothing was deleted")
 
 
 def delete_model(wb: Workbench, model: Model) -> list[str]:

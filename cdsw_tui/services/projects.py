@@ -94,7 +94,8 @@ def create(
         for script in target.rglob("*.sh"):
             script.chmod(0o755)
     else:
-        target = Path(path).expanduser().resolve()  # type: ignore[arg-type]
+        assert path is not None  # one of the two, checked above
+        target = Path(path).expanduser().resolve()
         if not target.is_dir():
             raise ValidationError(f"folder {path} does not exist", field="path")
         outside_home(wb, target)

@@ -21,6 +21,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable
+from typing import cast
 
 from cdsw_tui.serving.frames import (
     ANSWER_HEAD,
@@ -110,7 +111,8 @@ class _FrameProtocol(asyncio.Protocol):
         self.on_answer: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream's (uvloop's transports are not asyncio.Transport subclasses)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter

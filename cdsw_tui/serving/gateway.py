@@ -163,10 +163,9 @@ class Gateway:
         ready = 0
         if pool is not None and not pool.closed:
             ready = pool.healthy()
-            deployed = self.router.deployed(pool.deployment_id)
             body["deployment"] = pool.deployment_id
-            body["build"] = deployed[0] if deployed else None
-            body["replicas"] = {"ready": ready, "wanted": deployed[1] if deployed else None}
+            body["build"] = pool.build_number
+            body["replicas"] = {"ready": ready, "wanted": pool.wanted}
         else:
             body.update(deployment=None, build=None, replicas={"ready": 0, "wanted": 0})
         body["latency_ms"] = self.calls.percentiles(route.model_id)
@@ -187,7 +186,7 @@ class Gateway:
         route = self._named(request)
         if isinstance(route, web.Response):
             return route
-        info = self.router.describe(route.model_id)
+        info = route.describe()
         doc = openapi.document(
             project=route.project,
             model=route.name,
@@ -204,10 +203,8 @@ class Gateway:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     def _route_name(self, model_id: int) -> str:
-        for route in self.router.routes.values():
-            if route.model_id == model_id:
-                return f"{route.project}/{route.name}"
-        return str(model_id)
+        route = self.router.by_model.get(model_id)
+        return f"{route.project}/{route.name}" if route is not None else str(model_id)
 
     async def call(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
@@ -351,7 +348,8 @@ class Gateway:
         seconds = time.perf_counter() - call.start
         self.metrics.observe(call.label, call.deployment, code, seconds)
         body = response.body
-        self.calls.add(call, response.status, code, seconds, len(body) if body else 0)  # type: ignore[arg-type]
+        size = len(body) if isinstance(body, bytes | bytearray) else 0
+        self.calls.add(call, response.status, code, seconds, size)
         return response
 
     def _api_key_ok(self, request: web.Request) -> bool:

@@ -85,9 +85,13 @@ class Pool:
     replicas: callers wait for a replica there (up to the busy timeout) rather than
     being told the model is not deployed."""
 
-    def __init__(self, deployment_id: int, model_id: int) -> None:
+    def __init__(
+        self, deployment_id: int, model_id: int, *, build_number: int | None = None
+    ) -> None:
         self.deployment_id = deployment_id
         self.model_id = model_id
+        self.build_number = build_number  # what /health/<project>/<model> names
+        self.wanted = 0  # the replica count the deployment asks for (the controller sets it)
         self.replicas: dict[str, PooledReplica] = {}
         self._free: deque[PooledReplica] = deque()
         self._waiters: deque[Waiter] = deque()

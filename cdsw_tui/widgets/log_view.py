@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.cache import LRUCache
@@ -22,6 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo
 from textual.strip import Strip
 from textual.widgets import Input, Label
 
@@ -101,7 +102,9 @@ class LogLines(ScrollView, can_focus=True):
         if self.at_end:
             self.scroll_end(animate=False, immediate=False, x_axis=False)
 
-    def _size_updated(self, size, virtual_size, container_size, layout: bool = True) -> bool:
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
         """A layout pass may move the scroll position; a following pane's scrollbar
         stays at the end with the rows it shows."""
         resized = super()._size_updated(size, virtual_size, container_size, layout)
@@ -147,10 +150,10 @@ class LogLines(ScrollView, can_focus=True):
             self.post_message(self.ScrolledUp())
 
     # (event handlers: Textual calls Widget's own after these, so no super() here)
-    def _on_mouse_scroll_up(self, _event) -> None:
+    def _on_mouse_scroll_up(self, _event: events.MouseScrollUp) -> None:
         self._leave_end()
 
-    def _on_scroll_to(self, message) -> None:
+    def _on_scroll_to(self, message: ScrollTo) -> None:
         if message.y is not None and message.y < self.max_scroll_y:
             self._leave_end()
 

@@ -60,7 +60,7 @@ def die(mgr: ServingManager) -> None:
     """kill -9 of the controller: its tasks end where they are; its replicas live on."""
     for task in mgr.tasks:
         task.cancel()
-    mgr.router.close()
+    mgr.publisher.close()
 
 
 def restarted(wb: Workbench, fake: FakeRuntime) -> ServingManager:

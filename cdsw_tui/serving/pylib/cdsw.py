@@ -21,6 +21,8 @@ user's own finds the gateway from ``CDSW_TUI_GATEWAY_URL`` or ``CDSW_TUI_GATEWAY
 ``_PORT``, else 127.0.0.1:8787, and the home's token in ``CDSW_TUI_HOME``).
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
@@ -30,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid as _uuid
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "call_model",
@@ -51,11 +55,11 @@ class MetricsError(Exception):
     """The metrics service refused or could not be reached; the message says why."""
 
 
-def _now_ms():
+def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _emit(record, dev=False):
+def _emit(record: dict[str, Any], dev: bool = False) -> None:
     if _sink is not None and not dev:
         _sink(record)
         return
@@ -63,7 +67,7 @@ def _emit(record, dev=False):
         _dev.append(dict(record, metrics=dict(record["metrics"])))
 
 
-def track_metric(key, value, dev=False):
+def track_metric(key: str, value: Any, dev: bool = False) -> None:
     """Track ``value`` under ``key`` for the call being served (inside a function
     decorated with ``model_metrics``), or as a record of its own outside one."""
     record = getattr(_state, "record", None)
@@ -82,11 +86,11 @@ def track_metric(key, value, dev=False):
     )
 
 
-def model_metrics(fn):
+def model_metrics(fn: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
     """Decorate a model function: each call gets a uuid, returned with the prediction
     as ``{"uuid": ..., "prediction": ...}``, and what it tracks is stored under it."""
 
-    def wrapper(args):
+    def wrapper(args: Any) -> dict[str, Any]:
         record = {
             "predictionUuid": str(_uuid.uuid4()),
             "startTimeStampMs": _now_ms(),
@@ -108,19 +112,19 @@ def model_metrics(fn):
     return wrapper
 
 
-def _in_window(record, start, end):
+def _in_window(record: dict[str, Any], start: int | None, end: int | None) -> bool:
     stamp = record["startTimeStampMs"]
     return (start is None or stamp >= start) and (end is None or stamp <= end)
 
 
 def read_metrics(
-    model_crn=None,
-    model_deployment_crn=None,
-    start_timestamp_ms=None,
-    end_timestamp_ms=None,
-    dev=False,
-    model_build_crn=None,
-):
+    model_crn: str | None = None,
+    model_deployment_crn: str | None = None,
+    start_timestamp_ms: int | None = None,
+    end_timestamp_ms: int | None = None,
+    dev: bool = False,
+    model_build_crn: str | None = None,
+) -> dict[str, Any]:
     """``{"metrics": [records]}`` of a model, build or deployment (in a replica: its own
     deployment by default), started within the window (ms since the epoch), oldest
     first. Each record has ``predictionUuid`` (null for an aggregate),
@@ -143,7 +147,7 @@ def read_metrics(
     )
 
 
-def track_delayed_metrics(metrics, prediction_uuid, dev=False):
+def track_delayed_metrics(metrics: dict[str, Any], prediction_uuid: str, dev: bool = False) -> None:
     """Add ``metrics`` (a dict) to the record of an earlier prediction, e.g. its ground
     truth once it is known."""
     if not isinstance(metrics, dict):
@@ -160,8 +164,12 @@ def track_delayed_metrics(metrics, prediction_uuid, dev=False):
 
 
 def track_aggregate_metrics(
-    metrics, start_timestamp_ms, end_timestamp_ms, model_deployment_crn=None, dev=False
-):
+    metrics: dict[str, Any],
+    start_timestamp_ms: int,
+    end_timestamp_ms: int,
+    model_deployment_crn: str | None = None,
+    dev: bool = False,
+) -> None:
     """Track ``metrics`` (a dict) for a time window of a deployment (in a replica: its
     own by default), e.g. the accuracy of the predictions made in it."""
     if not isinstance(metrics, dict):
@@ -189,7 +197,7 @@ def track_aggregate_metrics(
     return None
 
 
-def call_model(model_access_key, ipt, api_key=None):
+def call_model(model_access_key: str, ipt: Any, api_key: str | None = None) -> Any:
     """Call a deployed model through the gateway; returns the gateway's JSON answer
     (``{"success": ..., "response": ..., "ReplicaID": ...}``), errors included."""
     headers = {"Content-Type": "application/json"}
@@ -202,11 +210,11 @@ def call_model(model_access_key, ipt, api_key=None):
 # -- the service ---------------------------------------------------------------------
 
 
-def _home():
+def _home() -> str:
     return os.environ.get("CDSW_TUI_HOME") or os.path.join(os.path.expanduser("~"), ".cdsw-tui")
 
 
-def _api_url():
+def _api_url() -> str:
     url = os.environ.get("CDSW_API_URL")
     if url:
         return url.rstrip("/")
@@ -219,11 +227,11 @@ def _api_url():
     return f"{gateway.rstrip('/')}/api/v1"
 
 
-def _gateway():
+def _gateway() -> str:
     return _api_url().rsplit("/api/v1", 1)[0]
 
 
-def _token():
+def _token() -> str:
     token = os.environ.get("CDSW_METRICS_TOKEN")
     if token:
         return token
@@ -240,13 +248,13 @@ def _token():
     return "*:" + hmac.new(key, b"cdsw-metrics *", hashlib.sha256).hexdigest()
 
 
-def _service(action, payload):
+def _service(action: str, payload: dict[str, Any]) -> Any:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {_token()}"}
     body = json.dumps(payload).encode()
     return _post(f"{_api_url()}/metrics/{action}", body, headers)
 
 
-def _post(url, body, headers, answer_errors=False):
+def _post(url: str, body: bytes, headers: dict[str, str], answer_errors: bool = False) -> Any:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

@@ -35,7 +35,7 @@ def install_cdsw_module(output: Output | None) -> None:
     cdsw._sink = sink
 
 
-def load_function(directory: str, file: str, function: str):
+def load_function(directory: str, file: str, function: str) -> ModelFunction:
     path = os.path.join(directory, file)
     # the project root and the model file's folder (first), as CDSW runs a model
     for folder in (directory, os.path.dirname(path)):
@@ -69,7 +69,7 @@ class RError(Exception):
 OK_PREFIX = b'{"ok": true, "result": '
 
 
-def load_r_function(directory: str, file: str, function: str):
+def load_r_function(directory: str, file: str, function: str) -> ModelFunction:
     """Start Rscript with replica.R; requests go as JSON lines on its stdin, answers come
     back on a pipe of their own so the model's prints reach the log untouched."""
     import shutil

@@ -10,7 +10,7 @@ import time
 import traceback
 
 from cdsw_tui.serving.frames import EVENT_OUT_OF_MEMORY, EXIT_OUT_OF_MEMORY, STREAM_EVENT
-from cdsw_tui.serving.runner.loaders import InvalidResponse, RawJSON
+from cdsw_tui.serving.runner.loaders import InvalidResponse, ModelFunction, RawJSON
 from cdsw_tui.serving.runner.output import Output
 
 
@@ -31,7 +31,7 @@ class Replica:
         self.quoted = json.dumps(name)
         self.output = output
         self.memory_mb = memory_mb
-        self.fn = None
+        self.fn: ModelFunction | None = None
         self.lock = threading.Lock()
 
     def call(self, raw: bytes) -> Answer:

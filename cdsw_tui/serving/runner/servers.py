@@ -25,7 +25,7 @@ from cdsw_tui.serving.frames import (
 from cdsw_tui.serving.runner.replica import Answer, Replica, error_body
 
 
-def make_http_handler(replica: Replica):
+def make_http_handler(replica: Replica) -> type[BaseHTTPRequestHandler]:
     """Plain HTTP/1.1 on a loopback port: the benchmarks' direct baseline."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -65,7 +65,7 @@ def make_http_handler(replica: Replica):
     return Handler
 
 
-def _read_exactly(sock, size: int) -> bytes:
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
@@ -75,7 +75,7 @@ def _read_exactly(sock, size: int) -> bytes:
     return data
 
 
-def challenge(sock, key: bytes) -> bool:
+def challenge(sock: socket.socket, key: bytes) -> bool:
     """A TCP caller proves it holds the key before any frame is read."""
     nonce = secrets.token_bytes(NONCE_SIZE)
     sock.settimeout(CHALLENGE_TIMEOUT)
@@ -88,7 +88,9 @@ def challenge(sock, key: bytes) -> bool:
     return hmac.compare_digest(proof, channel_proof(key, nonce))
 
 
-def make_frame_handler(replica: Replica, key: bytes | None = None):
+def make_frame_handler(
+    replica: Replica, key: bytes | None = None
+) -> type[socketserver.BaseRequestHandler]:
     """Frames on the private Unix socket, or on a TCP port after the key's challenge:
     what the gateway and the controller speak."""
 

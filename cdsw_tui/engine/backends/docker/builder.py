@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cdsw_tui.engine.backends.docker.images import suite
 from cdsw_tui.engine.backends.docker.runtime import UID, home_id
@@ -56,7 +57,7 @@ def _labels(labels: dict[str, str]) -> str:
     return " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
 
 
-def _exists(client, tag: str) -> bool:
+def _exists(client: Any, tag: str) -> bool:
     from docker.errors import ImageNotFound
 
     try:
@@ -199,7 +200,7 @@ class DockerBuilder:
 
     def _build_image(
         self,
-        client,
+        client: Any,
         context: Path,
         job: BuildJob,
         log: BuildLog,
@@ -233,7 +234,7 @@ class DockerBuilder:
 
     def _run_step(
         self,
-        client,
+        client: Any,
         context: Path,
         job: BuildJob,
         log: BuildLog,
@@ -335,7 +336,7 @@ def _output_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
     return checked.replace(uid=os.getuid(), gid=os.getgid(), uname="", gname="")
 
 
-def _take_step(client, image: str, folder: Path) -> dict:
+def _take_step(client: Any, image: str, folder: Path) -> dict[str, Any]:
     """The step's record (its reads, writes and deletions) and its outputs (into
     ``folder/tree``), copied out of its dependency image without running it."""
     from docker.errors import DockerException

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cdsw_tui.errors import CdswError
 
@@ -18,7 +19,7 @@ R_PACKAGES = ["r-base-core", "r-cran-jsonlite"]
 SUITES = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}  # Debian's python3
 
 
-def docker_client(timeout: int = 120):
+def docker_client(timeout: int = 120) -> Any:
     """A Docker client, or one clear line saying why there is none."""
     try:
         import docker
@@ -162,7 +163,7 @@ def list_engines() -> list[dict]:
     return rows
 
 
-def require_engine(client, tag: str):
+def require_engine(client: Any, tag: str) -> Any:
     """The engine image (a docker Image), or a one-line CdswError saying how to make it."""
     import docker
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cdsw_tui.engine import process
 from cdsw_tui.engine.runtime import (
@@ -60,7 +61,7 @@ class Follower:
     """A followed, time-stamped log stream (``docker logs`` of a container, or of a
     service), read into a buffer by a thread of its own."""
 
-    def __init__(self, stream, name: str) -> None:
+    def __init__(self, stream: Any, name: str) -> None:
         self.buf = bytearray()
         self.lock = threading.Lock()
         self.done = False
@@ -158,7 +159,7 @@ class DockerRuntime(RuntimeBase):
 
     # -- deaths, from Docker's event stream ---------------------------------------------
 
-    def _events(self):
+    def _events(self) -> Any:
         return self.client.events(
             decode=True,
             filters={
@@ -168,7 +169,7 @@ class DockerRuntime(RuntimeBase):
             },
         )
 
-    def _follow_events(self, events) -> None:
+    def _follow_events(self, events: Any) -> None:
         while True:
             try:
                 for event in events:

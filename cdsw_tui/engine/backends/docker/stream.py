@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cdsw_tui.engine.builder import BuildFailed, BuildJob
 from cdsw_tui.engine.buildlog import BuildLog
 
 
 def stream_build(
-    client,
+    client: Any,
     context: Path,
     dockerfile: str,
     tag: str,
@@ -35,7 +36,7 @@ def stream_build(
     api = client.api
     original_helper = api._stream_helper
 
-    def keep_response(response, decode=False):
+    def keep_response(response: Any, decode: bool = False) -> Any:
         responses.append(response)  # the HTTP response: closing it stops the build
         return original_helper(response, decode=decode)
 
@@ -103,7 +104,7 @@ def stream_build(
     return image_id
 
 
-def _sever(response) -> None:
+def _sever(response: Any) -> None:
     """End a build's HTTP connection under the thread reading it: closing the response
     would wait for that reader's lock; shutting the socket down wakes it, and dockerd
     cancels a build whose client went (its step's container goes with it)."""

@@ -5,6 +5,7 @@ so every task of every node runs exactly the bytes that were built, whatever a t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from cdsw_tui.engine.backends.docker.builder import DockerBuilder, forget_steps, image_tag
 from cdsw_tui.engine.backends.docker.builder import forget_model as forget_images
@@ -17,7 +18,7 @@ from cdsw_tui.errors import CdswError
 __all__ = ["SwarmBuilder", "forget_model", "forget_steps", "make_builder"]
 
 
-def forget_model(home, model_id: int) -> list[str]:
+def forget_model(home: Path, model_id: int) -> list[str]:
     notes = forget_images(home, model_id)
     return notes + ["pushed images stay in the registry until its garbage collection"]
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from cdsw_tui.config import load_settings
 from cdsw_tui.engine import process
 from cdsw_tui.errors import CdswError
+from cdsw_tui.waiting import poll_until
 
 BINARY = "docker-registry"
 DEFAULT_PORT = 5000
@@ -106,11 +106,8 @@ def start(home: Path, port: int = DEFAULT_PORT) -> tuple[str, bool]:
         )
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + 15
-    while not answers(address, 0.5):
-        if time.monotonic() > deadline:
-            raise CdswError(f"the registry did not answer on {address}; see {logs}/registry.log")
-        time.sleep(0.1)
+    if not poll_until(lambda: answers(address, 0.5), 15, interval=0.1):
+        raise CdswError(f"the registry did not answer on {address}; see {logs}/registry.log")
     (base / "address").write_text(address + "\n")
     (base / "pid").write_text(f"{proc.pid}\n")
     return address, True
@@ -128,9 +125,7 @@ def stop(home: Path) -> str:
         ours = False
     if ours:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: not os.path.exists(f"/proc/{pid}"), 10)
     for name in ("address", "pid"):
         (base / name).unlink(missing_ok=True)
     return address if ours else ""

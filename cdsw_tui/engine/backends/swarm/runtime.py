@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cdsw_tui.engine import process
 from cdsw_tui.engine.backends.docker.runtime import (
@@ -48,6 +49,7 @@ from cdsw_tui.engine.runtime import (
     runner_arguments,
 )
 from cdsw_tui.errors import CdswError
+from cdsw_tui.waiting import poll_until
 
 PORT = 8080
 KEY_FILE = "/run/secrets/cdsw-channel-key"
@@ -71,7 +73,7 @@ def preflight() -> None:
     manager(docker_client(timeout=10))
 
 
-def manager(client) -> dict:
+def manager(client: Any) -> dict[str, Any]:
     """The engine's swarm state, if it is a manager; one line saying how otherwise."""
     swarm = client.info().get("Swarm", {})
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
@@ -374,14 +376,13 @@ class SwarmRuntime(RuntimeBase):
                     mode={"Replicated": {"Replicas": 0}},
                     fetch_current_spec=True,
                 )
-            deadline = time.monotonic() + STOP_GRACE + 20
-            while any(  # no survivor: every task's container has ended
-                t.get("Status", {}).get("State") in LIVE
-                for t in self.client.api.tasks(filters={"service": handle})
-            ):
-                if time.monotonic() > deadline:
-                    raise RuntimeUnavailable("swarm did not stop the service's task in time")
-                time.sleep(0.1)
+
+            def ended() -> bool:  # no survivor: every task's container has ended
+                tasks = self.client.api.tasks(filters={"service": handle})
+                return not any(t.get("Status", {}).get("State") in LIVE for t in tasks)
+
+            if not poll_until(ended, STOP_GRACE + 20, interval=0.1):
+                raise RuntimeUnavailable("swarm did not stop the service's task in time")
         except NotFound:
             return
         except DockerException as exc:
@@ -438,11 +439,9 @@ class SwarmRuntime(RuntimeBase):
         if labels.get("cdsw.replica") != name or labels.get("cdsw.home") != self.home:
             return None
         self.names[handle] = name
-        deadline = time.monotonic() + 5
-        while (task := self._running(handle)) is None:
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.1)
+        task = poll_until(lambda: self._running(handle), 5, interval=0.1)
+        if task is None:
+            return None
         self.placed[handle] = task.id
         return Placed(self._dial(name, task), handle)
 
