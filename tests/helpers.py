@@ -1,7 +1,19 @@
-"""Helpers that test modules share (a test module never imports another)."""
+"""Helpers that test modules share (a test module never imports another): the store,
+errors, replicas, Pilot, Docker and swarm."""
 
+from __future__ import annotations
+
+import os
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+
+from cdsw_tui.services import models
 
 
 def dump(home: Path) -> list[str]:
@@ -42,3 +54,115 @@ def host_pid(pid_seen_inside: int, among: list[int]) -> int | None:
             if line.startswith("NSpid:") and int(line.split()[-1]) == pid_seen_inside:
                 return pid
     return None
+
+
+# -- the workbench through Pilot ---------------------------------------------------
+
+SIZE = (120, 40)
+
+
+async def wait_for(pilot, predicate, tries: int = 100) -> None:
+    """Until ``predicate()`` holds, up to ``tries`` pauses of 50 ms (an app's workers run
+    meanwhile; wait on them with ``app.workers.wait_for_complete()`` where one is known)."""
+    for _ in range(tries):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def open_model(pilot, app, ref: str, tab: str = "overview"):
+    """Open a model's screen (on ``tab``) and wait until it shows the model."""
+    from cdsw_tui.screens.model import ModelScreen
+
+    app.open_model(ref, tab)
+    await wait_for(
+        pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
+    )
+    return app.screen
+
+
+async def from_project(pilot, app, project: str, key: str, screen_type: type):
+    """Open a project's screen, press ``key`` there and wait for the screen it opens."""
+    from cdsw_tui.screens.project import ProjectScreen
+
+    app.open_project(project)
+    await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(app.screen, screen_type))
+    return app.screen
+
+
+# -- Docker and swarm ----------------------------------------------------------------
+
+ENGINE = os.environ.get("CDSW_TUI_ENGINE_IMAGE", "cdsw-tui/engine:latest")
+
+
+def docker_problem() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:
+        return f"no Docker engine reachable ({type(exc).__name__})"
+    try:
+        client.images.get(ENGINE)
+    except Exception:
+        return f"engine image {ENGINE} missing (cdsw-tui engine build)"
+    return None
+
+
+def services(home: Path) -> dict[str, dict]:
+    import docker
+
+    api = docker.from_env().api
+    return {s["Spec"]["Name"]: s for s in api.services(filters={"label": f"cdsw.home={home}"})}
+
+
+def call(wb, ref: str, request: dict | None = None) -> httpx.Response:
+    key = models.resolve(wb, ref).access_key
+    return httpx.post(
+        wb.settings.gateway_url + "/model",
+        json={"accessKey": key, "request": request or {}},
+        timeout=60,
+    )
+
+
+def settle(home: Path, count: int) -> None:
+    """Wait until the home has ``count`` services (a stopping replica's goes last)."""
+    deadline = time.monotonic() + 60
+    while len(services(home)) != count:
+        assert time.monotonic() < deadline, f"{len(services(home))} services, not {count}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def traffic(wb, ref: str, request: dict | None = None) -> Iterator[tuple[list[dict], list[str]]]:
+    """Three callers in a loop until the block ends: (answers, failures)."""
+    stop = threading.Event()
+    answers: list[dict] = []
+    failures: list[str] = []
+    key = models.resolve(wb, ref).access_key
+
+    def load() -> None:
+        with httpx.Client(timeout=60, trust_env=False) as client:
+            while not stop.is_set():
+                r = client.post(
+                    wb.settings.gateway_url + "/model",
+                    json={"accessKey": key, "request": request or {}},
+                )
+                if r.status_code == 200:
+                    answers.append(r.json())
+                else:
+                    failures.append(r.text)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        yield answers, failures
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

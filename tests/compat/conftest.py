@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from tests.docker.conftest import _problem
+from tests.helpers import docker_problem
 
 
 @pytest.fixture
 def docker_engine(home):
-    problem = _problem()
+    problem = docker_problem()
     if problem is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the Docker compat tests: {problem}")

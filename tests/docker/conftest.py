@@ -7,27 +7,12 @@ import os
 
 import pytest
 
-ENGINE = os.environ.get("CDSW_TUI_ENGINE_IMAGE", "cdsw-tui/engine:latest")
-
-
-def _problem() -> str | None:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as exc:
-        return f"no Docker engine reachable ({type(exc).__name__})"
-    try:
-        client.images.get(ENGINE)
-    except Exception:
-        return f"engine image {ENGINE} missing (cdsw-tui engine build)"
-    return None
+from tests.helpers import docker_problem
 
 
 @pytest.fixture(scope="session", autouse=True)
 def docker_engine() -> None:
-    problem = _problem()
+    problem = docker_problem()
     if problem is None:
         return
     if os.environ.get("CI") == "true":

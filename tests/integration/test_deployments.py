@@ -16,6 +16,7 @@ import pytest
 from cdsw_tui.services import deployments, models, projects
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, replica_pid, stop_controller, write_project
+from tests.helpers import traffic
 
 CODE = """\
 import os
@@ -68,41 +69,15 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
     create(cli, "--replicas", "2")
     (project / "model.py").write_text(CODE.format(version=2))
     cli("build", "p/m", "--wait")
-    stop = threading.Event()
-    seen: list[int] = []
-    failures: list[str] = []
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                r = client.post(gateway(wb), json={"accessKey": key(wb), "request": {}})
-                if r.status_code == 200:
-                    seen.append(r.json()["response"]["version"])
-                else:
-                    failures.append(r.text)
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
+    with traffic(wb, "p/m") as (answers, failures):
         cli("deploy", "p/m", "--build", "2", "--wait")
         time.sleep(0.5)
         cli(
-            "deploy",
-            "p/m",
-            "--build",
-            "1",
-            "--wait",
-            "--env",
-            "API_TOKEN=s3cret",
-            "--env",
-            "LEVEL=d",
-        )
+            "deploy", "p/m", "--build", "1", "--wait",
+            "--env", "API_TOKEN=s3cret", "--env", "LEVEL=d",
+        )  # fmt: skip
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    seen = [a["response"]["version"] for a in answers]
     assert failures == []
     assert 1 in seen and 2 in seen and seen[-1] == 1
     listed = json.loads(cli("deployments", "p/m", "--json").out)

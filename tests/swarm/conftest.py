@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, stop_controller
-from tests.docker.conftest import ENGINE
+from tests.helpers import ENGINE
 
 
 def _problem() -> str | None:

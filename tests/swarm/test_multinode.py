@@ -18,8 +18,7 @@ import pytest
 
 from cdsw_tui.services import projects
 from tests.conftest import Cli, free_port, write_project
-from tests.docker.conftest import ENGINE
-from tests.swarm.test_swarm_runtime import call, services, settle, traffic
+from tests.helpers import ENGINE, call, services, settle, traffic
 
 pytestmark = pytest.mark.swarm
 

@@ -8,22 +8,19 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.swarm.runtime import NOT_A_MANAGER, manager
 from cdsw_tui.errors import CdswError
-from cdsw_tui.services import models, projects
+from cdsw_tui.services import projects
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, stop_controller, write_project
+from tests.helpers import call, services, settle, traffic
 
 pytestmark = pytest.mark.swarm
 
@@ -37,20 +34,6 @@ def predict(args):
     return {{"version": VERSION, "replica": os.environ["CDSW_REPLICA_ID"]}}
 """
 SMALL = ("--cpu", "0.25", "--memory", "256")  # two rollouts' reservations fit on 2 cores
-
-
-def services(home: Path) -> dict[str, dict]:
-    api = docker.from_env().api
-    return {s["Spec"]["Name"]: s for s in api.services(filters={"label": f"cdsw.home={home}"})}
-
-
-def call(wb, ref: str, request: dict | None = None) -> httpx.Response:
-    key = models.resolve(wb, ref).access_key
-    return httpx.post(
-        wb.settings.gateway_url + "/model",
-        json={"accessKey": key, "request": request or {}},
-        timeout=60,
-    )
 
 
 def create_model(cli: Cli, *extra: str, check: bool = True):
@@ -68,45 +51,6 @@ def create_model(cli: Cli, *extra: str, check: bool = True):
         check=check,
         timeout=600,
     )
-
-
-def settle(home: Path, count: int) -> None:
-    """Wait until the home has ``count`` services (a stopping replica's goes last)."""
-    deadline = time.monotonic() + 60
-    while len(services(home)) != count:
-        assert time.monotonic() < deadline, f"{len(services(home))} services, not {count}"
-        time.sleep(0.2)
-
-
-@contextmanager
-def traffic(wb, ref: str, request: dict | None = None) -> Iterator[tuple[list[dict], list[str]]]:
-    """Three callers in a loop until the block ends: (answers, failures)."""
-    stop = threading.Event()
-    answers: list[dict] = []
-    failures: list[str] = []
-    key = models.resolve(wb, ref).access_key
-
-    def load() -> None:
-        with httpx.Client(timeout=60, trust_env=False) as client:
-            while not stop.is_set():
-                r = client.post(
-                    wb.settings.gateway_url + "/model",
-                    json={"accessKey": key, "request": request or {}},
-                )
-                if r.status_code == 200:
-                    answers.append(r.json())
-                else:
-                    failures.append(r.text)
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        yield answers, failures
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
 
 
 def test_quickstart_on_swarm_adopted_rescheduled_and_stopped(cli: Cli, wb, home: Path):

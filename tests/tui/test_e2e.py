@@ -16,7 +16,7 @@ from cdsw_tui.screens.new_project import NewProjectScreen
 from cdsw_tui.screens.project import ProjectScreen
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.widgets.test_pane import TestPane
-from tests.tui.test_screens import wait_for
+from tests.helpers import wait_for
 
 
 async def test_create_build_deploy_and_test_by_keys(home: Path):

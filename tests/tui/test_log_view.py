@@ -9,7 +9,7 @@ import pytest
 
 from cdsw_tui.services import logs, models
 from cdsw_tui.widgets.log_view import LogLines, LogView
-from tests.tui.test_screens import open_model, wait_for
+from tests.helpers import open_model, wait_for
 
 STAMP = "2026-11-20T09:31:00.000Z"
 

@@ -17,34 +17,7 @@ from cdsw_tui.screens.project import ProjectScreen
 from cdsw_tui.screens.projects import ProjectsScreen
 from cdsw_tui.screens.settings import SettingsScreen
 from cdsw_tui.services import models, projects
-
-SIZE = (120, 40)
-
-
-async def wait_for(pilot, predicate, tries: int = 100) -> None:
-    for _ in range(tries):
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
-
-
-async def open_model(pilot, app, ref: str, tab: str = "overview") -> ModelScreen:
-    """Open a model's screen (on ``tab``) and wait until it shows the model."""
-    app.open_model(ref, tab)
-    await wait_for(
-        pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
-    )
-    return app.screen
-
-
-async def from_project(pilot, app, project: str, key: str, screen_type: type):
-    """Open a project's screen, press ``key`` there and wait for the screen it opens."""
-    app.open_project(project)
-    await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
-    await pilot.press(key)
-    await wait_for(pilot, lambda: isinstance(app.screen, screen_type))
-    return app.screen
+from tests.helpers import SIZE, from_project, open_model, wait_for
 
 
 async def test_projects_screen_lists_and_opens(app):
@@ -91,12 +64,16 @@ async def test_new_project_python_is_checked_and_kept(app, tmp_path):
         form.query_one("#path", Input).value = str(tmp_path / "py")
         form.query_one("#python", Input).value = str(tmp_path / "no-python")
         await pilot.press("ctrl+s")
+        # the check runs the interpreter in a worker: slow on a loaded machine, so the
+        # test waits for the worker rather than for a number of pauses
+        await app.workers.wait_for_complete()
         field = form.query_one("#field-python", Field)
         await wait_for(pilot, lambda: field.has_class("-invalid"))
         assert "no Python interpreter at" in str(field.query_one(".field-error", Label).render())
         assert isinstance(app.screen, NewProjectScreen) and not (tmp_path / "py").exists()
         form.query_one("#python", Input).value = "/usr/bin/python3"
         await pilot.press("ctrl+s")
+        await app.workers.wait_for_complete()
         await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
         assert projects.get(app.wb, "py").python == "/usr/bin/python3"
 

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from cdsw_tui.screens.model import ModelScreen
 from cdsw_tui.screens.project import ProjectScreen
 from cdsw_tui.screens.projects import ProjectsScreen
-from tests.tui.test_screens import SIZE, wait_for
+from tests.helpers import SIZE, wait_for
 
 
 async def test_the_ui_thread_never_queries_the_store(app):
