@@ -12,13 +12,14 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Static, TextArea
+from textual.widgets import Static
 
 from cdsw_tui.output import count
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import runtimes, samples
 from cdsw_tui.services.access_keys import mask
 from cdsw_tui.services.readmodels import ModelDetail
+from cdsw_tui.widgets.json_editor import JsonEditor
 from cdsw_tui.widgets.status import badge, dash, when
 from cdsw_tui.widgets.test_pane import TestPane
 
@@ -45,7 +46,7 @@ class OverviewTab(VerticalScroll, ModelTab):
 
     def show(self, detail: ModelDetail) -> None:
         if not self._filled:
-            self.query_one(TestPane).query_one("#test-json", TextArea).text = (
+            self.query_one(TestPane).query_one("#test-json", JsonEditor).text = (
                 detail.model.example_input or "{}"
             )
             self._filled = True
