@@ -12,7 +12,7 @@ from cdsw_tui.cli.common import (
 )
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import emit_json, table
-from cdsw_tui.services import builds, models
+from cdsw_tui.services import builds, models, readmodels
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build
 
@@ -64,7 +64,7 @@ def builds_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
     """A model's builds, newest first."""
     wb = workbench(ctx)
     m = models.resolve(wb, ref)
-    rows = [builds.summary(wb, b) for b in builds.list_builds(wb, m)]
+    rows = readmodels.builds(wb, m)
     if as_json:
         emit_json(rows)
         return

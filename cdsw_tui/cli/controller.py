@@ -10,8 +10,7 @@ import click
 from cdsw_tui.cli.common import json_option, workbench
 from cdsw_tui.controller.daemon import serve as run
 from cdsw_tui.output import emit_json, table
-from cdsw_tui.services import background, deployments
-from cdsw_tui.store import DEPLOYMENT_ACTIVE
+from cdsw_tui.services import background, readmodels
 
 
 @click.command()
@@ -37,11 +36,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """The controller, the gateway URL and active deployments."""
     wb = workbench(ctx)
     st = background.status(wb)
-    active = [
-        deployments.summary(wb, d)
-        for d in deployments.list_deployments(wb)
-        if d.status in DEPLOYMENT_ACTIVE
-    ]
+    active = readmodels.deployments(wb, active=True)
     data: dict[str, Any] = {
         "controller": {"running": st.running, "pid": st.pid},
         "gateway": wb.settings.gateway_url,

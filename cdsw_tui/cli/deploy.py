@@ -15,7 +15,7 @@ from cdsw_tui.cli.common import (
 )
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import count, emit_json, table
-from cdsw_tui.services import deployments, logs, models
+from cdsw_tui.services import deployments, logs, models, readmodels
 from cdsw_tui.services import validation as v
 from cdsw_tui.store import pk
 
@@ -91,7 +91,7 @@ def deployments_cmd(ctx: click.Context, ref: str | None, as_json: bool) -> None:
     """Deployments, newest first."""
     wb = workbench(ctx)
     m = models.resolve(wb, ref) if ref else None
-    rows = [deployments.summary(wb, d) for d in deployments.list_deployments(wb, m)]
+    rows = readmodels.deployments(wb, pk(m) if m is not None else None)
     if as_json:
         emit_json(rows)
     else:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
@@ -149,12 +150,18 @@ def follow_log(wb: Workbench, build: Build, *, follow: bool) -> Iterator[str]:
         yield line
 
 
-def summary(wb: Workbench, build: Build) -> dict:
+def summary(wb: Workbench, build: Build) -> dict[str, Any]:
+    """One build as the CLI shows it."""
     model = models.get_by_id(wb, build.model_id)
     project = projects.get_by_id(wb, model.project_id)
+    return described(build, f"{project.name}/{model.name}")
+
+
+def described(build: Build, ref: str) -> dict[str, Any]:
+    """The fields of ``summary`` for a build of the model ``ref`` (no query)."""
     return {
         "number": build.number,
-        "model": f"{project.name}/{model.name}",
+        "model": ref,
         "status": build.status,
         "reason": build.reason,
         "snapshot": build.snapshot,

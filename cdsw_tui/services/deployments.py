@@ -7,6 +7,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -279,14 +280,20 @@ def for_build(wb: Workbench, build: Build) -> Deployment | None:
         ).first()
 
 
-def summary(wb: Workbench, d: Deployment) -> dict:
+def summary(wb: Workbench, d: Deployment) -> dict[str, Any]:
+    """One deployment as the CLI shows it (readmodels.deployments lists many at once)."""
     model = models.get_by_id(wb, d.model_id)
     project = models.project_of(wb, model)
     with wb.store.session() as s:
         build = s.get(Build, d.build_id)
+    return described(wb, d, f"{project.name}/{model.name}", build)
+
+
+def described(wb: Workbench, d: Deployment, ref: str, build: Build | None) -> dict[str, Any]:
+    """The fields of ``summary`` from what the caller read already (no query)."""
     return {
         "id": d.id,
-        "model": f"{project.name}/{model.name}",
+        "model": ref,
         "build": build.number if build else None,
         "status": d.status,
         "reason": d.reason,

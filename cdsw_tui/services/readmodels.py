@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlmodel import col, select
 
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.models import status_rule
-from cdsw_tui.store import Build, Deployment, Model, Project, Replica, pk
+from cdsw_tui.store import DEPLOYMENT_ACTIVE, Build, Deployment, Model, Project, Replica, pk
 
 RECENT_CALLS = 200  # the gateway's calls a model screen reads per refresh
 
@@ -206,3 +207,45 @@ def model_detail(wb: Workbench, ref: str) -> ModelDetail:
         calls=calls,
         latency=logs.latency(calls),
     )
+
+
+def deployments(
+    wb: Workbench, model_id: int | None = None, *, active: bool = False
+) -> list[dict[str, Any]]:
+    """Deployments as the CLI lists them (``deployments.summary``'s fields), newest first,
+    with their model's name and their build in one query; ``active``: only those that run
+    or are about to."""
+    from cdsw_tui.services import deployments as deployment_service
+
+    query = (
+        select(Deployment, Model.name, Project.name, Build)
+        .join(Model, col(Model.id) == Deployment.model_id)
+        .join(Project, col(Project.id) == Model.project_id)
+        .join(Build, col(Build.id) == Deployment.build_id, isouter=True)
+        .order_by(col(Deployment.id).desc())
+    )
+    if model_id is not None:
+        query = query.where(Deployment.model_id == model_id)
+    if active:
+        query = query.where(col(Deployment.status).in_(DEPLOYMENT_ACTIVE))
+    with wb.store.session() as s:
+        rows = list(s.exec(query))
+    return [
+        deployment_service.described(wb, d, f"{project}/{model}", build)
+        for d, model, project, build in rows
+    ]
+
+
+def builds(wb: Workbench, model: Model) -> list[dict[str, Any]]:
+    """A model's builds as the CLI lists them, newest first, in one query."""
+    from cdsw_tui.services import builds as build_service
+
+    with wb.store.session() as s:
+        project = s.get(Project, model.project_id)
+        rows = list(
+            s.exec(
+                select(Build).where(Build.model_id == model.id).order_by(col(Build.number).desc())
+            )
+        )
+    ref = f"{project.name if project else '?'}/{model.name}"
+    return [build_service.described(b, ref) for b in rows]
