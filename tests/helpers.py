@@ -120,12 +120,21 @@ def services(home: Path) -> dict[str, dict]:
     return {s["Spec"]["Name"]: s for s in api.services(filters={"label": f"cdsw.home={home}"})}
 
 
-def call(wb, ref: str, request: dict | None = None) -> httpx.Response:
+def call(wb, ref: str, request: object = None, *, timeout: float = 60, **kw) -> httpx.Response:
+    """Call the model ``ref`` through the home's gateway with its access key."""
     key = models.resolve(wb, ref).access_key
     return httpx.post(
         wb.settings.gateway_url + "/model",
-        json={"accessKey": key, "request": request or {}},
-        timeout=60,
+        json={"accessKey": key, "request": {} if request is None else request},
+        timeout=timeout,
+        **kw,
+    )
+
+
+def create_model(cli, name: str, fn: str, *extra: str, project: str = "p", file: str = "m.py"):
+    """``model create p/NAME --file m.py --function FN --wait``: built and deployed."""
+    return cli(
+        "model", "create", f"{project}/{name}", "--file", file, "--function", fn, "--wait", *extra
     )
 
 

@@ -142,7 +142,7 @@ def request(
             memory=checked_memory,
             gpu=checked_gpu,
             env=checked_env,
-        )  # fmt: skip
+        )
     )
 
 

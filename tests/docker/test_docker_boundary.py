@@ -21,6 +21,7 @@ from cdsw_tui.engine.backends.docker.builder import image_tag
 from cdsw_tui.services import background, builds, deployments, models
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, write_project
+from tests.helpers import call
 
 pytestmark = pytest.mark.docker
 
@@ -59,13 +60,6 @@ def swap(args):
     os.symlink(DECOY, "/run/cdsw/replica.sock")
     return "swapped"
 """
-
-
-def call(wb, ref: str, request: dict) -> httpx.Response:
-    key = models.resolve(wb, ref).access_key
-    return httpx.post(
-        wb.settings.gateway_url + "/model", json={"accessKey": key, "request": request}, timeout=60
-    )
 
 
 def containers(home: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from cdsw_tui.engine.backends.docker.runtime import home_id
 from cdsw_tui.services import background, builds, deployments, models
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, write_project
+from tests.helpers import call
 
 pytestmark = pytest.mark.docker
 
@@ -24,13 +25,6 @@ pytestmark = pytest.mark.docker
 def containers(home: Path) -> dict[str, str]:
     client = docker.from_env()
     return {c.name: c.id for c in client.containers.list(filters={"label": f"cdsw.home={home}"})}
-
-
-def call(wb, ref: str, request: dict) -> httpx.Response:
-    key = models.resolve(wb, ref).access_key
-    return httpx.post(
-        wb.settings.gateway_url + "/model", json={"accessKey": key, "request": request}, timeout=60
-    )
 
 
 def test_quickstart_on_docker_with_pip_from_pypi(cli: Cli, wb, home: Path):

@@ -15,6 +15,7 @@ import pytest
 
 from cdsw_tui.services import models, projects
 from tests.conftest import Cli, write_project
+from tests.helpers import call, create_model
 
 CODE = """\
 import os
@@ -40,22 +41,8 @@ def project(wb, tmp_path: Path) -> Path:
     return root
 
 
-def create(cli: Cli, name: str, fn: str, *extra: str) -> None:
-    cli("model", "create", f"p/{name}", "--file", "m.py", "--function", fn, "--wait", *extra)
-
-
-def call(wb, ref: str, request: dict, **kw) -> httpx.Response:
-    key = models.resolve(wb, ref).access_key
-    return httpx.post(
-        wb.settings.gateway_url + "/model",
-        json={"accessKey": key, "request": request},
-        timeout=30,
-        **kw,
-    )
-
-
 def test_the_home_is_private(cli: Cli, wb, project, home: Path):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     assert call(wb, "p/add", {"a": 1, "b": 2}).status_code == 200
     cli("build", "p/add", "--wait")
     time.sleep(0.3)
@@ -167,7 +154,7 @@ def test_malformed_requests_get_spec_json_and_no_key_reaches_a_log(
 ):
     import json
 
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     key = models.resolve(wb, "p/add").access_key
     for template in MALFORMED:
         answer = raw_exchange(wb.settings.gateway_port, template % {b"key": key.encode()})
@@ -185,7 +172,7 @@ def test_malformed_requests_get_spec_json_and_no_key_reaches_a_log(
 
 def test_slow_headers_are_timed_out(cli: Cli, wb, project, home: Path):
     (home / "config.toml").write_text("header_timeout = 2\n")
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     import json
     import socket
 
@@ -246,7 +233,7 @@ class Listener:
 
 
 def test_call_does_not_go_through_a_proxy(cli: Cli, wb, project):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     proxy = Listener()
     try:
         env = {
@@ -265,7 +252,7 @@ def test_call_does_not_go_through_a_proxy(cli: Cli, wb, project):
 def test_call_sends_no_key_to_whatever_holds_the_gateway_port(cli: Cli, wb, project, home: Path):
     from tests.conftest import free_port, stop_controller
 
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     key = models.resolve(wb, "p/add").access_key
     stop_controller(home)
     impostor = Listener(free_port())
@@ -281,7 +268,7 @@ def test_call_sends_no_key_to_whatever_holds_the_gateway_port(cli: Cli, wb, proj
 
 
 def test_call_can_send_an_api_key(cli: Cli, wb, project):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     cli("model", "auth", "p/add", "on")
     api_key = cli("apikey", "create", "ci").out.strip()
     refused = cli("call", "p/add", check=False)
@@ -305,7 +292,7 @@ def test_call_can_send_an_api_key(cli: Cli, wb, project):
     ids=["nan", "infinity", "minus-infinity", "5001-digits"],
 )
 def test_what_python_takes_but_json_does_not_is_400(cli: Cli, wb, project, raw, message):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     key = models.resolve(wb, "p/add").access_key.encode()
     r = httpx.post(wb.settings.gateway_url + "/model", content=raw % {b"key": key}, timeout=30)
     assert r.status_code == 400, r.text
@@ -316,7 +303,7 @@ def test_what_python_takes_but_json_does_not_is_400(cli: Cli, wb, project, raw, 
 
 def test_an_answer_over_the_limit_is_502_and_not_held(cli: Cli, wb, project, home: Path):
     (home / "config.toml").write_text("max_response_bytes = 10485760\n")  # 10 MB
-    create(cli, "big", "big", "--memory", "1024")
+    create_model(cli, "big", "big", "--memory", "1024")
     from cdsw_tui.services.lock import state
 
     def rss_mb() -> float:
@@ -414,7 +401,7 @@ def peak_mb(home: Path, *args: str) -> tuple[float, str]:
 
 
 def test_logs_are_read_from_the_end_and_streamed(cli: Cli, wb, project, home: Path):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     call(wb, "p/add", {"a": 1, "b": 2})
     model = models.resolve(wb, "p/add")
     [log] = list(home.glob(f"logs/replicas/m{model.id}/d*/*.log"))

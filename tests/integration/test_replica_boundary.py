@@ -20,7 +20,7 @@ import pytest
 from cdsw_tui.services import deployments, models, projects, readmodels
 from cdsw_tui.services.lock import state
 from tests.conftest import Cli, replica_pid, write_project
-from tests.helpers import host_pid, replica_socket
+from tests.helpers import call, create_model, host_pid, replica_socket
 
 CODE = """\
 import os
@@ -53,19 +53,6 @@ def project(wb, tmp_path: Path) -> Path:
     return root
 
 
-def create(cli: Cli, name: str, fn: str, *extra: str) -> None:
-    cli("model", "create", f"p/{name}", "--file", "m.py", "--function", fn, "--wait", *extra)
-
-
-def call(wb, ref: str, request: dict, timeout: float = 30) -> httpx.Response:
-    key = models.resolve(wb, ref).access_key
-    return httpx.post(
-        wb.settings.gateway_url + "/model",
-        json={"accessKey": key, "request": request},
-        timeout=timeout,
-    )
-
-
 def replicas(wb, ref: str) -> list:
     return deployments.replicas_of(wb, models.active_deployment(wb, models.resolve(wb, ref)))
 
@@ -94,7 +81,7 @@ def socket_inodes(pid: int) -> set[str]:
 
 
 def test_a_replica_answers_nobody_but_the_gateway(cli: Cli, wb, project, home: Path):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     [replica] = replicas(wb, "p/add")
     pid = replica_pid(replica)
     # no TCP listener at all: the replica is reached on a Unix socket ...
@@ -160,7 +147,7 @@ def test_a_squatter_on_every_new_replica_does_not_stall_a_deploy(cli: Cli, wb, p
     thread.start()
     try:
         start = time.monotonic()
-        create(cli, "add", "add", "--replicas", "2")
+        create_model(cli, "add", "add", "--replicas", "2")
         assert time.monotonic() - start < 20
         assert call(wb, "p/add", {"a": 1, "b": 2}).json()["response"] == 3
         assert held  # it did hold every replica it could reach
@@ -172,7 +159,7 @@ def test_a_squatter_on_every_new_replica_does_not_stall_a_deploy(cli: Cli, wb, p
 
 
 def test_stop_leaves_no_process_behind(cli: Cli, wb, project):
-    create(cli, "spawn", "spawn")
+    create_model(cli, "spawn", "spawn")
     [replica] = replicas(wb, "p/spawn")
     stubborn = call(wb, "p/spawn", {}).json()["response"]
     marker = f"CDSW_TUI_REPLICA={wb.home / 'run' / 'local'}/{replica.name}".encode()
@@ -223,7 +210,7 @@ def _has(entry: Path, prefix: bytes) -> bool:
 
 def test_a_call_waits_while_the_only_replica_is_replaced(cli: Cli, wb, project, home: Path):
     (home / "config.toml").write_text("request_timeout = 1\nbusy_timeout = 20\n")
-    create(cli, "slow", "slow")
+    create_model(cli, "slow", "slow")
     assert call(wb, "p/slow", {"s": 5}).status_code == 504
     # the replica is being replaced: callers wait for the new one, as in CDSW
     r = call(wb, "p/slow", {"s": 0})
@@ -236,7 +223,7 @@ def test_a_restarted_controller_makes_callers_wait_not_fail(cli: Cli, wb, projec
     import signal
 
     (home / "config.toml").write_text("busy_timeout = 20\n")
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     [replica] = replicas(wb, "p/add")
     os.kill(state(home).pid, signal.SIGKILL)
     while state(home).running:
@@ -321,7 +308,7 @@ def test_the_controller_runs_the_installed_package_whatever_the_callers_folder(
 
 
 def test_monitoring_keeps_the_counts_of_replaced_replicas(cli: Cli, wb, project):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     for i in range(5):
         assert call(wb, "p/add", {"a": i, "b": 1}).status_code == 200
     time.sleep(1.2)  # the controller saves counts every second
@@ -335,7 +322,7 @@ def test_monitoring_keeps_the_counts_of_replaced_replicas(cli: Cli, wb, project)
 
 
 def test_nothing_in_the_home_is_world_writable(cli: Cli, wb, project, home: Path):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     call(wb, "p/add", {"a": 1, "b": 2})
     time.sleep(0.3)
     for path in [home, *home.rglob("*")]:
@@ -349,6 +336,6 @@ def test_nothing_in_the_home_is_world_writable(cli: Cli, wb, project, home: Path
 
 
 def test_a_port_file_or_tcp_port_is_no_longer_written(cli: Cli, wb, project, home: Path):
-    create(cli, "add", "add")
+    create_model(cli, "add", "add")
     assert not list(home.rglob("*.port"))
     assert json.loads(cli("status", "--json").out)["controller"]["running"]
