@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_snapshot_file_mb: float = 50.0
     build_workers: int = 2
     poll_interval: float = 0.2
+    tls_cert: str = ""  # the gateway's certificate (PEM): set with tls_key, it serves HTTPS only
+    tls_key: str = ""
+    tls_ca: str = ""  # what clients of the gateway trust ("": tls_cert itself, self-signed)
+    require_api_keys: bool = False  # every model needs an API key, as if its auth were on
 
     @classmethod
     def settings_customise_sources(
@@ -72,8 +76,18 @@ class Settings(BaseSettings):
         return self.home / "cdsw.db"
 
     @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    @property
+    def tls_trust(self) -> str:
+        """The file clients of this gateway verify it with ("": plain HTTP)."""
+        return (self.tls_ca or self.tls_cert) if self.tls else ""
+
+    @property
     def gateway_url(self) -> str:
-        return f"http://{self.gateway_host}:{self.gateway_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.gateway_host}:{self.gateway_port}"
 
 
 def names() -> list[str]:

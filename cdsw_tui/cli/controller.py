@@ -8,24 +8,46 @@ from typing import Any
 import click
 
 from cdsw_tui.cli.common import json_option, workbench
-from cdsw_tui.controller.daemon import serve as run
 from cdsw_tui.output import emit_json, table
 from cdsw_tui.services import background, readmodels
+from cdsw_tui.serving.tls import exposure_warning, server_context
 
 
 @click.command()
 @click.option("--host", help="gateway address (default 127.0.0.1)")
 @click.option("--port", type=int, help="gateway port (default 8787)")
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), help="serve HTTPS with this certificate (PEM)"
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), help="the certificate's private key (PEM)"
+)
 @click.option("--log-file", type=click.Path(dir_okay=False), hidden=True)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, log_file: str | None) -> None:
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    log_file: str | None,
+) -> None:
     """Run the controller in the foreground."""
+    from cdsw_tui.controller.daemon import serve as run  # the controller only when it runs
+
     wb = workbench(ctx)
     if host:
         wb.settings.gateway_host = host
     if port:
         wb.settings.gateway_port = port
-
+    if tls_cert:
+        wb.settings.tls_cert = tls_cert
+    if tls_key:
+        wb.settings.tls_key = tls_key
+    if wb.settings.tls:  # a certificate that is missing or not its key's: one line, now
+        server_context(wb.settings.tls_cert, wb.settings.tls_key)
+    if warning := exposure_warning(wb.settings.gateway_host, wb.settings.tls):
+        click.echo(f"warning: {warning}", err=True)
     run(wb, Path(log_file) if log_file else None)
 
 

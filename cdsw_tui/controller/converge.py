@@ -17,6 +17,7 @@ from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.runtime import Exit
 from cdsw_tui.services import calls
 from cdsw_tui.serving.gateway import start_gateway
+from cdsw_tui.serving.tls import server_context
 from cdsw_tui.store import DeploymentStatus, ReplicaStatus
 
 log = logging.getLogger("cdsw_tui.controller")
@@ -25,13 +26,14 @@ log = logging.getLogger("cdsw_tui.controller")
 async def start(mgr: ServingManager) -> None:
     """Take over what runs before the gateway answers: calls to a deployment being
     adopted wait for its replicas instead of hearing 'not deployed'."""
+    tls = server_context(mgr.settings.tls_cert, mgr.settings.tls_key) if mgr.settings.tls else None
     await mgr.writer.run(mgr.publisher.load)
     mgr.publisher.start(asyncio.get_running_loop())
     mgr.gateway.identity = await mgr.writer.run(calls.new_identity, mgr.wb.home)
     await mgr.writer.run(adoption.collect, mgr)
     await converge(mgr)
     mgr.runner = await start_gateway(
-        mgr.gateway, mgr.settings.gateway_host, mgr.settings.gateway_port
+        mgr.gateway, mgr.settings.gateway_host, mgr.settings.gateway_port, tls
     )
     log.info("gateway listening on %s", mgr.settings.gateway_url)
 

@@ -126,6 +126,8 @@ def serve(wb: Workbench, log_file: Path | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[handler],
     )
+    # watchfiles says "N changes detected" at INFO each time the store is written
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         import uvloop  # a faster event loop for the gateway, when installed
     except ImportError:

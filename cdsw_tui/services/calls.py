@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import httpx
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
+from cdsw_tui.serving.tls import client_context
 from cdsw_tui.store import Model
 
 IDENTITY_FILE = Path("run") / "gateway.identity"
@@ -38,15 +40,18 @@ class CallResult:
         return self.status == 200 and bool(self.body.get("success"))
 
 
-_CLIENT: httpx.Client | None = None
+_CLIENTS: dict[str, httpx.Client] = {}
 
 
-def _client() -> httpx.Client:
-    """One pooled client, never through a proxy: a new one per call costs tens of ms."""
-    global _CLIENT
-    if _CLIENT is None:
-        _CLIENT = httpx.Client(trust_env=False)
-    return _CLIENT
+def _client(wb: Workbench) -> httpx.Client:
+    """One pooled client per trust (plain HTTP, or the gateway's certificate), never
+    through a proxy: a new one per call costs tens of ms."""
+    trust = wb.settings.tls_trust
+    client = _CLIENTS.get(trust)
+    if client is None:
+        verify: ssl.SSLContext | bool = client_context(trust) if trust else True
+        client = _CLIENTS[trust] = httpx.Client(trust_env=False, verify=verify)
+    return client
 
 
 def new_identity(home: Path) -> bytes:
@@ -94,7 +99,7 @@ def verify_gateway(wb: Workbench, patience: float = 0.0, timeout: float = 10.0) 
     deadline = time.monotonic() + patience
     while True:
         try:
-            response = _client().get(
+            response = _client(wb).get(
                 f"{url}/health", params={"challenge": challenge}, timeout=timeout
             )
             proof = response.json().get("proof", "")
@@ -146,7 +151,7 @@ def call(
         headers["Authorization"] = f"Bearer {api_key}"
     start = time.perf_counter()
     try:
-        response = _client().post(
+        response = _client(wb).post(
             f"{wb.settings.gateway_url}/model",
             content=payload,
             headers=headers,

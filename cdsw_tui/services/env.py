@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from sqlmodel import select
 
@@ -175,6 +176,11 @@ def workbench_variables(
         "CDSW_MODEL_BUILD_CRN": metrics.crn("build", build_id) or "",
         "CDSW_MODEL_DEPLOYMENT_CRN": metrics.crn("deployment", deployment_id) or "",
     }
+    if wb.settings.tls_trust:  # cdsw.call_model and the metrics API verify the gateway with it
+        try:
+            values["CDSW_TUI_GATEWAY_CA_PEM"] = Path(wb.settings.tls_trust).read_text()
+        except OSError:
+            pass  # the gateway refuses to start without its certificate anyway
     if cpu is not None:
         values["CDSW_CPU_MILLICORES"] = str(int(cpu * 1000))
     if memory is not None:

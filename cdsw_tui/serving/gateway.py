@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.openapi import CALL_PATHS
 from cdsw_tui.serving.pool import Handed, Pool, PoolClosed, PooledReplica
 from cdsw_tui.serving.router import Route, Router
+from cdsw_tui.serving.tls import LOOPBACK, exposure_warning
 
 log = logging.getLogger("cdsw_tui.gateway")
 MAX_DIGITS = 4300  # Python's own limit on converting a digit string to an int
@@ -191,7 +193,7 @@ class Gateway:
             project=route.project,
             model=route.name,
             server=f"{request.scheme}://{request.host}",
-            api_key_required=route.auth_enabled,
+            api_key_required=route.auth_enabled or self.settings.require_api_keys,
             **info,
         )
         return web.json_response(doc)
@@ -245,7 +247,7 @@ class Gateway:
             message = "no access key was given" if not key else "the access key is not valid"
             return error_response(401, "auth.invalid_key", message)
         call = Call(route, len(body), start)
-        if route.auth_enabled and not self._api_key_ok(request):
+        if (route.auth_enabled or settings.require_api_keys) and not self._api_key_ok(request):
             return self._finish(
                 call,
                 error_response(
@@ -457,12 +459,18 @@ async def wrong_method(request: web.Request) -> web.Response:
     )
 
 
-async def start_gateway(gateway: Gateway, host: str, port: int) -> web.AppRunner:
+async def start_gateway(
+    gateway: Gateway, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Listen on ``host:port``: HTTPS only when ``ssl_context`` is given (a plain HTTP
+    request then fails its handshake and is closed)."""
     _Protocol.header_timeout = gateway.settings.header_timeout
     runner = _Runner(gateway.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if warning := exposure_warning(host, ssl_context is not None):
+        log.warning("%s", warning)
+    elif host not in LOOPBACK:
         log.warning("the gateway listens on %s, reachable from other machines", host)
     return runner

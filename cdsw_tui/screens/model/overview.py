@@ -105,7 +105,11 @@ class OverviewTab(VerticalScroll, ModelTab):
     def _show_samples(self, detail: ModelDetail) -> None:
         m = detail.model
         text = samples.sample(
-            self.lang, self.wb.settings.gateway_url, mask(m.access_key), m.example_input
+            self.lang,
+            self.wb.settings.gateway_url,
+            mask(m.access_key),
+            m.example_input,
+            self.wb.settings.tls_trust,
         )
         lexer = {"shell": "bash", "python": "python", "r": "r"}[self.lang]
         tabs = "  ".join(
@@ -132,7 +136,11 @@ class OverviewTab(VerticalScroll, ModelTab):
             return
         m = self.detail.model
         text = samples.sample(
-            self.lang, self.wb.settings.gateway_url, m.access_key, m.example_input
+            self.lang,
+            self.wb.settings.gateway_url,
+            m.access_key,
+            m.example_input,
+            self.wb.settings.tls_trust,
         )
         self.app.copy_to_clipboard(text)  # OSC 52: nothing tells whether the terminal took it
         self._copy_to_tmux(text)

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -256,7 +257,11 @@ def _service(action: str, payload: dict[str, Any]) -> Any:
 
 def _post(url: str, body: bytes, headers: dict[str, str], answer_errors: bool = False) -> Any:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    pem = os.environ.get("CDSW_TUI_GATEWAY_CA_PEM", "")
+    if pem and url.startswith("https:"):  # the gateway's own certificate (or its CA)
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cadata=pem)))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(request, timeout=60) as response:
             return json.loads(response.read())
