@@ -64,7 +64,9 @@ def test_gateway_warns_when_bound_beyond_127_0_0_1(cli: Cli, home: Path, tmp_pat
     cli("model", "create", "p/f", "--file", "m.py", "--function", "f", "--no-deploy")
     cli("build", "p/f", "--wait", env={"CDSW_TUI_GATEWAY_HOST": "127.0.0.2"})
     text = (home / "logs" / "controller.log").read_text()
-    assert "the gateway listens on 127.0.0.2, reachable from other machines" in text
+    # the risk named: keys in clear text, and what to do about it
+    assert "the gateway listens on 127.0.0.2 without TLS" in text
+    assert "clear text (set TLS_CERT and TLS_KEY" in text
 
 
 def test_no_key_in_any_log_after_load_and_faults(cluster):
