@@ -98,13 +98,17 @@ def main(ctx: click.Context) -> None:
 
 def _still_serving(wb: Workbench) -> None:
     """Leaving the workbench leaves the controller and its replicas serving: say so."""
-    from cdsw_tui.services import deployments
+    from cdsw_tui.services import readmodels
     from cdsw_tui.services.lock import state
 
-    active = [d for d in deployments.list_deployments(wb) if d.status in ("deploying", "deployed")]
+    active = [
+        d
+        for d in readmodels.deployments(wb, active=True)
+        if d["status"] in ("deploying", "deployed")
+    ]
     if not active or not state(wb.home).running:
         return
-    names = sorted({deployments.summary(wb, d)["model"] for d in active})
+    names = sorted({d["model"] for d in active})
     first = names[0]
     click.echo(
         f"{count(len(names), 'model')} still serving at {wb.settings.gateway_url} "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from cdsw_tui.cli.common import (
@@ -18,6 +16,7 @@ from cdsw_tui.output import count, emit_json, table
 from cdsw_tui.services import deployments, logs, models, readmodels
 from cdsw_tui.services import validation as v
 from cdsw_tui.store import pk
+from cdsw_tui.waiting import poll_until
 
 
 def resource_options(f: F) -> F:
@@ -128,8 +127,8 @@ def restart_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
     d = deployments.restart(wb, models.resolve(wb, ref))
     ensure_controller(wb)
     click.echo(f"restarting deployment {d.id}")
-    while wait and deployments.get(wb, pk(d)).restart_requested:
-        time.sleep(0.1)
+    if wait:
+        poll_until(lambda: not deployments.get(wb, pk(d)).restart_requested, interval=0.1)
 
 
 @click.command("scale")

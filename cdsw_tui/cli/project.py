@@ -69,7 +69,7 @@ def project_create(
         python=python,
     )
     if as_json:
-        emit_json(project_row(next(r for r in readmodels.projects(wb) if r.id == p.id)))
+        emit_json(project_row(readmodels.projects(wb, p.id)[0]))
     else:
         click.echo(f"project {p.name} created at {p.path} (runtime {p.runtime})")
 

@@ -61,7 +61,8 @@ def _dt(value: object) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def projects(wb: Workbench) -> list[ProjectRow]:
+def projects(wb: Workbench, project_id: int | None = None) -> list[ProjectRow]:
+    """Every project (or the one ``project_id``), with its model count and last build."""
     sql = text(
         """
         SELECT p.id, p.name, p.runtime, p.engine, p.path,
@@ -69,7 +70,7 @@ def projects(wb: Workbench) -> list[ProjectRow]:
                (SELECT max(b.created_at) FROM build b JOIN model m ON m.id = b.model_id
                  WHERE m.project_id = p.id),
                p.placement, p.python
-        FROM project p ORDER BY p.name
+        FROM project p WHERE :pid IS NULL OR p.id = :pid ORDER BY p.name
         """
     )
     with wb.store.engine.connect() as conn:
@@ -85,7 +86,7 @@ def projects(wb: Workbench) -> list[ProjectRow]:
                 [c for c in (r[7] or "").splitlines() if c],
                 r[8] or "",
             )
-            for r in conn.execute(sql)
+            for r in conn.execute(sql, {"pid": project_id})
         ]
 
 
@@ -237,15 +238,10 @@ def deployments(
 
 
 def builds(wb: Workbench, model: Model) -> list[dict[str, Any]]:
-    """A model's builds as the CLI lists them, newest first, in one query."""
+    """A model's builds as the CLI lists them, newest first, in one query (and one for
+    the project's name)."""
     from cdsw_tui.services import builds as build_service
+    from cdsw_tui.services import models as model_service
 
-    with wb.store.session() as s:
-        project = s.get(Project, model.project_id)
-        rows = list(
-            s.exec(
-                select(Build).where(Build.model_id == model.id).order_by(col(Build.number).desc())
-            )
-        )
-    ref = f"{project.name if project else '?'}/{model.name}"
-    return [build_service.described(b, ref) for b in rows]
+    ref = f"{model_service.project_of(wb, model).name}/{model.name}"
+    return [build_service.described(b, ref) for b in build_service.list_builds(wb, model)]
