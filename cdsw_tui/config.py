@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import ValidationError
@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     tls_key: str = ""
     tls_ca: str = ""  # what clients of the gateway trust ("": tls_cert itself, self-signed)
     require_api_keys: bool = False  # every model needs an API key, as if its auth were on
+    http_parser: Literal["auto", "httptools", "h11"] = "auto"  # the gateway front's parser
 
     @classmethod
     def settings_customise_sources(

@@ -3,8 +3,11 @@ errors, replicas, Pilot, Docker and swarm."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -175,3 +178,73 @@ def traffic(wb, ref: str, request: dict | None = None) -> Iterator[tuple[list[di
         stop.set()
         for t in threads:
             t.join()
+
+
+class Served:
+    """A home of its own with a controller on a free port, driven through the CLI in
+    subprocesses (for module-scoped fixtures: one controller for a module's tests).
+    ``config`` is added to its config.toml; the project ``srv`` holds ``files``."""
+
+    def __init__(self, root: Path, files: dict[str, str], config: str = "") -> None:
+        from tests.conftest import free_port, write_project
+
+        self.home = root / "home"
+        self.home.mkdir(parents=True)
+        self.port = free_port()
+        (self.home / "config.toml").write_text(
+            f"gateway_port = {self.port}\nbusy_timeout = 1\nrequest_timeout = 3\n"
+            f"poll_interval = 0.05\n{config}"
+        )
+        self.env = dict(os.environ, CDSW_TUI_HOME=str(self.home))
+        for key in [k for k in self.env if k.startswith("CDSW_TUI_") and k != "CDSW_TUI_HOME"]:
+            del self.env[key]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.project = write_project(root / "project", files)
+        self.keys: dict[str, str] = {}
+        self._wb = None
+
+    @property
+    def wb(self):
+        from cdsw_tui.config import load_settings
+        from cdsw_tui.services.context import Workbench
+
+        if self._wb is None:
+            self._wb = Workbench(load_settings(self.home))
+        return self._wb
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cdsw_tui", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+        if check and proc.returncode:
+            raise AssertionError(proc.stderr)
+        return proc
+
+    def key(self, name: str) -> str:
+        return json.loads(self.cli("model", "show", f"srv/{name}", "--show-key", "--json").stdout)[
+            "access_key"
+        ]
+
+    def wait_deployed(self, names: list[str], timeout: float = 120) -> None:
+        from cdsw_tui.services import deployments
+
+        for name in names:
+            model = models.resolve(self.wb, f"srv/{name}")
+            deadline = time.monotonic() + timeout
+            while (d := models.active_deployment(self.wb, model)) is None or d.status != "deployed":
+                assert time.monotonic() < deadline, (
+                    f"{name} did not deploy: {deployments.list_deployments(self.wb, model)}"
+                )
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        from tests.conftest import stop_controller, stop_replicas
+
+        if self._wb is not None:
+            self._wb.close()
+        stop_controller(self.home)
+        stop_replicas(self.home)

@@ -15,8 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from cdsw_tui.controller import metrics_api
 from cdsw_tui.controller.logship import Shipper
 from cdsw_tui.controller.publisher import Publisher
@@ -29,7 +27,7 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.services import metrics as metrics_service
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.serving.connection import health
-from cdsw_tui.serving.gateway import Gateway
+from cdsw_tui.serving.gateway import Gateway, Listening
 from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.serving.router import Router
@@ -114,7 +112,7 @@ class ServingManager:
         self.states: dict[int, DeploymentState] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wake = asyncio.Event()
-        self.runner: web.AppRunner | None = None
+        self.runner: Listening | None = None
 
     # -- runtimes and replica output (threads) ------------------------------------------
 
@@ -190,6 +188,7 @@ class ServingManager:
                 for r in st.replicas.values()
                 if r.handle and r.status in SHIPPED
             ]
+            self.gateway.meter()
             calls = self.gateway.calls.take()
             if calls:
                 await asyncio.to_thread(self.shipper.calls, calls)

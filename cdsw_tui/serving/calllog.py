@@ -1,6 +1,7 @@
 """The gateway's record of recent calls per model: time, outcome, latency, replica, sizes.
 
-Never a body. The gateway keeps the last ``size`` calls of each model in memory (for
+Never a body. The records are also what the Prometheus figures are counted from, in
+bulk (serving/metrics.py), rather than by two locked counters on every call. The gateway keeps the last ``size`` calls of each model in memory (for
 ``/health/<project>/<model>``'s latency percentiles) and hands every record to the
 controller, which files them as JSON lines (``requests MODEL`` and the Monitoring tab
 read those files). Records are plain tuples until they are filed, so a call pays an
@@ -32,7 +33,7 @@ class Call:
 
     @property
     def label(self) -> str:
-        return f"{self.route.project}/{self.route.name}"
+        return self.route.label
 
 
 class Record(NamedTuple):
@@ -66,6 +67,9 @@ class Record(NamedTuple):
         return json.dumps(self.as_json()).encode() + b"\n"
 
 
+_new = tuple.__new__  # a Record without its Python-level __new__ (every call makes one)
+
+
 def percentiles(latencies_ms: list[float]) -> dict[str, float | int | None]:
     """p50/p95/p99 (nearest rank) of the given latencies, and how many there were."""
     ordered = sorted(latencies_ms)
@@ -82,20 +86,24 @@ class CallLog:
         self.size = max(1, size)
         self.recent: dict[int, deque[Record]] = {}
         self.unfiled: list[Record] = []
+        self.unmetered: list[Record] = []  # for the Prometheus figures, counted in bulk
 
     def add(self, call: Call, status: int, code: str, seconds: float, size_out: int) -> None:
         route = call.route
-        record = Record(
-            time.time(),
-            route.model_id,
-            call.label,
-            call.deployment,
-            call.replica,
-            status,
-            code,
-            seconds,
-            call.size_in,
-            size_out,
+        record = _new(
+            Record,
+            (
+                time.time(),
+                route.model_id,
+                route.label,
+                call.deployment,
+                call.replica,
+                status,
+                code,
+                seconds,
+                call.size_in,
+                size_out,
+            ),
         )
         ring = self.recent.get(route.model_id)
         if ring is None:
@@ -103,10 +111,17 @@ class CallLog:
         ring.append(record)
         if len(self.unfiled) < 100_000:  # the controller files every half second
             self.unfiled.append(record)
+        if len(self.unmetered) < 100_000:  # and counts them as often (and on every scrape)
+            self.unmetered.append(record)
 
     def take(self) -> list[Record]:
         """The records not filed yet, for the controller to write."""
         taken, self.unfiled = self.unfiled, []
+        return taken
+
+    def take_unmetered(self) -> list[Record]:
+        """The records not counted in the metrics yet."""
+        taken, self.unmetered = self.unmetered, []
         return taken
 
     def percentiles(self, model_id: int, now: float | None = None) -> dict[str, float | int | None]:

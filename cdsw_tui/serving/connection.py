@@ -120,7 +120,19 @@ class _FrameProtocol(asyncio.Protocol):
             self._fail("the replica sent bytes nobody asked for")
             return
         buffer = self.buffer
-        buffer += data  # an answer in one piece (the common case) is copied once, below
+        if not buffer and self.end == 0 and len(data) >= _HEAD:
+            # the common case: the whole answer in one read, sliced once
+            status, flags, code_length, body_length = ANSWER_HEAD.unpack_from(data)
+            end = _HEAD + code_length + body_length
+            if len(data) == end and not (self.limit and body_length > self.limit):
+                code = data[_HEAD : _HEAD + code_length].decode("ascii", "replace")
+                self.waiter = None
+                closing = bool(flags & FLAG_CLOSE)
+                waiter.set_result((status, code, data[_HEAD + code_length :], closing))
+                if not closing and self.on_answer is not None:
+                    self.on_answer()
+                return
+        buffer += data
         if self.end == 0:
             if len(buffer) < _HEAD:
                 return
@@ -183,7 +195,7 @@ class ReplicaConnection:
         self._protocol: _FrameProtocol | None = None
         self.on_answer: Callable[[], None] | None = None
 
-    async def _connect(self) -> _FrameProtocol:
+    async def connect(self) -> _FrameProtocol:
         loop = asyncio.get_running_loop()
         address = self.address
         try:
@@ -239,9 +251,20 @@ class ReplicaConnection:
             self.close()
         return answer
 
+    def settle(self, sent: asyncio.Future[Answer]) -> Answer:
+        """The answer of a frame whose future is done (what it raised, raised)."""
+        try:
+            answer = sent.result()
+        except BaseException:
+            self.close()  # failed or timed out mid-call: the stream is out of step
+            raise
+        if answer[3]:
+            self.close()
+        return answer
+
     async def request(self, kind: bytes, payload: bytes = b"", limit: int = 0) -> Answer:
         if not self.ready:
-            await self._connect()
+            await self.connect()
         return await self.answer(self.send(payload, limit, kind))
 
     async def call(self, body: bytes, limit: int = 0) -> Answer:

@@ -89,6 +89,7 @@ class Pool:
         self, deployment_id: int, model_id: int, *, build_number: int | None = None
     ) -> None:
         self.deployment_id = deployment_id
+        self.label = str(deployment_id)  # as metrics and call records name it
         self.model_id = model_id
         self.build_number = build_number  # what /health/<project>/<model> names
         self.wanted = 0  # the replica count the deployment asks for (the controller sets it)
@@ -152,17 +153,35 @@ class Pool:
         if handle.busy:
             self.release(handle, handle.lease)
 
-    def try_acquire(self) -> Handed | None:
+    def take_free(self) -> PooledReplica | None:
         """A free replica at once if there is one and nobody queued before us (no
-        coroutine, no wait: the common case of every call)."""
+        coroutine, no wait: the common case of every call); its lease is ``.lease``."""
         if self._waiters:
             return None
-        while self._free:
-            handle = self._free.popleft()
-            if self._current(handle) and not handle.busy:
-                self._take(handle)
-                return Handed(handle, handle.lease, None)
+        free = self._free
+        while free:
+            handle = free.popleft()
+            if handle.alive and not handle.busy and self.replicas.get(handle.name) is handle:
+                handle.busy = True
+                handle.lease += 1
+                self.inflight += 1
+                return handle
         return None
+
+    def try_acquire(self) -> Handed | None:
+        handle = self.take_free()
+        return None if handle is None else Handed(handle, handle.lease, None)
+
+    def enqueue(self, body: bytes, limit: int) -> Waiter:
+        """Queue a call for the next free replica (its frame is sent the moment one is):
+        ``handed`` is done with a Handed, or None when the pool closed, or cancelled by
+        ``give_up``."""
+        waiter = Waiter(body, limit, asyncio.get_running_loop().create_future())
+        if self.closed:
+            waiter.handed.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
     async def acquire(self, timeout: float, body: bytes, limit: int) -> tuple[Handed, bool]:
         """A replica for this call, and whether the caller had to wait for it."""
@@ -171,27 +190,30 @@ class Pool:
         handed = self.try_acquire()
         if handed is not None:
             return handed, False
-        waiter = Waiter(body, limit, asyncio.get_running_loop().create_future())
-        self._waiters.append(waiter)
+        waiter = self.enqueue(body, limit)
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
                 handed = await asyncio.shield(waiter.handed)
         except TimeoutError:
             if not waiter.handed.done():
-                self._give_up(waiter)
+                self.give_up(waiter)
                 raise
             handed = waiter.handed.result()  # handed over just as the time ran out: go on
         except asyncio.CancelledError:
             if waiter.handed.done() and (taken := waiter.handed.result()) is not None:
                 self._abandon(taken)
             else:
-                self._give_up(waiter)
+                self.give_up(waiter)
             raise
         if handed is None:
             raise PoolClosed
         return handed, True
 
-    def _give_up(self, waiter: Waiter) -> None:
+    def give_up(self, waiter: Waiter) -> None:
+        """The waiter leaves the queue (its future is cancelled), unless it was handed a
+        replica already."""
+        if waiter.handed.done():
+            return
         waiter.handed.cancel()
         try:
             self._waiters.remove(waiter)  # or a free replica would wait behind it

@@ -9,7 +9,7 @@ key's prefix.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cdsw_tui.serving.pool import Pool
 
@@ -30,6 +30,14 @@ class Route:
     kernel: str = "python3"
     example_input: str = ""
     example_output: str = ""
+    _label: str = field(default="", init=False, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_label", f"{self.project}/{self.name}")  # made once
 
     def describe(self) -> dict[str, str]:
         return {

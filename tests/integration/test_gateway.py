@@ -15,10 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdsw_tui.config import load_settings
 from cdsw_tui.services import deployments, metrics, models
-from cdsw_tui.services.context import Workbench
-from tests.conftest import free_port, stop_controller, stop_replicas, write_project
+from tests.helpers import Served
 
 MODELS_PY = """\
 import os
@@ -77,41 +75,9 @@ MODELS = {
 }
 
 
-class Served:
-    def __init__(self, root: Path) -> None:
-        self.home = root / "home"
-        self.home.mkdir(parents=True)
-        self.port = free_port()
-        (self.home / "config.toml").write_text(
-            f"gateway_port = {self.port}\nbusy_timeout = 1\nrequest_timeout = 3\npoll_interval = 0.05\n"
-        )
-        self.env = dict(os.environ, CDSW_TUI_HOME=str(self.home))
-        for key in [k for k in self.env if k.startswith("CDSW_TUI_") and k != "CDSW_TUI_HOME"]:
-            del self.env[key]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.project = write_project(root / "project", {"models.py": MODELS_PY})
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "cdsw_tui", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-        )
-        if check and proc.returncode:
-            raise AssertionError(proc.stderr)
-        return proc
-
-    def key(self, name: str) -> str:
-        return json.loads(self.cli("model", "show", f"srv/{name}", "--show-key", "--json").stdout)[
-            "access_key"
-        ]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    s = Served(tmp_path_factory.mktemp("gateway"))
+    s = Served(tmp_path_factory.mktemp("gateway"), {"models.py": MODELS_PY})
     s.cli("project", "create", "srv", "--path", str(s.project))
     s.cli("env", "set", "LEVEL_GLOBAL=g", "LEVEL=global")
     s.cli("env", "set", "--project", "srv", "LEVEL=project")
@@ -135,21 +101,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     )
     s.cli("model", "auth", "srv/locked", "on")
     s.api_key = s.cli("apikey", "create", "ci").stdout.strip()
-    wb = Workbench(load_settings(s.home))
-    for name in [*MODELS, "hog"]:
-        model = models.resolve(wb, f"srv/{name}")
-        deadline = time.monotonic() + 120
-        while (d := models.active_deployment(wb, model)) is None or d.status != "deployed":
-            assert time.monotonic() < deadline, (
-                f"{name} did not deploy: {deployments.list_deployments(wb, model)}"
-            )
-            time.sleep(0.1)
+    s.wait_deployed([*MODELS, "hog"])
     s.keys = {name: s.key(name) for name in [*MODELS, "idle", "hog"]}
-    s.wb = wb
     yield s
-    wb.close()
-    stop_controller(s.home)
-    stop_replicas(s.home)
+    s.close()
 
 
 def post(
