@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -115,8 +116,11 @@ class HttpConnection:
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         if self._writer is None or self._writer.is_closing():
-            host, _, port = self.address.removeprefix("tcp://").rpartition(":")
-            self._reader, self._writer = await asyncio.open_connection(host, int(port))
+            where = self.address.removeprefix("tcp://").removeprefix("tls://")
+            host, _, port = where.rpartition(":")
+            self._reader, self._writer = await asyncio.open_connection(
+                host, int(port), ssl=TRUST.get(self.address)
+            )
         assert self._reader is not None
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
@@ -169,6 +173,51 @@ class FrameConnection:
 
     def close(self) -> None:
         self.conn.close()
+
+
+TRUST: dict[str, ssl.SSLContext] = {}  # tls:// addresses and what their client trusts
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the openssl command
+    docs/gateway.md gives (PEM files in ``folder``)."""
+    cert, key = folder / "gateway.pem", folder / "gateway.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def https_scratch() -> tuple[Scratch, str]:
+    """A second scratch home whose gateway serves HTTPS with a certificate of its own,
+    and the tls:// address the load client calls it at (trusting that certificate)."""
+    folder = Path(tempfile.mkdtemp(prefix="cdsw-bench-tls-"))
+    cert, key = self_signed(folder)
+    s = Scratch(tls_cert=str(cert), tls_key=str(key))
+    address = f"tls://127.0.0.1:{s.port}"
+    TRUST[address] = ssl.create_default_context(cafile=str(cert))
+    return s, address
 
 
 def connect(address: str) -> HttpConnection | FrameConnection:

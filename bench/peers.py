@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import Figures, Scratch, free_port, load, raw_replica, tcp
+from _common import Figures, Scratch, free_port, https_scratch, load, raw_replica, tcp
 from _common import wait_answer as common_wait_answer
-from gateway import build_and_deploy
-
-from cdsw_tui.services import projects
+from gateway import add_served
 
 CACHE = Path(
     os.environ.get("CDSW_TUI_BENCH_CACHE", Path.home() / ".cache" / "cdsw-tui-bench" / "peers")
@@ -252,14 +250,13 @@ def main() -> None:
         stops.append(lambda: (proc.kill(), proc.wait()))
         targets.append(Target("raw stdlib replica (one hop)", address, "/call", body))
         if "cdsw-tui" in wanted:
-            root = s.root / "project"
-            root.mkdir()
-            (root / "model.py").write_text(ADD_PY)
-            projects.create(s.wb, "bench", path=root)
-            s.start_controller()
-            model, _ = build_and_deploy(s, "add", "add", 1)
-            call = json.dumps({"accessKey": model.access_key, "request": {"a": 3, "b": 5}}).encode()
+            _, _, call = add_served(s, ADD_PY)
             targets.append(Target("cdsw-tui gateway + replica", tcp(s.port), "/model", call))
+            # the same behind a gateway serving HTTPS (self-signed; handshake once per client)
+            secure, https = https_scratch()
+            stops.append(secure.close)
+            _, _, call = add_served(secure, ADD_PY)
+            targets.append(Target("cdsw-tui gateway + replica, HTTPS", https, "/model", call))
         for name, starter in (
             ("bentoml", start_bentoml),
             ("mlflow", start_mlflow),
