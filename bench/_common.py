@@ -38,6 +38,7 @@ class Scratch:
         self.home = self.root / "home"
         self.home.mkdir()
         self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"  # what the load client calls
         lines = [f"gateway_port = {self.port}", "poll_interval = 0.05"]
         lines += [
             f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()
@@ -215,9 +216,9 @@ def https_scratch() -> tuple[Scratch, str]:
     folder = Path(tempfile.mkdtemp(prefix="cdsw-bench-tls-"))
     cert, key = self_signed(folder)
     s = Scratch(tls_cert=str(cert), tls_key=str(key))
-    address = f"tls://127.0.0.1:{s.port}"
-    TRUST[address] = ssl.create_default_context(cafile=str(cert))
-    return s, address
+    s.address = f"tls://127.0.0.1:{s.port}"
+    TRUST[s.address] = ssl.create_default_context(cafile=str(cert))
+    return s, s.address
 
 
 def connect(address: str) -> HttpConnection | FrameConnection:
@@ -348,7 +349,7 @@ def wait_first_answer(s: Scratch, model, deployment_id: int) -> None:
 
     async def ask() -> None:
         while True:
-            conn = HttpConnection(tcp(s.port))
+            conn = HttpConnection(s.address)
             try:
                 status, _ = await conn.request("POST", "/model", body)
                 if status == 200 and deployments.get(s.wb, deployment_id).status == "deployed":
