@@ -90,6 +90,7 @@ class Front:
         self.parser = parser
         self.connections: set[FrontProtocol] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
@@ -99,12 +100,15 @@ class Front:
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """The deadlines of every connection and every call, a few times a second."""
+        self._sweeper = loop.call_later(SWEEP, self._sweep, loop)  # first: whatever fails
         now = loop.time()
         for conn in [c for c in self.connections if 0 < c.deadline <= now]:
             conn.deadline = 0.0
-            conn.on_deadline()
+            try:
+                conn.on_deadline()
+            except Exception as exc:  # one connection's failure must not stop the sweep
+                log.error("the gateway failed on a deadline: %s", type(exc).__name__)
         self.callpath.sweep(now)
-        self._sweeper = loop.call_later(SWEEP, self._sweep, loop)
 
     def close(self) -> None:
         if self._sweeper is not None:
@@ -251,7 +255,7 @@ class FrontProtocol(asyncio.Protocol):
         self.busy = True
         path = request.url.partition(b"?")[0]
         if request.method != b"POST" or path not in _CALLS:
-            self.loop.create_task(self._proxy(request))
+            self._spawn(self._proxy(request))
             return
         chunks = request.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -272,7 +276,13 @@ class FrontProtocol(asyncio.Protocol):
         elif isinstance(begun, Queued):
             begun.waiter.handed.add_done_callback(lambda _: self._then(request, begun))
         else:
-            self.loop.create_task(self._wait(request, begun))
+            self._spawn(self._wait(request, begun))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task for the rare paths, held until it ends (the loop holds tasks weakly)."""
+        task = self.loop.create_task(work)
+        self.front.tasks.add(task)
+        task.add_done_callback(self.front.tasks.discard)
 
     def _then(self, request: _Request, begun: InFlight | Queued) -> None:
         callpath = self.front.callpath
