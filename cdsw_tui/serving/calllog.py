@@ -31,10 +31,6 @@ class Call:
     deployment: str = ""
     replica: str = ""
 
-    @property
-    def label(self) -> str:
-        return self.route.label
-
 
 class Record(NamedTuple):
     time: float

@@ -178,12 +178,12 @@ class Gateway:
         self.meter()
         for pool in self.router.pools.values():
             route = self._route_name(pool.model_id)
-            self.metrics.replicas.labels(route, str(pool.deployment_id)).set(pool.healthy())
+            self.metrics.replicas.labels(route, pool.label).set(pool.healthy())
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     def _route_name(self, model_id: int) -> str:
         route = self.router.by_model.get(model_id)
-        return f"{route.project}/{route.name}" if route is not None else str(model_id)
+        return route.label if route is not None else str(model_id)
 
 
 class _Protocol(web_protocol.RequestHandler):

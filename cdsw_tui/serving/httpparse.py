@@ -113,10 +113,6 @@ class _H11Parser:
         return self.upgrade
 
 
-def available() -> tuple[str, ...]:
-    return ("httptools", "h11") if httptools is not None else ("h11",)
-
-
 def make(kind: str, callbacks: Callbacks, max_head: int) -> Parser:
     """A parser of ``kind`` ("auto": llhttp when installed, else h11). Its
     ``feed_data`` raises one of ``ERRORS``."""
