@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     busy_timeout: float = 30.0
     request_timeout: float = 30.0
     header_timeout: float = 10.0  # for a request's head to arrive (slow-header callers)
+    keepalive_timeout: float = 75.0  # a connection idle between requests is closed after this
+    max_connections: int = 0  # open gateway connections (0: by the controller's file limit)
+    max_connections_per_peer: int = 0  # from one address (0: half of MAX_CONNECTIONS)
     max_request_bytes: int = 5 * 1024 * 1024
     max_response_bytes: int = 50 * 1024 * 1024  # a model's answer beyond this is a 502
     request_log_size: int = 1000  # recent calls per model the gateway keeps in memory

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -180,12 +182,75 @@ def traffic(wb, ref: str, request: dict | None = None) -> Iterator[tuple[list[di
             t.join()
 
 
+# -- raw HTTP ---------------------------------------------------------------------
+
+
+def post_bytes(body: bytes, path: str = "/model", headers: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class Wire:
+    """One raw connection to the gateway, reading answers one by one."""
+
+    def __init__(self, port: int, timeout: float = 15, source: str = "") -> None:
+        """``source``: the local address it comes from (127.0.0.2: another peer)."""
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        )
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """The next answer: status, headers (lower-case names), body."""
+        while b"\r\n\r\n" not in self.buffer:
+            assert self._fill(), f"closed before an answer: {self.buffer!r}"
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])
+        }
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            assert self._fill(), "closed in the middle of an answer"
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def closed(self) -> bool:
+        """True when the gateway closed the connection (and sent nothing more)."""
+        try:
+            return not self._fill() and not self.buffer
+        except (ConnectionResetError, TimeoutError):
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Served:
     """A home of its own with a controller on a free port, driven through the CLI in
     subprocesses (for module-scoped fixtures: one controller for a module's tests).
     ``config`` is added to its config.toml; the project ``srv`` holds ``files``."""
 
-    def __init__(self, root: Path, files: dict[str, str], config: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        files: dict[str, str],
+        config: str = "",
+        nofile: tuple[int, int] | None = None,
+    ) -> None:
+        """``nofile``: the file limits (soft, hard) its commands, and so its controller,
+        start with."""
         from tests.conftest import free_port, write_project
 
         self.home = root / "home"
@@ -202,6 +267,7 @@ class Served:
         self.project = write_project(root / "project", files)
         self.keys: dict[str, str] = {}
         self._wb = None
+        self.nofile = nofile
 
     @property
     def wb(self):
@@ -219,10 +285,15 @@ class Served:
             text=True,
             env=self.env,
             timeout=120,
+            preexec_fn=self._limits if self.nofile else None,
         )
         if check and proc.returncode:
             raise AssertionError(proc.stderr)
         return proc
+
+    def _limits(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def key(self, name: str) -> str:
         return json.loads(self.cli("model", "show", f"srv/{name}", "--show-key", "--json").stdout)[

@@ -19,6 +19,7 @@ from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerLock, state
+from cdsw_tui.serving import limits
 from cdsw_tui.store import pk
 
 log = logging.getLogger("cdsw_tui.controller")
@@ -42,6 +43,16 @@ class Controller:
             )
         try:
             identity = replica_identity(self.wb.settings.replica_uid)  # a bad one: one line
+            files = limits.raise_file_limit()  # the gateway's connections stay below it
+            total, per_peer = limits.connection_caps(
+                self.wb.settings.max_connections, self.wb.settings.max_connections_per_peer
+            )
+            log.info(
+                "file limit %d: at most %d gateway connections, %d from one address",
+                files,
+                total,
+                per_peer,
+            )
             log.info("model code runs as uid %s", identity.uid)
             if identity.warning:
                 log.warning("%s", identity.warning)

@@ -72,6 +72,8 @@ async def _placed_and_ready(mgr: ServingManager, st: DeploymentState, r: Replica
     if r.row_id is None:
         r.row_id = await mgr.writer.new_replica(st.id, r.name)
     runtime = await mgr.runtime(st)
+    if r.handle:  # the one before could not be stopped (its runtime could not tell): now
+        await _dispose(mgr, st, r, runtime)  # or this start fails, never two side by side
     spec = await mgr.writer.run(mgr.specs.spec, st.ctx, r.name)
     if r.abort:
         raise Aborted

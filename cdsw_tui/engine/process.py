@@ -50,10 +50,12 @@ def private_key(path: Path, make: Callable[[], bytes]) -> bytes:
 
 
 def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
+    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1]); None
+    when there is no such process. Any other failure (out of files: EMFILE, ENFILE)
+    raises: it says nothing about the process, so nobody may take it as gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     return text.rsplit(")", 1)[1].split()
 
@@ -72,8 +74,8 @@ def start_time(pid: int) -> int:
 def has_marker(pid: int, marker: bytes) -> bool:
     try:
         return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False  # gone, or another user's: not ours
 
 
 def _pids() -> list[int]:

@@ -22,13 +22,19 @@ from typing import Any
 
 from cdsw_tui.config import Settings
 from cdsw_tui.serving.calllog import Call, CallLog
-from cdsw_tui.serving.connection import Answer, ReplicaConnectionError, ResponseTooLarge
+from cdsw_tui.serving.connection import (
+    Answer,
+    OutOfFiles,
+    ReplicaConnectionError,
+    ResponseTooLarge,
+)
 from cdsw_tui.serving.metrics import GatewayMetrics
 from cdsw_tui.serving.pool import Pool, PooledReplica, Waiter
 from cdsw_tui.serving.router import Router
 
 MAX_DIGITS = 4300  # Python's own limit on converting a digit string to an int
 Reply = tuple[int, bytes]  # HTTP status, JSON body
+OVERLOADED = "gateway.overloaded"  # 503: the gateway at its limit of connections or files
 
 
 def error_body(code: str, message: str, replica: str | None = None) -> bytes:
@@ -210,6 +216,10 @@ class CallPath:
         try:
             async with asyncio.timeout(self.settings.request_timeout):
                 await handle.conn.connect()
+        except OutOfFiles:  # the gateway's trouble, not the replica's: it stays in the pool
+            pool.release(handle, lease)
+            message = "the gateway is at its limit of open files; try again later"
+            return self._finish(call, 503, error_body(OVERLOADED, message), OVERLOADED)
         except (TimeoutError, ReplicaConnectionError) as exc:
             failed: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)

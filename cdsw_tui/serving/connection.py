@@ -17,6 +17,7 @@ can write in its socket's folder, and the gateway must never be sent elsewhere
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import stat
@@ -36,6 +37,14 @@ from cdsw_tui.serving.frames import (
 
 class ReplicaConnectionError(Exception):
     """The replica closed or reset the connection: it died or was stopped."""
+
+
+class OutOfFiles(Exception):
+    """The gateway could not open a connection for want of files (EMFILE, ENFILE) or
+    memory: nothing is known of the replica, which must not be taken for dead."""
+
+
+_OUT_OF_FILES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 class ResponseTooLarge(Exception):
@@ -209,7 +218,11 @@ class ReplicaConnection:
                 )
             else:
                 raise OSError(f"unknown replica address {address!r}")
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            if exc.errno in _OUT_OF_FILES:
+                raise OutOfFiles(exc.strerror or str(exc)) from None
+            raise ReplicaConnectionError(f"cannot connect: {exc}") from None
+        except ValueError as exc:
             raise ReplicaConnectionError(f"cannot connect: {exc}") from None
         protocol.on_answer = self.on_answer
         self._protocol = protocol

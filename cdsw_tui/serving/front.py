@@ -11,6 +11,11 @@ takes to arrive, the body's size (413 before reading past it, chunked or not) an
 time it takes. Requests on a connection are answered in order (pipelining), one at a
 time. An error is SPEC's JSON and never quotes the request: a log line names the
 kind of error, never the caller's bytes.
+
+Connections are bounded too, below the file limit: in total and per peer address. At the
+total cap the connection idle longest between requests is closed to make room (nginx's
+way with keep-alive connections); if none is idle, or the peer is at its own cap, the
+new connection gets 503 in SPEC's JSON and is closed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from cdsw_tui.serving import httpparse
-from cdsw_tui.serving.callpath import Begun, CallPath, InFlight, Queued, Reply, error_body
+from cdsw_tui.serving.callpath import (
+    OVERLOADED,
+    Begun,
+    CallPath,
+    InFlight,
+    Queued,
+    Reply,
+    error_body,
+)
 from cdsw_tui.serving.openapi import CALL_PATHS
 
 log = logging.getLogger("cdsw_tui.gateway")
@@ -33,9 +46,9 @@ log = logging.getLogger("cdsw_tui.gateway")
 MAX_FIELD = 8190  # one header line, or the request target (aiohttp's and nginx's limit)
 MAX_HEAD = 64 * 1024  # a request's whole head
 MAX_HEADERS = 100
-KEEPALIVE = 75.0  # seconds an idle keep-alive connection is kept (aiohttp's default)
 MAX_PROXIED_ANSWER = 64 * 1024 * 1024
 SWEEP = 0.25  # seconds between looks at the deadlines (how late a timeout may come)
+LINGER = 0.5  # seconds a turned-away connection is given to read its 503
 _CALLS = frozenset(p.encode() for p in CALL_PATHS)
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _JSON = b"Content-Type: application/json\r\nContent-Length: "
@@ -80,6 +93,9 @@ class Front:
         max_body: int,
         header_timeout: float,
         body_timeout: float,
+        keepalive: float,
+        max_connections: int,
+        max_per_peer: int,
         parser: str = "auto",
     ) -> None:
         self.callpath = callpath
@@ -87,8 +103,16 @@ class Front:
         self.max_body = max_body
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.keepalive = keepalive  # seconds a connection is kept between requests
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
         self.parser = parser
         self.connections: set[FrontProtocol] = set()
+        self.peers: dict[str, int] = {}  # open connections per peer address
+        self.idle: dict[FrontProtocol, None] = {}  # between requests, idle longest first
+        self.leaving = 0  # turned away, given LINGER to read why
+        self.max_leaving = max(16, max_connections // 8)  # beyond: closed at once
+        self.turned_away = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -109,6 +133,32 @@ class Front:
             except Exception as exc:  # one connection's failure must not stop the sweep
                 log.error("the gateway failed on a deadline: %s", type(exc).__name__)
         self.callpath.sweep(now)
+
+    def admit(self, conn: FrontProtocol) -> str:
+        """Count ``conn`` in, or say why it cannot be ("": admitted)."""
+        peer = conn.peer
+        count = self.peers.get(peer, 0)
+        if count >= self.max_per_peer:
+            return f"too many connections from {peer} (MAX_CONNECTIONS_PER_PEER is {self.max_per_peer})"
+        if len(self.connections) >= self.max_connections:
+            if not self.idle:
+                return f"too many open connections (MAX_CONNECTIONS is {self.max_connections})"
+            oldest = next(iter(self.idle))
+            self.forget(oldest)  # counted out now: its close comes later
+            oldest.close()
+        self.peers[peer] = count + 1
+        self.connections.add(conn)
+        return ""
+
+    def forget(self, conn: FrontProtocol) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.idle.pop(conn, None)
+            left = self.peers.get(conn.peer, 1) - 1
+            if left:
+                self.peers[conn.peer] = left
+            else:
+                self.peers.pop(conn.peer, None)
 
     def close(self) -> None:
         if self._sweeper is not None:
@@ -140,14 +190,42 @@ class FrontProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "?"
-        self.front.connections.add(self)
+        if why := self.front.admit(self):
+            self._turn_away(why)
+            return
         self._arm(self.front.header_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.front.connections.discard(self)
+        self.front.forget(self)
         self._disarm()
         self.transport = None
         self.queue.clear()
+
+    def _turn_away(self, why: str) -> None:
+        """503 before anything is read, then closed: what the caller sends is discarded
+        (for LINGER at most, so the answer is not lost to a reset)."""
+        front = self.front
+        transport = self.transport
+        assert transport is not None
+        front.turned_away += 1
+        if front.turned_away & (front.turned_away - 1) == 0:  # 1, 2, 4, ...: no flood
+            log.warning("turned a connection away (%d so far): %s", front.turned_away, why)
+        body = error_body(OVERLOADED, f"the gateway is at its limit: {why}")
+        self.refusal = (
+            _STATUS[503] + _JSON + b"%d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(body)
+        ) + body
+        transport.write(self.refusal)
+        if front.leaving >= front.max_leaving or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        front.leaving += 1
+
+        def gone() -> None:
+            front.leaving -= 1
+            transport.close()
+
+        self.loop.call_later(LINGER, gone)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -168,6 +246,7 @@ class FrontProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.request = _Request()
         self.head = 0
+        self.front.idle.pop(self, None)
         self._arm(self.front.header_timeout, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
@@ -344,7 +423,8 @@ class FrontProtocol(asyncio.Protocol):
                 transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # its turn has come
                 current.expect = False
             if current is None:
-                self._arm(KEEPALIVE, self.close)
+                self.front.idle[self] = None
+                self._arm(self.front.keepalive, self.close)
 
     async def _proxy(self, request: _Request) -> None:
         """Everything but a call, through aiohttp over a socket pair."""

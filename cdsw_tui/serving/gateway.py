@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web, web_protocol, web_server
 
 from cdsw_tui.config import Settings
-from cdsw_tui.serving import openapi
+from cdsw_tui.serving import limits, openapi
 from cdsw_tui.serving.calllog import CallLog
 from cdsw_tui.serving.callpath import CallPath, error_body
 from cdsw_tui.serving.front import Front
@@ -260,6 +260,9 @@ async def start_gateway(
     """Listen on ``host:port``: HTTPS only when ``ssl_context`` is given (a plain HTTP
     request then fails its handshake and is closed)."""
     settings = gateway.settings
+    total, per_peer = limits.connection_caps(
+        settings.max_connections, settings.max_connections_per_peer
+    )
     runner = _Runner(gateway.app(), access_log=None, handle_signals=False)
     await runner.setup()
     assert runner.server is not None
@@ -269,10 +272,21 @@ async def start_gateway(
         max_body=settings.max_request_bytes,
         header_timeout=settings.header_timeout,
         body_timeout=settings.request_timeout,
+        keepalive=settings.keepalive_timeout,
+        max_connections=total,
+        max_per_peer=per_peer,
         parser=settings.http_parser,
     )
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(front, host, port, reuse_address=True, ssl=ssl_context)
+    server = await loop.create_server(
+        front,
+        host,
+        port,
+        reuse_address=True,
+        ssl=ssl_context,
+        # a handshake holds a file before the front counts it: no longer than a head may
+        ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,
+    )
     front.start(loop)
     if warning := exposure_warning(host, ssl_context is not None):
         log.warning("%s", warning)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Served
+from tests.helpers import Served, Wire, post_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 MB5 = 5 * 1024 * 1024
+PER_PEER = 40  # connections from one address (the tests below use a few from 127.0.0.1)
 
 MODELS_PY = """\
 import os
@@ -61,7 +61,7 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         tmp_path_factory.mktemp(f"front-{request.param}"),
         {"models.py": MODELS_PY},
         config=f'http_parser = "{request.param}"\nheader_timeout = 1.5\n'
-        "max_response_bytes = 1048576\n",
+        f"max_response_bytes = 1048576\nmax_connections_per_peer = {PER_PEER}\n",
     )
     s.cli("project", "create", "srv", "--path", str(s.project))
     for name, fn in MODELS.items():
@@ -79,55 +79,6 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 def body_of(front: Served, name: str = "add", request: object = None, **extra) -> bytes:
     request = {"a": 3, "b": 5} if request is None else request
     return json.dumps({"accessKey": front.keys[name], "request": request, **extra}).encode()
-
-
-def post_bytes(body: bytes, path: str = "/model", headers: str = "") -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-class Wire:
-    """One raw connection to the gateway, reading answers one by one."""
-
-    def __init__(self, port: int, timeout: float = 15) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        self.buffer += chunk
-        return bool(chunk)
-
-    def answer(self) -> tuple[int, dict[str, str], bytes]:
-        """The next answer: status, headers (lower-case names), body."""
-        while b"\r\n\r\n" not in self.buffer:
-            assert self._fill(), f"closed before an answer: {self.buffer!r}"
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])
-        }
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            assert self._fill(), "closed in the middle of an answer"
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return status, headers, body
-
-    def closed(self) -> bool:
-        """True when the gateway closed the connection (and sent nothing more)."""
-        try:
-            return not self._fill() and not self.buffer
-        except (ConnectionResetError, TimeoutError):
-            return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def wire(front: Served) -> Wire:
@@ -384,6 +335,33 @@ def test_http_1_0_closes_unless_asked_to_keep_alive(front: Served):
         w.close()
 
 
+def test_a_peer_over_its_cap_is_turned_away(front: Served):
+    """Connections from 127.0.0.9 up to its cap are served; one more gets 503 in SPEC's
+    JSON at once and is closed; another address is served meanwhile."""
+    held = [Wire(front.port, source="127.0.0.9") for _ in range(PER_PEER)]
+    try:
+        held[0].send(post_bytes(body_of(front)))
+        assert ok(*held[0].answer()[::2]) == 8
+        over = Wire(front.port, source="127.0.0.9")
+        status, headers, body = over.answer()  # before it sent anything
+        error(front, status, headers, body, (503, "gateway.overloaded"))
+        assert "MAX_CONNECTIONS_PER_PEER" in json.loads(body)["error"]["message"]
+        assert headers["connection"] == "close" and headers["retry-after"] == "1"
+        assert over.closed()
+        other = wire(front)
+        other.send(post_bytes(body_of(front)))
+        assert ok(*other.answer()[::2]) == 8
+        other.close()
+    finally:
+        for w in held:
+            w.close()
+    time.sleep(0.2)  # counted out once the front sees them close
+    again = Wire(front.port, source="127.0.0.9")
+    again.send(post_bytes(body_of(front)))
+    assert ok(*again.answer()[::2]) == 8
+    again.close()
+
+
 def test_every_error_of_the_gateway_document(front: Served):
     """Each row of docs/gateway.md's table through the front; the rows the wire tests
     above got (413, 408, 414, 431, smuggling's 400) count as well."""
@@ -430,6 +408,7 @@ def test_every_error_of_the_gateway_document(front: Served):
         test_heads_over_their_limits(front)
         test_slow_heads_and_bodies_are_timed_out(front)
         test_other_paths_share_a_connection_with_calls(front)
+        test_a_peer_over_its_cap_is_turned_away(front)
     assert documented - front.seen == set()
 
 
