@@ -290,6 +290,9 @@ class CallPath:
             pool.release(handle, flight.lease)  # nothing to do if its answer already freed it
         if closing:  # the replica answered, and ends (its memory ran out): replace it now
             self.on_replica_failed(pool, handle, "it ran out of memory")
+        if not 200 <= status < 600:  # model code wrote its own frame: no 1xx reaches HTTP
+            message = f"the replica answered with status {status}, which HTTP cannot carry"
+            return self._failed(call, handle, 502, "model.invalid_response", message)
         handle.processed += 1
         if status == 200:
             handle.success += 1

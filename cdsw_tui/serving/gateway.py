@@ -26,6 +26,8 @@ from cdsw_tui.serving.pool import Pool, PooledReplica
 from cdsw_tui.serving.router import Route, Router
 from cdsw_tui.serving.tls import LOOPBACK, exposure_warning
 
+METRICS_TTL = 1.0  # seconds a rendering of /metrics is served again
+BACKLOG = 1024  # connections the kernel holds until accepted (asyncio's 100 drops bursts)
 log = logging.getLogger("cdsw_tui.gateway")
 
 
@@ -84,6 +86,7 @@ class Gateway:
         self.callpath = CallPath(settings, router, metrics, self.calls, on_replica_failed)
         # (method, path, handler) the controller adds before the gateway listens
         self.extra_routes: list[tuple[str, str, Callable]] = []
+        self._scrape: tuple[float, asyncio.Future[bytes]] | None = None  # the last /metrics
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
@@ -175,11 +178,17 @@ class Gateway:
         self.metrics.catch_up(self.calls.take_unmetered())
 
     async def prometheus(self, _request: web.Request) -> web.Response:
-        self.meter()
-        for pool in self.router.pools.values():
-            route = self._route_name(pool.model_id)
-            self.metrics.replicas.labels(route, pool.label).set(pool.healthy())
-        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        """Rendered in a thread, at most once a METRICS_TTL: anyone may ask, as often as
+        they like, and the calls on the loop do not wait for it."""
+        now = time.monotonic()
+        if self._scrape is None or now - self._scrape[0] >= METRICS_TTL:
+            self.meter()
+            for pool in self.router.pools.values():
+                route = self._route_name(pool.model_id)
+                self.metrics.replicas.labels(route, pool.label).set(pool.healthy())
+            self._scrape = (now, asyncio.ensure_future(asyncio.to_thread(self.metrics.render)))
+        body = await asyncio.shield(self._scrape[1])
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     def _route_name(self, model_id: int) -> str:
         route = self.router.by_model.get(model_id)
@@ -283,6 +292,7 @@ async def start_gateway(
         host,
         port,
         reuse_address=True,
+        backlog=BACKLOG,
         ssl=ssl_context,
         # a handshake holds a file before the front counts it: no longer than a head may
         ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,

@@ -13,6 +13,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 if TYPE_CHECKING:
     from cdsw_tui.serving.calllog import Record
 
+# the codes a label may take (SPEC's and the gateway's own): a replica's answer carries
+# its code, and model code can make one up on every call; each new label would be a new
+# series, kept for ever. Any other code counts as model.error (the request log keeps it).
+CODES = frozenset(
+    (
+        "ok",
+        "request.invalid",
+        "request.too_large",
+        "auth.invalid_key",
+        "auth.api_key_required",
+        "model.busy",
+        "model.not_deployed",
+        "model.error",
+        "model.invalid_response",
+        "model.timeout",
+        "replica.failed",
+        "gateway.overloaded",
+        "gateway.error",
+    )
+)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -51,7 +71,7 @@ class GatewayMetrics:
         """Count calls the gateway answered since the last time (label lookups cost more
         than the increments: the children are kept)."""
         for call in calls:
-            key = (call.model, call.deployment, call.code)
+            key = (call.model, call.deployment, call.code if call.code in CODES else "model.error")
             children = self._children.get(key)
             if children is None:
                 children = (

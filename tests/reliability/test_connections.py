@@ -140,15 +140,19 @@ def test_caps_in_total_and_per_peer(small: Served):
     assert httpx.post(small.url + "/model", content=body(small), timeout=10).status_code == 200
 
 
-def _connect_and_call(port: int, data: bytes, n: int, source: str, until: float) -> list:
+def _connect_and_call(
+    port: int, data: bytes, n: int, source: str, until: float, failed: list | None = None
+) -> list:
     socks = []
     for _ in range(n):
         if time.monotonic() > until:
             break
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=1, source_address=(source, 0))
+            s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
             s.sendall(data)
-        except OSError:
+        except OSError as exc:
+            if failed is not None:
+                failed.append(exc)
             continue
         socks.append(s)
     return socks
@@ -313,3 +317,56 @@ def test_out_of_files_is_unknown_never_gone(tmp_path: Path):
         f"stop raised {errno.EMFILE}",
         "alive True",
     ], out.stdout
+
+
+def _p99_ms(w: Wire, data: bytes, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        w.send(data)
+        assert w.answer()[0] == 200
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[int(n * 0.99)] * 1000
+
+
+def test_10000_idle_connections_leave_calls_fast(tmp_path: Path):
+    """10,000 kept-alive connections from four addresses, each idle after a call, held
+    while one caller's p99 is measured against the same caller's without them (before
+    and after, the mean of the two)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 12_000:
+        pytest.skip(f"this machine's hard file limit is {hard}, under 12,000")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 1 << 16)), hard))
+    s = serve_add(tmp_path, "", replicas=2)
+    idle: list[socket.socket] = []
+    try:
+        data = post_bytes(body(s))
+        w = Wire(s.port)
+        _p99_ms(w, data, 500)  # warm
+        quiet = _p99_ms(w, data, 3000)
+        for batch in range(20):
+            failed: list[OSError] = []
+            socks = _connect_and_call(
+                s.port, data, 500, f"127.0.0.{2 + batch % 4}", time.monotonic() + 60, failed
+            )
+            assert not failed, (batch, failed[:3], len(failed))
+            assert list(_statuses(socks, within=20).values()) == [200] * 500
+            idle += socks
+        held = _p99_ms(w, data, 3000)
+        assert all(sock.fileno() >= 0 for sock in idle)
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        time.sleep(0.5)
+        quiet = (quiet + _p99_ms(w, data, 3000)) / 2
+        w.close()
+        print(f"\np99 of one caller: quiet {quiet:.3f} ms, with 10,000 idle {held:.3f} ms")
+        assert held <= 2 * quiet, (quiet, held)
+    finally:
+        for sock in idle:
+            sock.close()
+        s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
