@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+# what a terminal acts on instead of showing: C0 but newline and tab, DEL, C1, and the
+# bidirectional overrides (text that reads differently from what it is)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character a terminal would act on written out
+    (ESC as ``\\x1b``): what model code or a project printed shows, and does nothing."""
+    return _CONTROL.sub(_escaped, text) if _CONTROL.search(text) else text
+
+
+def untrusted(line: str, raw: bool = False) -> None:
+    """Print a line that model code or a project wrote: escaped when it goes to a
+    terminal, unless ``raw`` (``--raw``) asks for the bytes as they are."""
+    # color=True: click would drop ANSI sequences from what goes to a pipe, and a pipe
+    # gets the line as it is
+    click.echo(line if raw or not sys.stdout.isatty() else printable(line), color=True)
 
 
 def count(n: int, word: str) -> str:
@@ -22,10 +47,15 @@ def emit_json(data: object) -> None:
 
 
 def table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str = "nothing yet"
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    empty: str = "nothing yet",
+    raw: bool = False,
 ) -> None:
     """Columns two spaces apart under upper-case names, never wrapped (a pipe reads whole
-    lines); rich measures the cells, so wide characters align too."""
+    lines); rich measures the cells, so wide characters align too. A cell's control
+    characters are written out (a reason may quote what a replica wrote) unless ``raw``."""
     if not rows:
         click.echo(empty)
         return
@@ -33,7 +63,7 @@ def table(
     for column in columns:
         grid.add_column(column.upper(), no_wrap=True, overflow="ignore")
     for row in rows:
-        grid.add_row(*(_cell(row.get(c)) for c in columns))
+        grid.add_row(*(_cell(row.get(c), raw) for c in columns))
     text = io.StringIO()
     console = Console(
         file=text, width=1_000_000, color_system=None, markup=False, emoji=False, highlight=False
@@ -43,12 +73,12 @@ def table(
         click.echo(line.rstrip())
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, raw: bool) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:g}"
-    text = str(value)
+    text = str(value) if raw else printable(str(value))
     return text if len(text) <= 60 else text[:57] + "..."

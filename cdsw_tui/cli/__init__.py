@@ -13,7 +13,7 @@ import click
 
 from cdsw_tui.cli.common import workbench
 from cdsw_tui.errors import CdswError
-from cdsw_tui.output import count
+from cdsw_tui.output import count, printable
 from cdsw_tui.services.context import Workbench
 
 # command name -> "module:attribute" under cdsw_tui.cli
@@ -64,7 +64,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except CdswError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            click.echo(f"error: {printable(exc.message)}", err=True)  # may quote a replica
             ctx.exit(1)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise

@@ -7,19 +7,20 @@ import click
 from cdsw_tui.cli.common import (
     ensure_controller,
     json_option,
+    raw_option,
     wait_build,
     workbench,
 )
 from cdsw_tui.errors import CdswError
-from cdsw_tui.output import emit_json, table
+from cdsw_tui.output import emit_json, table, untrusted
 from cdsw_tui.services import builds, models, readmodels
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Build
 
 
-def _print_log(wb: Workbench, build: Build, follow: bool) -> None:
+def _print_log(wb: Workbench, build: Build, follow: bool, raw: bool = False) -> None:
     for line in builds.follow_log(wb, build, follow=follow):
-        click.echo(line)
+        untrusted(line, raw)
 
 
 @click.command("build")
@@ -81,14 +82,15 @@ def builds_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.argument("ref", metavar="MODEL")
 @click.argument("number", type=int)
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the build ends")
+@raw_option
 @click.pass_context
-def build_log(ctx: click.Context, ref: str, number: int, follow: bool) -> None:
+def build_log(ctx: click.Context, ref: str, number: int, follow: bool, raw: bool) -> None:
     """The log of one build."""
     wb = workbench(ctx)
     build = builds.get(wb, models.resolve(wb, ref), number)
     if not builds.log_path(wb, build).exists() and build.status not in ("queued", "building"):
         raise CdswError(f"build {number} has no log")
-    _print_log(wb, build, follow)
+    _print_log(wb, build, follow, raw)
 
 
 @click.command("cancel")

@@ -9,9 +9,10 @@ import click
 from cdsw_tui.cli.common import (
     ensure_controller,
     json_option,
+    raw_option,
     workbench,
 )
-from cdsw_tui.output import emit_json, table
+from cdsw_tui.output import emit_json, table, untrusted
 from cdsw_tui.services import builds, calls, logs, metrics, models, samples
 
 
@@ -61,8 +62,11 @@ REQUEST_COLUMNS = ["time", "status", "code", "ms", "replica", "deployment", "byt
 @click.option("--follow", "-f", is_flag=True, help="keep printing new calls")
 @click.option("--tail", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @json_option
+@raw_option
 @click.pass_context
-def requests_cmd(ctx: click.Context, ref: str, follow: bool, tail: int, as_json: bool) -> None:
+def requests_cmd(
+    ctx: click.Context, ref: str, follow: bool, tail: int, as_json: bool, raw: bool
+) -> None:
     """The gateway's recent calls of this model (no bodies), and their latency."""
     wb = workbench(ctx)
     model = models.resolve(wb, ref)
@@ -74,7 +78,7 @@ def requests_cmd(ctx: click.Context, ref: str, follow: bool, tail: int, as_json:
         for record in records:
             click.echo(json.dumps(record))
     else:
-        table(records, REQUEST_COLUMNS, empty=f"{ref} has had no calls yet")
+        table(records, REQUEST_COLUMNS, empty=f"{ref} has had no calls yet", raw=raw)
         figures = logs.latency(records)
         if figures["calls"]:
             click.echo(
@@ -88,7 +92,7 @@ def requests_cmd(ctx: click.Context, ref: str, follow: bool, tail: int, as_json:
             if as_json:
                 click.echo(json.dumps(record))
             else:
-                click.echo("  ".join(str(record.get(c, "-")) for c in REQUEST_COLUMNS))
+                untrusted("  ".join(str(record.get(c, "-")) for c in REQUEST_COLUMNS), raw)
     except KeyboardInterrupt:
         pass
 

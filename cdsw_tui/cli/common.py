@@ -16,6 +16,9 @@ from cdsw_tui.store import Build, Deployment
 F = TypeVar("F", bound=Callable[..., Any])  # a command function, under its decorators
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+raw_option = click.option(
+    "--raw", is_flag=True, help="print control characters as they are, even to a terminal"
+)
 
 
 def workbench(ctx: click.Context) -> Workbench:

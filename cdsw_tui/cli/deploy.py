@@ -8,11 +8,12 @@ from cdsw_tui.cli.common import (
     F,
     ensure_controller,
     json_option,
+    raw_option,
     wait_deployment,
     workbench,
 )
 from cdsw_tui.errors import CdswError
-from cdsw_tui.output import count, emit_json, table
+from cdsw_tui.output import count, emit_json, table, untrusted
 from cdsw_tui.services import deployments, logs, models, readmodels
 from cdsw_tui.services import validation as v
 from cdsw_tui.store import pk
@@ -156,15 +157,16 @@ def scale_cmd(ctx: click.Context, ref: str, replicas: int, wait: bool) -> None:
 @click.option("--replica", help="one replica's log")
 @click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
 @click.option("--tail", type=int, help="only the last N lines")
+@raw_option
 @click.pass_context
 def logs_cmd(
-    ctx: click.Context, ref: str, replica: str | None, follow: bool, tail: int | None
+    ctx: click.Context, ref: str, replica: str | None, follow: bool, tail: int | None, raw: bool
 ) -> None:
     """Replica logs of the active (or newest) deployment, merged by time."""
     wb = workbench(ctx)
     files = logs.log_files(wb, models.resolve(wb, ref), replica)
     try:
         for line in logs.read(files, tail, follow):
-            click.echo(line)
+            untrusted(line, raw)
     except KeyboardInterrupt:
         pass

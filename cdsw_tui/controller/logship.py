@@ -20,6 +20,7 @@ from pathlib import Path
 from cdsw_tui.controller.state import ReplicaState
 from cdsw_tui.engine.buildlog import DEFAULT_MAX_BYTES, open_log, rotate, stamp
 from cdsw_tui.engine.runtime import Runtime
+from cdsw_tui.output import printable
 from cdsw_tui.services.logs import replica_log, requests_file
 from cdsw_tui.serving.calllog import Record
 from cdsw_tui.serving.frames import STAMP_LENGTH, STREAM_EVENT, STREAM_METRIC
@@ -120,7 +121,7 @@ class Shipper:
                 if stream in OUTPUT_STREAMS:
                     log.append(line + b"\n")
                     if stream == b"stderr" and rest.strip():
-                        r.last_stderr = rest.decode("utf-8", "replace").strip()[:500]
+                        r.last_stderr = printable(rest.decode("utf-8", "replace").strip()[:500])
                     continue
                 if stream == STREAM_METRIC.encode():
                     try:
@@ -140,7 +141,7 @@ class Shipper:
             text = line.decode("utf-8", "replace")
             log.append(f"{stamp()} stderr {text}\n".encode())
             if text.strip():
-                r.last_stderr = text.strip()[:500]
+                r.last_stderr = printable(text.strip()[:500])  # reasons quote it
         if log:
             self._append(replica_log(self.home, model_id, deployment_id, r.name), b"".join(log))
         if metrics and self.on_metrics is not None:

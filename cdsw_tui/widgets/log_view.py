@@ -26,6 +26,7 @@ from textual.scrollbar import ScrollTo
 from textual.strip import Strip
 from textual.widgets import Input, Label
 
+from cdsw_tui.output import printable
 from cdsw_tui.services.logwatch import Lines as Batch
 from cdsw_tui.services.logwatch import LogWatcher, Subscription
 from cdsw_tui.widgets.host import host
@@ -115,7 +116,7 @@ class LogLines(ScrollView, can_focus=True):
     def _strip(self, number: int, line: str) -> Strip:
         strip = self._strips.get(number)
         if strip is None:
-            text = self.format(line)
+            text = self.format(printable(line))  # what model code printed shows, inert
             strip = Strip(list(text.render(self.app.console)), text.cell_len)
             self._strips[number] = strip
         return strip

@@ -5,6 +5,11 @@ real replicas; the model's tricks are plain Python any model may run."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,12 +40,23 @@ def inventive(args):
     return "inventive from now on"
 
 
+def printer(args):
+    print("title \\x1b]0;pwned\\x07 clip \\x1b]52;c;ZXZpbA==\\x07 clear \\x1b[2J end", flush=True)
+    print("on stderr \\x1b[2J\\x9b1m", file=sys.stderr, flush=True)
+    replica = sys.modules["cdsw_tui.serving.runner.replica"]
+    code = "evil\\x1b]0;t\\x07"
+    replica.Replica.call = lambda self, raw: (
+        500, code, replica.error_body(self.name, code, "x"), False
+    )
+    return "printed"
+
+
 def odd(args):
     replica = sys.modules["cdsw_tui.serving.runner.replica"]
     replica.Replica.call = lambda self, raw: (101, "", b"{}", False)
     return "odd from now on"
 """
-NAMES = ("add", "inventive", "odd")
+NAMES = ("add", "inventive", "odd", "printer")
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +150,58 @@ def test_a_status_http_cannot_carry_is_a_502(hostile: Served):
         assert (status, json.loads(reply)["error"]["code"]) == (502, "model.invalid_response")
     finally:
         w.close()
+
+
+def in_a_terminal(s: Served, *args: str) -> bytes:
+    """What ``cdsw-tui ARGS`` writes when its output is a terminal (a pseudo-terminal)."""
+    master, slave = pty.openpty()
+    out = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                return
+            if not chunk:
+                return
+            out.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdsw_tui", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=s.env,
+        timeout=60,
+    )
+    os.close(slave)
+    reader.join(10)
+    os.close(master)
+    assert proc.returncode in (0, 1), bytes(out)
+    return bytes(out)
+
+
+def test_what_a_model_prints_cannot_drive_the_operators_terminal(hostile: Served):
+    """OSC 0 (window title), OSC 52 (clipboard), CSI 2J (clear) and C1 CSI from model code
+    reach a terminal written out through logs, requests and call; --raw, or a pipe, gets
+    the bytes as they are."""
+    body = json.dumps({"accessKey": hostile.keys["printer"], "request": {}}).encode()
+    for _ in range(2):  # printed; then a code of its own with escapes in it
+        httpx.post(hostile.url + "/model", content=body, timeout=10, trust_env=False)
+    deadline = time.monotonic() + 20
+    while b"[2J end" not in (piped := hostile.cli("logs", "srv/printer").stdout.encode()):
+        assert time.monotonic() < deadline, piped
+        time.sleep(0.2)
+    assert b"\x1b]0;pwned\x07" in piped  # a pipe: as written
+    shown = in_a_terminal(hostile, "logs", "srv/printer")
+    assert b"\x1b" not in shown and b"\x07" not in shown and "\x9b".encode() not in shown
+    assert rb"title \x1b]0;pwned\x07 clip \x1b]52;c;ZXZpbA==\x07 clear \x1b[2J end" in shown
+    assert rb"on stderr \x1b[2J\x9b1m" in shown
+    assert b"\x1b]0;pwned\x07" in in_a_terminal(hostile, "logs", "srv/printer", "--raw")
+    recent = in_a_terminal(hostile, "requests", "srv/printer")
+    assert b"\x1b" not in recent and rb"evil\x1b]0;t\x07" in recent, recent
+    called = in_a_terminal(hostile, "call", "srv/printer", "{}")
+    assert b"\x1b" not in called and b"evil" in called, called

@@ -114,3 +114,18 @@ async def test_a_hidden_log_reads_nothing_and_catches_up_when_shown(app):
         await wait_for(pilot, lambda: screen.active_tab() == "monitoring")
         write(a, "after the switches")
         await wait_for(pilot, lambda: any("after the switches" in r for r in on_screen(view)))
+
+
+async def test_what_a_replica_prints_cannot_drive_the_terminal(app):
+    """OSC 0 (the window's title), OSC 52 (a clipboard write) and CSI 2J (clear the
+    screen) in a replica's output are shown written out, never drawn as they are."""
+    a, _ = replica_logs(app)
+    write(a, "t\x1b]0;pwned\x07", "c\x1b]52;c;ZXZpbA==\x07", "x\x1b[2J\x9b1m end")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_model(pilot, app, "demo/add", "monitoring")
+        view = screen.query_one("#replica-log", LogView)
+        await wait_for(pilot, lambda: any(" end" in r for r in on_screen(view)))
+        drawn = "\n".join(on_screen(view))
+        assert not any(c in drawn for c in "\x1b\x07\x9b")
+        for shown in (r"t\x1b]0;pwned\x07", r"c\x1b]52;c;ZXZpbA==\x07", r"x\x1b[2J\x9b1m end"):
+            assert shown in drawn, drawn

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label
 
+from cdsw_tui.output import printable
 from cdsw_tui.screens.base import update_rows
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import builds
@@ -48,7 +49,7 @@ class BuildsTab(Vertical, ModelTab):
                     f"{duration:.1f} s" if duration is not None else "-",
                     b.snapshot[:10],
                     b.comment,
-                    b.reason,
+                    printable(b.reason),
                 )
             )
         update_rows(

@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label
 
+from cdsw_tui.output import printable
 from cdsw_tui.screens.base import update_rows
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services.readmodels import ModelDetail
@@ -42,7 +43,7 @@ class DeploymentsTab(Vertical, ModelTab):
                 f"{d.memory} MB",
                 str(d.gpu),
                 when(d.created_at),
-                d.reason,
+                printable(d.reason),
             )
             for d in detail.deployments
         ]

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from cdsw_tui.output import count
+from cdsw_tui.output import count, printable
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import runtimes, samples
 from cdsw_tui.services.access_keys import mask
@@ -99,7 +99,7 @@ class OverviewTab(VerticalScroll, ModelTab):
         for row in rows:
             grid.add_row(*row)
         if d and d.reason:
-            grid.add_row("Note", d.reason, "", "")
+            grid.add_row("Note", printable(d.reason), "", "")
         self.query_one("#details", Static).update(grid)
 
     def _show_samples(self, detail: ModelDetail) -> None:
