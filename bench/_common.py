@@ -124,7 +124,7 @@ class HttpConnection:
             )
         assert self._reader is not None
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         self._writer.write(head + body)

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     tls_cert: str = ""  # the gateway's certificate (PEM): set with tls_key, it serves HTTPS only
     tls_key: str = ""
     tls_ca: str = ""  # what clients of the gateway trust ("": tls_cert itself, self-signed)
+    allowed_hosts: str = ""  # names the gateway answers to beside its own ("*": any)
+    cors_origins: str = ""  # origins whose pages may read calls' answers ("": none)
     require_api_keys: bool = False  # every model needs an API key, as if its auth were on
     http_parser: Literal["auto", "httptools", "h11"] = "auto"  # the gateway front's parser
 

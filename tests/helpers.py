@@ -184,10 +184,12 @@ def traffic(wb, ref: str, request: dict | None = None) -> Iterator[tuple[list[di
 
 # -- raw HTTP ---------------------------------------------------------------------
 
+JSON = {"Content-Type": "application/json"}  # a call's content type (others get 415)
+
 
 def post_bytes(body: bytes, path: str = "/model", headers: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 

@@ -29,6 +29,8 @@ def routes(wb: Workbench, db: Db) -> list[tuple[str, str, Callable]]:
             return error_response(413, "request.too_large", "a metrics call is at most 1 MB")
         except (ValueError, UnicodeDecodeError):
             return error_response(400, "request.invalid", "the body is not JSON")
+        except RecursionError:
+            return error_response(400, "request.invalid", "the body is nested too deeply")
         try:
             answer = await db(metrics.api, wb, request.match_info["action"], bearer, payload)
         except metrics.Unauthorized as exc:

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, cast
 
-from cdsw_tui.serving import httpparse
+from cdsw_tui.serving import admission, httpparse, proxy
+from cdsw_tui.serving.admission import Admission, Refused
 from cdsw_tui.serving.callpath import (
     OVERLOADED,
     Begun,
@@ -39,6 +39,7 @@ from cdsw_tui.serving.callpath import (
     Reply,
     error_body,
 )
+from cdsw_tui.serving.limits import Connections
 from cdsw_tui.serving.openapi import CALL_PATHS
 
 log = logging.getLogger("cdsw_tui.gateway")
@@ -46,15 +47,11 @@ log = logging.getLogger("cdsw_tui.gateway")
 MAX_FIELD = 8190  # one header line, or the request target (aiohttp's and nginx's limit)
 MAX_HEAD = 64 * 1024  # a request's whole head
 MAX_HEADERS = 100
-MAX_PROXIED_ANSWER = 64 * 1024 * 1024
 SWEEP = 0.25  # seconds between looks at the deadlines (how late a timeout may come)
 LINGER = 0.5  # seconds a turned-away connection is given to read its 503
 _CALLS = frozenset(p.encode() for p in CALL_PATHS)
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _JSON = b"Content-Type: application/json\r\nContent-Length: "
-_HOP = frozenset(
-    (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"upgrade")
-)
 
 
 class _Request:
@@ -68,6 +65,10 @@ class _Request:
         "authorization",
         "start",
         "expect",
+        "host",
+        "content_type",
+        "encoding",
+        "origin",
     )
 
     def __init__(self) -> None:
@@ -80,6 +81,10 @@ class _Request:
         self.authorization = b""
         self.start = time.perf_counter()
         self.expect = False
+        self.host = b""
+        self.content_type = b""
+        self.encoding = b""
+        self.origin = b""
 
 
 class Front:
@@ -94,8 +99,8 @@ class Front:
         header_timeout: float,
         body_timeout: float,
         keepalive: float,
-        max_connections: int,
-        max_per_peer: int,
+        connections: Connections[FrontProtocol],
+        admission: Admission,
         parser: str = "auto",
     ) -> None:
         self.callpath = callpath
@@ -104,15 +109,9 @@ class Front:
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.keepalive = keepalive  # seconds a connection is kept between requests
-        self.max_connections = max_connections
-        self.max_per_peer = max_per_peer
+        self.connections = connections
+        self.admission = admission
         self.parser = parser
-        self.connections: set[FrontProtocol] = set()
-        self.peers: dict[str, int] = {}  # open connections per peer address
-        self.idle: dict[FrontProtocol, None] = {}  # between requests, idle longest first
-        self.leaving = 0  # turned away, given LINGER to read why
-        self.max_leaving = max(16, max_connections // 8)  # beyond: closed at once
-        self.turned_away = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -126,7 +125,7 @@ class Front:
         """The deadlines of every connection and every call, a few times a second."""
         self._sweeper = loop.call_later(SWEEP, self._sweep, loop)  # first: whatever fails
         now = loop.time()
-        for conn in [c for c in self.connections if 0 < c.deadline <= now]:
+        for conn in [c for c in self.connections.open if 0 < c.deadline <= now]:
             conn.deadline = 0.0
             try:
                 conn.on_deadline()
@@ -134,36 +133,10 @@ class Front:
                 log.error("the gateway failed on a deadline: %s", type(exc).__name__)
         self.callpath.sweep(now)
 
-    def admit(self, conn: FrontProtocol) -> str:
-        """Count ``conn`` in, or say why it cannot be ("": admitted)."""
-        peer = conn.peer
-        count = self.peers.get(peer, 0)
-        if count >= self.max_per_peer:
-            return f"too many connections from {peer} (MAX_CONNECTIONS_PER_PEER is {self.max_per_peer})"
-        if len(self.connections) >= self.max_connections:
-            if not self.idle:
-                return f"too many open connections (MAX_CONNECTIONS is {self.max_connections})"
-            oldest = next(iter(self.idle))
-            self.forget(oldest)  # counted out now: its close comes later
-            oldest.close()
-        self.peers[peer] = count + 1
-        self.connections.add(conn)
-        return ""
-
-    def forget(self, conn: FrontProtocol) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            self.idle.pop(conn, None)
-            left = self.peers.get(conn.peer, 1) - 1
-            if left:
-                self.peers[conn.peer] = left
-            else:
-                self.peers.pop(conn.peer, None)
-
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for conn in list(self.connections):
+        for conn in list(self.connections.open):
             conn.close()
 
 
@@ -190,13 +163,13 @@ class FrontProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "?"
-        if why := self.front.admit(self):
+        if why := self.front.connections.admit(self):
             self._turn_away(why)
             return
         self._arm(self.front.header_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.front.forget(self)
+        self.front.connections.forget(self)
         self._disarm()
         self.transport = None
         self.queue.clear()
@@ -204,25 +177,23 @@ class FrontProtocol(asyncio.Protocol):
     def _turn_away(self, why: str) -> None:
         """503 before anything is read, then closed: what the caller sends is discarded
         (for LINGER at most, so the answer is not lost to a reset)."""
-        front = self.front
+        connections = self.front.connections
         transport = self.transport
         assert transport is not None
-        front.turned_away += 1
-        if front.turned_away & (front.turned_away - 1) == 0:  # 1, 2, 4, ...: no flood
-            log.warning("turned a connection away (%d so far): %s", front.turned_away, why)
+        connections.turning_away(why)
         body = error_body(OVERLOADED, f"the gateway is at its limit: {why}")
         self.refusal = (
             _STATUS[503] + _JSON + b"%d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(body)
         ) + body
         transport.write(self.refusal)
-        if front.leaving >= front.max_leaving or not transport.can_write_eof():
+        if connections.leaving >= connections.most_leaving or not transport.can_write_eof():
             transport.close()
             return
         transport.write_eof()
-        front.leaving += 1
+        connections.leaving += 1
 
         def gone() -> None:
-            front.leaving -= 1
+            connections.leaving -= 1
             transport.close()
 
         self.loop.call_later(LINGER, gone)
@@ -246,7 +217,7 @@ class FrontProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.request = _Request()
         self.head = 0
-        self.front.idle.pop(self, None)
+        self.front.connections.idle.pop(self, None)
         self._arm(self.front.header_timeout, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
@@ -293,8 +264,18 @@ class FrontProtocol(asyncio.Protocol):
                     return
             elif size == 17 and name.lower() == b"transfer-encoding":
                 framing |= 2
-            elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-                request.expect = True
+            elif size == 4 and name.lower() == b"host":
+                request.host = value
+            elif size == 12 and name.lower() == b"content-type":
+                request.content_type = value
+            elif size == 16 and name.lower() == b"content-encoding":
+                request.encoding = value
+            elif size == 6:
+                lower = name.lower()
+                if lower == b"origin":
+                    request.origin = value
+                elif lower == b"expect" and value.lower() == b"100-continue":
+                    request.expect = True
         if framing == 3:  # llhttp refuses it already; h11 would let chunked win
             log.warning("bad request from %s: both Content-Length and chunked", self.peer)
             self._refuse(400, "the request is not valid HTTP")
@@ -332,14 +313,31 @@ class FrontProtocol(asyncio.Protocol):
 
     def _start(self, request: _Request) -> None:
         self.busy = True
-        path = request.url.partition(b"?")[0]
-        if request.method != b"POST" or path not in _CALLS:
-            self._spawn(self._proxy(request))
-            return
+        front = self.front
         chunks = request.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            begun = self.front.callpath.start(body, request.authorization, request.start)
+            if request.host and not front.admission.host_ok(request.host):
+                raise Refused(400, "the Host header names no address this gateway serves")
+            if request.encoding:
+                body = admission.decoded(body, request.encoding, front.max_body)
+        except Refused as refused:
+            self._answer(request, refused.status, error_body(refused.code, refused.message))
+            return
+        path = request.url.partition(b"?")[0]
+        if request.method != b"POST" or path not in _CALLS:
+            if request.method == b"OPTIONS" and path in _CALLS and request.origin:
+                if preflight := front.admission.preflight(request.origin):
+                    self._answered(request, preflight)
+                    return
+            self._spawn(self._proxy(request, body))
+            return
+        if not admission.is_json(request.content_type):
+            message = "a call's Content-Type must be application/json"
+            self._answer(request, 415, error_body("request.invalid", message))
+            return
+        try:
+            begun = front.callpath.start(body, request.authorization, request.start)
         except Exception as exc:  # a bug must not hang the caller
             self._failed(request, exc)
             return
@@ -395,10 +393,19 @@ class FrontProtocol(asyncio.Protocol):
         head += _JSON + b"%d\r\n" % len(body)
         if close:
             head += b"Connection: close\r\n"
+        if request.origin:
+            head += self.front.admission.cors(request.origin)
         if len(body) < 65536:
             transport.write(head + b"\r\n" + body)
         else:  # a large answer is not copied once more
             transport.writelines((head, b"\r\n", body))
+        self._next(close)
+
+    def _answered(self, request: _Request, head: bytes) -> None:
+        """A bodiless answer whose head (but its last CRLF) is made."""
+        close = not request.keep_alive
+        if self.transport is not None:
+            self.transport.write(head + (b"Connection: close\r\n\r\n" if close else b"\r\n"))
         self._next(close)
 
     def _next(self, close: bool) -> None:
@@ -423,15 +430,17 @@ class FrontProtocol(asyncio.Protocol):
                 transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # its turn has come
                 current.expect = False
             if current is None:
-                self.front.idle[self] = None
+                self.front.connections.idle[self] = None
                 self._arm(self.front.keepalive, self.close)
 
-    async def _proxy(self, request: _Request) -> None:
+    async def _proxy(self, request: _Request, body: bytes) -> None:
         """Everything but a call, through aiohttp over a socket pair."""
         transport = self.transport
         try:
             async with asyncio.timeout(self.front.body_timeout + 30):
-                answer = await self._through_app(request)
+                answer = await proxy.through(
+                    self.front.app, request.method, request.url, request.headers, body
+                )
         except Exception as exc:  # a bug must not hang the caller
             log.error("the gateway failed on a request: %s", type(exc).__name__)
             self._answer(
@@ -440,41 +449,9 @@ class FrontProtocol(asyncio.Protocol):
             return
         if transport is None or self.transport is None:
             return
-        head, _, body = answer.partition(b"\r\n\r\n")
-        lines = [
-            line
-            for line in head.split(b"\r\n")
-            if line.partition(b":")[0].strip().lower() not in (b"connection", b"keep-alive")
-        ]
         close = not request.keep_alive
-        if close:
-            lines.append(b"Connection: close")
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        transport.write(proxy.relayed(answer, close, self.front.admission.cors(request.origin)))
         self._next(close)
-
-    async def _through_app(self, request: _Request) -> bytes:
-        mine, theirs = socket.socketpair()
-        try:
-            mine.setblocking(False)
-            await self.loop.connect_accepted_socket(self.front.app, theirs)
-        except BaseException:
-            mine.close()
-            theirs.close()
-            raise
-        body = b"".join(request.chunks)
-        out = [request.method + b" " + request.url + b" HTTP/1.1"]
-        out += [n + b": " + v for n, v in request.headers if n.lower() not in _HOP]
-        out += [b"Content-Length: %d" % len(body), b"Connection: close", b"", body]
-        try:
-            await self.loop.sock_sendall(mine, b"\r\n".join(out))
-            answer = bytearray()
-            while chunk := await self.loop.sock_recv(mine, 65536):
-                answer += chunk
-                if len(answer) > MAX_PROXIED_ANSWER:
-                    raise OSError("the answer is too large")
-        finally:
-            mine.close()
-        return bytes(answer)
 
     # refusals
 

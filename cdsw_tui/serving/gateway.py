@@ -17,6 +17,7 @@ from aiohttp import web, web_protocol, web_server
 
 from cdsw_tui.config import Settings
 from cdsw_tui.serving import limits, openapi
+from cdsw_tui.serving.admission import Admission
 from cdsw_tui.serving.calllog import CallLog
 from cdsw_tui.serving.callpath import CallPath, error_body
 from cdsw_tui.serving.front import Front
@@ -282,8 +283,8 @@ async def start_gateway(
         header_timeout=settings.header_timeout,
         body_timeout=settings.request_timeout,
         keepalive=settings.keepalive_timeout,
-        max_connections=total,
-        max_per_peer=per_peer,
+        connections=limits.Connections(total, per_peer),
+        admission=Admission(host, settings.allowed_hosts, settings.cors_origins),
         parser=settings.http_parser,
     )
     loop = asyncio.get_running_loop()

@@ -61,7 +61,8 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         tmp_path_factory.mktemp(f"front-{request.param}"),
         {"models.py": MODELS_PY},
         config=f'http_parser = "{request.param}"\nheader_timeout = 1.5\n'
-        f"max_response_bytes = 1048576\nmax_connections_per_peer = {PER_PEER}\n",
+        f"max_response_bytes = 1048576\nmax_connections_per_peer = {PER_PEER}\n"
+        'allowed_hosts = ".models.example, gateway.test"\ncors_origins = "https://ok.example"\n',
     )
     s.cli("project", "create", "srv", "--path", str(s.project))
     for name, fn in MODELS.items():
@@ -113,7 +114,7 @@ def test_keep_alive_and_five_pipelined_requests_answered_in_order(front: Served)
         )
         assert [ok(*w.answer()[::2]) for _ in range(5)] == [10, 11, 12, 13, 14]
         # the connection is still open: one more, then another path in the same stream
-        w.send(post_bytes(body_of(front)) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.send(post_bytes(body_of(front)) + b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert ok(*w.answer()[::2]) == 8
         status, _, health = w.answer()
         assert status == 200 and json.loads(health)["status"] == "ok"
@@ -125,11 +126,11 @@ def test_other_paths_share_a_connection_with_calls(front: Served):
     w = wire(front)
     try:
         w.send(
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
             + post_bytes(body_of(front))
-            + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
-            + b"GET /model HTTP/1.1\r\nHost: x\r\n\r\n"
-            + b"GET /health/srv/add HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            + b"GET /model HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            + b"GET /health/srv/add HTTP/1.1\r\nHost: localhost\r\n\r\n"
             + post_bytes(body_of(front, request={"a": 1, "b": 1}))
         )
         status, headers, metrics = w.answer()
@@ -162,7 +163,7 @@ def test_chunked_bodies_in_odd_pieces(front: Served):
     body = body_of(front, request={"a": 20, "b": 22})
     pieces = [body[:1], body[1:7], body[7:40], body[40:]]
     chunked = b"".join(b"%X\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-    head = b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     w = wire(front)
     try:
         w.send(head + chunked[:5])
@@ -200,7 +201,9 @@ def test_the_size_limit_to_the_byte(front: Served):
         w.close()
     w = wire(front)
     try:  # chunked: refused as soon as the count passes the limit
-        w.send(b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.send(
+            b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         for i in range(0, len(over), 1 << 20):
             piece = over[i : i + (1 << 20)]
             try:
@@ -230,19 +233,19 @@ def test_expect_100_continue(front: Served):
 
 SMUGGLING = [
     # both a length and chunked: the second request would hide in the body
-    b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n"
-    b"\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n"
-    b"\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n"
+    b"\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n"
+    b"\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
     # two lengths
-    b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"
-    b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"
+    b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
     # a transfer coding that is not chunked last
-    b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
-    b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+    b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
     # a header name with a space before its colon
-    b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length : 40\r\n\r\n{}"
-    b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length : 40\r\n\r\n{}"
+    b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
 ]
 
 
@@ -263,7 +266,7 @@ def test_a_refusal_comes_after_the_answers_before_it(front: Served):
         w.send(
             post_bytes(body_of(front, "slow", {"s": 0.3}))
             + post_bytes(body_of(front))
-            + b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"
+            + b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"
         )
         assert ok(*w.answer()[::2]) == "slept"
         assert ok(*w.answer()[::2]) == 8
@@ -287,25 +290,29 @@ def refused(front: Served, data: bytes, want: tuple[int, str]) -> float:
 
 def test_heads_over_their_limits(front: Served):
     refused(
-        front, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, "request.invalid")
+        front,
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        (414, "request.invalid"),
     )
-    many = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 150 + b"\r\n"
+    many = b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 150 + b"\r\n"
     refused(front, many, (431, "request.invalid"))
-    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    big = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
     refused(front, big, (431, "request.invalid"))
 
 
 def test_slow_heads_and_bodies_are_timed_out(front: Served):
-    waited = refused(front, b"POST /model HTTP/1.1\r\nHost: x\r\n", (408, "request.invalid"))
+    waited = refused(
+        front, b"POST /model HTTP/1.1\r\nHost: localhost\r\n", (408, "request.invalid")
+    )
     assert 1.0 < waited < 5  # HEADER_TIMEOUT is 1.5 s here
     # 12 of 100 bytes, then nothing: the request timeout (3 s here)
-    trickle = b'POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"accessKey"'
+    trickle = b'POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{"accessKey"'
     assert 2.5 < refused(front, trickle, (400, "request.invalid")) < 8
 
 
 def test_upgrades_and_bad_bytes_are_refused(front: Served):
     for data in (
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40),  # a TLS hello
     ):
@@ -362,12 +369,118 @@ def test_a_peer_over_its_cap_is_turned_away(front: Served):
     again.close()
 
 
+def send(front: Served, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    w = wire(front)
+    try:
+        w.send(data)
+        return w.answer()
+    finally:
+        w.close()
+
+
+def test_calls_are_json_from_allowed_hosts_and_origins(front: Served):
+    """A call needs a JSON content type (a form cannot send one); a Host the gateway does
+    not go by is refused before anything echoes it; CORS headers only for CORS_ORIGINS."""
+    call = body_of(front)
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        data = post_bytes(call).replace(b"application/json", media.encode())
+        error(front, *send(front, data), (415, "request.invalid"))
+    for media in ("application/json; charset=utf-8", "Application/JSON", "application/x+json"):
+        data = post_bytes(call).replace(b"application/json", media.encode())
+        assert ok(*send(front, data)[::2]) == 8
+    for host in ("evil.example", "models.example.evil", "localhost.evil:8787"):
+        data = post_bytes(call).replace(b"Host: localhost", b"Host: " + host.encode())
+        status, headers, reply = send(front, data)
+        error(front, status, headers, reply, (400, "request.invalid"))
+        assert "Host" in json.loads(reply)["error"]["message"]
+        spec = b"GET /models/srv/add/openapi.json HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode()
+        status, _, reply = send(front, spec)
+        assert status == 400 and host.encode() not in reply
+    for host in ("localhost", "127.0.0.1:1", "[::1]:80", "a.models.example", "gateway.test"):
+        spec = b"GET /models/srv/add/openapi.json HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode()
+        status, _, reply = send(front, spec)
+        assert status == 200 and json.loads(reply)["servers"][0]["url"].endswith(host)
+    # CORS: none for an origin not listed, preflight and answer for the one listed
+    other = post_bytes(call, headers="Origin: https://evil.example\r\n")
+    status, headers, _ = send(front, other)
+    assert status == 200 and "access-control-allow-origin" not in headers
+    preflight = (
+        b"OPTIONS /model HTTP/1.1\r\nHost: localhost\r\nOrigin: %s\r\n"
+        b"Access-Control-Request-Method: POST\r\n\r\n"
+    )
+    status, headers, _ = send(front, preflight % b"https://evil.example")
+    assert status == 405 and "access-control-allow-origin" not in headers
+    status, headers, _ = send(front, preflight % b"https://ok.example")
+    assert status == 204 and headers["access-control-allow-origin"] == "https://ok.example"
+    assert "Content-Type" in headers["access-control-allow-headers"]
+    listed = post_bytes(call, headers="Origin: https://ok.example\r\n")
+    status, headers, _ = send(front, listed)
+    assert status == 200 and headers["access-control-allow-origin"] == "https://ok.example"
+
+
+def gzipped(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, 6)
+
+
+def test_compressed_bodies_are_limited_once_decoded(front: Served):
+    """gzip and deflate bodies are decoded by the front for every path, and refused in
+    SPEC's JSON as soon as they would pass the limit decoded (a 200 MB bomb of 200 KB);
+    broken ones are 400, an encoding it cannot decode 415."""
+    import zlib
+
+    call = body_of(front)
+    for encoding, packed in (("gzip", gzipped(call)), ("deflate", zlib.compress(call))):
+        data = post_bytes(packed, headers=f"Content-Encoding: {encoding}\r\n")
+        assert ok(*send(front, data)[::2]) == 8
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
+    packed = b"".join(bomb.compress(b"\0" * (1 << 20)) for _ in range(200)) + bomb.flush()
+    assert len(packed) < 300_000
+    data = post_bytes(packed, headers="Content-Encoding: gzip\r\n")
+    status, headers, reply = send(front, data)
+    error(front, status, headers, reply, (413, "request.too_large"))
+    metrics = post_bytes(packed, "/api/v1/metrics/read", "Content-Encoding: gzip\r\n")
+    error(front, *send(front, metrics), (413, "request.too_large"))
+    # the metrics API's own 1 MB limit holds for what is decoded, too
+    two_mb = gzipped(json.dumps({"x": "y" * (2 << 20)}).encode())
+    data = post_bytes(two_mb, "/api/v1/metrics/read", "Content-Encoding: gzip\r\n")
+    error(front, *send(front, data), (413, "request.too_large"))
+    for broken in (b"not gzip at all", gzipped(call)[:-12]):
+        data = post_bytes(broken, headers="Content-Encoding: gzip\r\n")
+        error(front, *send(front, data), (400, "request.invalid"))
+    data = post_bytes(call, headers="Content-Encoding: br\r\n")
+    error(front, *send(front, data), (415, "request.invalid"))
+
+
+def test_the_metrics_api_has_the_calls_limits(front: Served):
+    """Without a token: a body that trickles is cut after REQUEST_TIMEOUT (3 s here), and
+    100,000-deep nesting is 400, each in SPEC's JSON."""
+    w = wire(front)
+    try:
+        w.send(
+            b"POST /api/v1/metrics/read HTTP/1.1\r\nHost: localhost\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a": 1'
+        )
+        began = time.monotonic()
+        status, headers, reply = w.answer()
+        error(front, status, headers, reply, (400, "request.invalid"))
+        assert time.monotonic() - began < 3 + 1.5
+    finally:
+        w.close()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    error(front, *send(front, post_bytes(deep, "/api/v1/metrics/read")), (400, "request.invalid"))
+
+
 def test_every_error_of_the_gateway_document(front: Served):
     """Each row of docs/gateway.md's table through the front; the rows the wire tests
     above got (413, 408, 414, 431, smuggling's 400) count as well."""
 
-    def post(body: bytes, **kw) -> httpx.Response:
-        return httpx.post(front.url + "/model", content=body, timeout=30, trust_env=False, **kw)
+    def post(body: bytes, headers: dict | None = None) -> httpx.Response:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        return httpx.post(
+            front.url + "/model", content=body, timeout=30, trust_env=False, headers=headers
+        )
 
     def expect(r: httpx.Response, want: tuple[int, str]) -> None:
         error(front, r.status_code, dict(r.headers), r.content, want)
@@ -409,6 +522,7 @@ def test_every_error_of_the_gateway_document(front: Served):
         test_slow_heads_and_bodies_are_timed_out(front)
         test_other_paths_share_a_connection_with_calls(front)
         test_a_peer_over_its_cap_is_turned_away(front)
+        test_calls_are_json_from_allowed_hosts_and_origins(front)
     assert documented - front.seen == set()
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from cdsw_tui.services import deployments, metrics, models
-from tests.helpers import Served
+from tests.helpers import JSON, Served
 
 MODELS_PY = """\
 import os
@@ -116,7 +116,8 @@ def post(
     path: str = "/model",
 ) -> httpx.Response:
     content = raw if raw is not None else json.dumps(body).encode()
-    return httpx.post(served.url + path, content=content, headers=headers or {}, timeout=30)
+    headers = {**JSON, **(headers or {})}
+    return httpx.post(served.url + path, content=content, headers=headers, timeout=30)
 
 
 def call(served: Served, name: str, request: object, **kw) -> httpx.Response:
@@ -196,7 +197,7 @@ def test_413_too_large_with_length_and_chunked(served: Served):
             yield b"x" * (1024 * 1024)
         yield b'"}'
 
-    r = httpx.post(served.url + "/model", content=chunks(), timeout=30)
+    r = httpx.post(served.url + "/model", content=chunks(), timeout=30, headers=JSON)
     assert_error(r, 413, "request.too_large")
     # exactly at the limit is read and answered by the model
     ok = prefix + b"x" * (limit - len(prefix) - 2) + b'"}'

@@ -15,7 +15,7 @@ import pytest
 
 from cdsw_tui.services import models, projects
 from tests.conftest import Cli, write_project
-from tests.helpers import call, create_model
+from tests.helpers import JSON, call, create_model
 
 CODE = """\
 import os
@@ -136,16 +136,16 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
 
 MALFORMED = [
     # HTTP/1.0 with a body and no Content-Length
-    b'POST /model HTTP/1.0\r\nHost: x\r\n\r\n{"accessKey": "%(key)s", "request": {}}',
+    b'POST /model HTTP/1.0\r\nHost: localhost\r\n\r\n{"accessKey": "%(key)s", "request": {}}',
     # a broken chunked body
-    b"POST /model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n%(key)s\r\n",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n%(key)s\r\n",
     # a bad header line carrying the key
-    b"POST /model HTTP/1.1\r\nHost: x\r\nX-Key %(key)s\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST /model HTTP/1.1\r\nHost: localhost\r\nX-Key %(key)s\r\nContent-Length: 2\r\n\r\n{}",
     # a request line that is not HTTP
     b"%(key)s %(key)s %(key)s\r\n\r\n",
     # a method it does not allow, and a path it does not know
-    b"GET /model HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
-    b"POST /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
+    b"GET /model HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
+    b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 32\r\n\r\n%(key)s",
 ]
 
 
@@ -178,7 +178,7 @@ def test_slow_headers_are_timed_out(cli: Cli, wb, project, home: Path):
 
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", wb.settings.gateway_port), timeout=15) as s:
-        s.sendall(b"POST /model HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+        s.sendall(b"POST /model HTTP/1.1\r\nHost: localhost\r\n")  # and the rest never comes
         answer = b""
         while chunk := s.recv(4096):
             answer += chunk
@@ -294,7 +294,9 @@ def test_call_can_send_an_api_key(cli: Cli, wb, project):
 def test_what_python_takes_but_json_does_not_is_400(cli: Cli, wb, project, raw, message):
     create_model(cli, "add", "add")
     key = models.resolve(wb, "p/add").access_key.encode()
-    r = httpx.post(wb.settings.gateway_url + "/model", content=raw % {b"key": key}, timeout=30)
+    r = httpx.post(
+        wb.settings.gateway_url + "/model", content=raw % {b"key": key}, timeout=30, headers=JSON
+    )
     assert r.status_code == 400, r.text
     assert (
         r.json()["error"]["code"] == "request.invalid" and message in r.json()["error"]["message"]

@@ -97,7 +97,7 @@ def test_the_gateway_serves_https_only_and_its_clients_trust_its_certificate(
         httpx.post(f"{settings.gateway_url}/model", json=body)
     # plain HTTP on that port gets no answer: the handshake fails and the connection ends
     with socket.create_connection(("127.0.0.1", settings.gateway_port), timeout=5) as sock:
-        sock.sendall(b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        sock.sendall(b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
         sock.settimeout(5)
         reply = b""
         try:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cdsw_tui.services import deployments, models
-from tests.helpers import Served, Wire, post_bytes
+from tests.helpers import JSON, Served, Wire, post_bytes
 
 CODE = 'def add(args):\n    return args["a"] + args["b"]\n'
 
@@ -137,7 +137,10 @@ def test_caps_in_total_and_per_peer(small: Served):
         for w in held:
             w.close()
     time.sleep(0.3)
-    assert httpx.post(small.url + "/model", content=body(small), timeout=10).status_code == 200
+    assert (
+        httpx.post(small.url + "/model", content=body(small), timeout=10, headers=JSON).status_code
+        == 200
+    )
 
 
 def _connect_and_call(
@@ -217,7 +220,7 @@ def test_slow_heads_on_1100_connections_under_a_1024_file_limit(tmp_path: Path):
             sock.sendall(b"POST /model HTTP/1.1\r\n")  # a slow head on each
         legit = []
         for i in range(12):  # while the slow heads are held, from 127.0.0.1
-            r = httpx.post(s.url + "/model", content=body(s), timeout=5, trust_env=False)
+            r = httpx.post(s.url + "/model", content=body(s), timeout=5, headers=JSON)
             legit.append(r.status_code)
             for sock in kept if i < 4 else ():  # a line each, until just before the cut
                 sock.send(f"X-Slow-{i}: yes\r\n".encode())

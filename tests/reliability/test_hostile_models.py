@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Served, Wire, post_bytes
+from tests.helpers import JSON, Served, Wire, post_bytes
 
 MODELS_PY = """\
 import itertools
@@ -93,7 +93,7 @@ def test_made_up_error_codes_do_not_grow_the_metrics(hostile: Served):
     and counts them as model.error, the controller's memory stays flat, the request log
     keeps each call's own code. Before: a label per code, 34 MB of /metrics after 60k."""
     body = json.dumps({"accessKey": hostile.keys["inventive"], "request": {}}).encode()
-    first = httpx.post(hostile.url + "/model", content=body, timeout=10, trust_env=False)
+    first = httpx.post(hostile.url + "/model", content=body, timeout=10, headers=JSON)
     assert first.json()["response"] == "inventive from now on"
     pid = json.loads(hostile.cli("status", "--json").stdout)["controller"]["pid"]
     data = post_bytes(body)
@@ -129,7 +129,10 @@ def test_metrics_are_rendered_at_most_once_a_second(hostile: Served):
     body = json.dumps({"accessKey": hostile.keys["add"], "request": {"a": 1, "b": 2}}).encode()
     time.sleep(1.1)
     one = httpx.get(hostile.url + "/metrics", timeout=30).text
-    assert httpx.post(hostile.url + "/model", content=body, timeout=10).status_code == 200
+    assert (
+        httpx.post(hostile.url + "/model", content=body, timeout=10, headers=JSON).status_code
+        == 200
+    )
     two = httpx.get(hostile.url + "/metrics", timeout=30).text
     assert one == two
     time.sleep(1.1)
@@ -190,7 +193,7 @@ def test_what_a_model_prints_cannot_drive_the_operators_terminal(hostile: Served
     the bytes as they are."""
     body = json.dumps({"accessKey": hostile.keys["printer"], "request": {}}).encode()
     for _ in range(2):  # printed; then a code of its own with escapes in it
-        httpx.post(hostile.url + "/model", content=body, timeout=10, trust_env=False)
+        httpx.post(hostile.url + "/model", content=body, timeout=10, headers=JSON)
     deadline = time.monotonic() + 20
     while b"[2J end" not in (piped := hostile.cli("logs", "srv/printer").stdout.encode()):
         assert time.monotonic() < deadline, piped

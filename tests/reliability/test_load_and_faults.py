@@ -188,7 +188,7 @@ def test_trickling_body_times_out_instead_of_hanging(cluster: Cluster):
 
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=20) as s:
         s.sendall(
-            b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b"POST /model HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         )
         s.sendall(b'{"accessKey"')
         start = time.monotonic()

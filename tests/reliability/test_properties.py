@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cdsw_tui.errors import ValidationError
 from cdsw_tui.services import validation as v
+from tests.helpers import JSON
 from tests.reliability.conftest import Cluster
 
 SPEC_ANSWERS = {
@@ -41,7 +42,7 @@ def check(response: httpx.Response) -> None:
 
 @pytest.fixture(scope="module")
 def client(cluster: Cluster):
-    with httpx.Client(base_url=cluster.url, timeout=20) as c:
+    with httpx.Client(base_url=cluster.url, timeout=20, headers=JSON) as c:
         yield c
 
 
