@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     build_timeout: float = 30 * 60.0
     log_max_mb: float = 20.0  # each log file (controller, build, replica) rotates at this
     max_snapshot_file_mb: float = 50.0
+    min_free_mb: float = 200.0  # a build does not start with less free on the home's disk
     build_workers: int = 2
     poll_interval: float = 0.2
     tls_cert: str = ""  # the gateway's certificate (PEM): set with tls_key, it serves HTTPS only

@@ -256,7 +256,7 @@ class Served:
         from tests.conftest import free_port, write_project
 
         self.home = root / "home"
-        self.home.mkdir(parents=True)
+        self.home.mkdir(parents=True, exist_ok=True)  # a test may have mounted a disk there
         self.port = free_port()
         (self.home / "config.toml").write_text(
             f"gateway_port = {self.port}\nbusy_timeout = 1\nrequest_timeout = 3\n"

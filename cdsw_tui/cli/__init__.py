@@ -20,6 +20,7 @@ from cdsw_tui.services.context import Workbench
 COMMANDS = {
     "serve": "controller:serve",
     "status": "controller:status",
+    "controller": "controller:controller_group",
     "project": "project:project",
     "model": "model:model",
     "apikey": "apikey:apikey_group",
@@ -41,6 +42,7 @@ COMMANDS = {
     "engine": "engine:engine_group",
     "registry": "engine:registry_group",
     "env": "env:env_group",
+    "store": "store:store_group",
 }
 
 

@@ -75,3 +75,43 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if data["deployments"]:
         click.echo("")
         table(data["deployments"], ["id", "model", "build", "status", "replicas"])
+
+
+@click.group("controller")
+def controller_group() -> None:
+    """The background controller: start, stop, restart, status."""
+
+
+@controller_group.command("start")
+@click.pass_context
+def start_cmd(ctx: click.Context) -> None:
+    """Start the controller in the background (nothing to do if it runs)."""
+    st, started = background.ensure(workbench(ctx))
+    click.echo(f"controller {'started' if started else 'already running'} (pid {st.pid})")
+
+
+@controller_group.command("stop")
+def stop_cmd() -> None:
+    """Stop the controller; replicas keep serving, and the next controller adopts them."""
+    from cdsw_tui.config import load_settings
+
+    pid = background.stop(load_settings().home)
+    click.echo("no controller runs" if pid is None else f"controller stopped (pid {pid})")
+
+
+@controller_group.command("restart")
+@click.pass_context
+def restart_cmd(ctx: click.Context) -> None:
+    """Stop the controller and start it again (replicas are adopted, not restarted)."""
+    wb = workbench(ctx)
+    background.stop(wb.home)
+    st, _ = background.ensure(wb)
+    click.echo(f"controller restarted (pid {st.pid})")
+
+
+@controller_group.command("status")
+@json_option
+@click.pass_context
+def controller_status(ctx: click.Context, as_json: bool) -> None:
+    """Whether the controller runs, and its pid."""
+    ctx.invoke(status, as_json=as_json)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 
 from sqlmodel import col, select
 
+from cdsw_tui import disk
 from cdsw_tui.engine import backends
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.builder import Builder, BuildFailed, BuildJob, BuildResult, build_marker
@@ -55,6 +57,37 @@ def _builder_for(wb: Workbench, runtime: str) -> Builder:
         raise BuildFailed(exc.message) from None
 
 
+def _disk_full(wb: Workbench, blog: BuildLog, exc: BaseException | None) -> str:
+    """One line if the build failed for a full disk (a write error, or a step that said
+    so), naming the disk and what is free on it; "" otherwise."""
+    error = disk.failure(exc) if exc is not None else None
+    if error is None and blog.error is not None:
+        error = disk.failure(blog.error)
+    if error is None and any(sign in line for line in blog.tail for sign in disk.SIGNS):
+        error = OSError(errno.ENOSPC, "No space left on device")
+    return disk.reason(error, wb.home) if error is not None else ""
+
+
+def _finish(
+    wb: Workbench, shutdown: threading.Event | None, build_id: int, **values: object
+) -> None:
+    """The build's final status, written even if the store's disk is full for a while:
+    tried again each second until it is written or the controller stops (the next one
+    then fails the build as interrupted). Never left ``building`` by a failed write."""
+    said = False
+    while True:
+        try:
+            _update(wb, build_id, **values)
+            return
+        except CdswError as exc:
+            if shutdown is not None and shutdown.is_set():
+                raise
+            if not said:
+                log.warning("cannot record the end of build %s (%s); trying again", build_id, exc)
+                said = True
+            time.sleep(1.0)
+
+
 def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) -> Build | None:
     """``shutdown`` set means the controller is stopping: the build ends as interrupted.
     The build as it ended (None: its model was deleted meanwhile)."""
@@ -79,6 +112,8 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
 
     status, reason, result = "failed", "", BuildResult(artifact="")
     try:
+        if problem := disk.too_little(wb.home, wb.settings.min_free_mb):
+            raise BuildFailed(problem)
         with wb.store.session() as s:
             model = s.get(Model, build.model_id)
             project = s.get(Project, model.project_id) if model else None
@@ -118,15 +153,21 @@ def run(wb: Workbench, build: Build, shutdown: threading.Event | None = None) ->
         status, reason = exc.status, exc.reason
         if shutdown is not None and shutdown.is_set():
             status, reason = "failed", "interrupted"
+        elif status == "failed" and (full := _disk_full(wb, blog, None)):
+            reason = f"{full}: {reason}"
         blog.line(f"build {build.number} {status}: {reason}")
     except Exception as exc:  # a bug or an OS error: the build fails, the controller lives
-        log.exception("build %s crashed", build_id)
-        status, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        if full := _disk_full(wb, blog, exc):
+            status, reason = "failed", full  # one line, not a copy's list of every file
+        else:
+            log.exception("build %s crashed", build_id)
+            status, reason = "failed", f"internal error: {type(exc).__name__}: {exc}"[:500]
         blog.line(f"build {build.number} failed: {reason}")
     finally:
         blog.close()
-    _update(
+    _finish(
         wb,
+        shutdown,
         build_id,
         status=status,
         reason=reason,

@@ -47,25 +47,37 @@ class BuildLog:
         self._size = os.fstat(self._fd).st_size
         self._lock = threading.Lock()
         self.tail: list[str] = []
+        self.dropped = 0  # lines that could not be written, and why
+        self.error: OSError | None = None
 
     def line(self, text: str) -> None:
         text = text.rstrip("\r\n")
         data = f"{stamp()} {text}\n".encode("utf-8", "replace")
         with self._lock:
-            if self._size + len(data) > self.max_bytes:
-                os.close(self._fd)
-                rotate(self.path)
-                self._fd = open_log(self.path)
-                note = f"{stamp()} [cdsw-tui] the log passed {self.max_bytes // 1024 // 1024} MB; its earlier part is in {rotated(self.path).name}\n"
-                os.write(self._fd, note.encode())
-                self._size = len(note)
-            os.write(self._fd, data)
-            self._size += len(data)
+            try:
+                if self._size + len(data) > self.max_bytes:
+                    fd, self._fd = self._fd, -1  # never a number another file may reuse
+                    os.close(fd)
+                    rotate(self.path)
+                    self._fd = open_log(self.path)
+                    note = f"{stamp()} [cdsw-tui] the log passed {self.max_bytes // 1024 // 1024} MB; its earlier part is in {rotated(self.path).name}\n"
+                    os.write(self._fd, note.encode())
+                    self._size = len(note)
+                os.write(self._fd, data)
+                self._size += len(data)
+            except OSError as exc:  # a full disk: the build goes on to fail by itself
+                self.dropped += 1
+                self.error = exc
             self.tail = [*self.tail[-19:], text]
 
     def close(self) -> None:
         with self._lock:
-            os.close(self._fd)
+            try:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                self._fd = -1
+            except OSError:  # its last write failed (EIO, a full NFS disk): nothing to keep
+                pass
 
 
 BLOCK = 64 * 1024

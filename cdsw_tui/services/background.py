@@ -90,3 +90,25 @@ def _last_words(out: Path) -> str:
     except OSError:
         return ""
     return lines[-1].strip().removeprefix("error: ")[:300] if lines else ""
+
+
+def stop(home: Path, timeout: float = 30.0) -> int | None:
+    """Ask the controller to stop (SIGTERM: replicas keep serving, a new one adopts
+    them) and wait until it has; its pid, or None if none ran."""
+    import signal
+
+    current = state(home)
+    if not current.running:
+        return None
+    if current.pid is None:
+        raise CdswError(f"a controller holds {home}'s lock but did not say its pid")
+    try:
+        os.kill(current.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return current.pid
+    deadline = time.monotonic() + timeout
+    while state(home).running:
+        if time.monotonic() > deadline:
+            raise CdswError(f"the controller (pid {current.pid}) did not stop within {timeout:g} s")
+        time.sleep(0.05)
+    return current.pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,12 +12,15 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
+from cdsw_tui import disk
 from cdsw_tui.engine.buildlog import all_lines
 from cdsw_tui.errors import CdswError, NotFound
 from cdsw_tui.services import logwatch, models, projects
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import BUILD_FINAL, Build, Model, pk, utcnow
 from cdsw_tui.waiting import poll_until
+
+CONTROLLER_GRACE = 3.0  # seconds without a controller before a wait gives up
 
 
 def request(
@@ -34,6 +38,8 @@ def request(
     """
     from cdsw_tui.services import validation as v
 
+    if problem := disk.too_little(wb.home, wb.settings.min_free_mb):
+        raise CdswError(f"not building: {problem}")
     project = models.project_of(wb, model)
     root = Path(project.path)
     path = v.model_file(root, model.file)
@@ -126,10 +132,28 @@ def cancel(wb: Workbench, build: Build) -> Build:
 
 
 def wait(wb: Workbench, build: Build, timeout: float | None = None, poll: float = 0.2) -> Build:
-    """The build once it ended, or as it is when ``timeout`` seconds have passed."""
-    return poll_until(
-        lambda: refresh(wb, build), timeout, done=lambda b: b.status in BUILD_FINAL, interval=poll
-    )
+    """The build once it ended, or as it is when ``timeout`` seconds have passed. A wait
+    ends, in one line, when no controller has run for a while: nothing would end it."""
+    from cdsw_tui.services.lock import state
+
+    gone_since: list[float] = []
+
+    def ended(b: Build) -> bool:
+        if b.status in BUILD_FINAL:
+            return True
+        if state(wb.home).running:
+            gone_since.clear()
+        elif not gone_since:
+            gone_since.append(time.monotonic())
+        return bool(gone_since) and time.monotonic() - gone_since[0] > CONTROLLER_GRACE
+
+    final = poll_until(lambda: refresh(wb, build), timeout, done=ended, interval=poll)
+    if final.status not in BUILD_FINAL and gone_since:
+        raise CdswError(
+            f"build {final.number} is {final.status}, but no controller runs to finish it "
+            "(see logs/controller.log); 'cdsw-tui controller start' fails it as interrupted"
+        )
+    return final
 
 
 def log_path(wb: Workbench, build: Build) -> Path:

@@ -9,11 +9,15 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
+from cdsw_tui import disk
 from cdsw_tui.errors import CdswError
-from cdsw_tui.store import tables  # noqa: F401  (registers the tables)
+from cdsw_tui.store import (
+    health,
+    tables,  # noqa: F401  (registers the tables)
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -113,20 +117,33 @@ def migrate(engine: Engine) -> int:
     return found
 
 
+def _disk(path: Path) -> str:
+    """``; the disk holding / (0 MB free)`` when that disk is nearly full."""
+    try:
+        low = disk.free_mb(path) < 1
+    except OSError:
+        return ""
+    return f"; {disk.describe(path)}" if low else ""
+
+
 class Store:
     """One SQLite file; sessions are short and opened per operation."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: bool = True) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if check:  # damaged, or gone from a home with builds: refused, never re-made
+                health.check(path)
             self.engine = create_engine(
                 f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
             )
             event.listen(self.engine, "connect", _on_connect)
             migrate(self.engine)
         except OperationalError as exc:
-            raise CdswError(f"cannot open the store {path}: {exc.orig}") from None
+            raise CdswError(f"cannot open the store {path}: {exc.orig}{_disk(path)}") from None
+        except DatabaseError as exc:
+            raise CdswError(f"the store {path} is damaged ({exc.orig}); {health.RESTORE}") from None
         except OSError as exc:
             raise CdswError(f"cannot write to {path.parent}: {exc.strerror}") from None
 
@@ -137,7 +154,11 @@ class Store:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
         except OperationalError as exc:
-            raise CdswError(f"the store {self.path} failed: {exc.orig}") from None
+            raise CdswError(f"the store {self.path} failed: {exc.orig}{_disk(self.path)}") from None
+        except DatabaseError as exc:  # a page went bad while running
+            raise CdswError(
+                f"the store {self.path} is damaged ({exc.orig}); {health.RESTORE}"
+            ) from None
 
     def update(self, table: type, row_id: int, **values: object) -> bool:
         """Set columns of one row; False if the row is gone (deleted meanwhile)."""
