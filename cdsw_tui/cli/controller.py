@@ -23,6 +23,7 @@ from cdsw_tui.serving.tls import exposure_warning, server_context
     "--tls-key", type=click.Path(dir_okay=False), help="the certificate's private key (PEM)"
 )
 @click.option("--log-file", type=click.Path(dir_okay=False), hidden=True)
+@click.option("--keep", is_flag=True, hidden=True, help="run it under its keeper (background)")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -31,8 +32,15 @@ def serve(
     tls_cert: str | None,
     tls_key: str | None,
     log_file: str | None,
+    keep: bool,
 ) -> None:
     """Run the controller in the foreground."""
+    if keep:  # the background controller's parent: it restarts the controller after a crash
+        from cdsw_tui.config import load_settings
+        from cdsw_tui.controller import keeper
+
+        home = load_settings().home
+        ctx.exit(keeper.keep(home, Path(log_file or home / "logs" / "controller.log")))
     from cdsw_tui.controller.daemon import serve as run  # the controller only when it runs
 
     wb = workbench(ctx)

@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+from cdsw_tui.engine import process
 from cdsw_tui.engine.buildlog import last_lines
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import calls
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.services.lock import ControllerState, state
+from cdsw_tui.services.lock import ControllerState, keeper_path, state
 
 
 def status(wb: Workbench) -> ControllerState:
@@ -39,6 +40,7 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
                 "-m",
                 "cdsw_tui",
                 "serve",
+                "--keep",  # under its keeper, which starts it again after a crash
                 "--log-file",
                 str(log_dir / "controller.log"),
             ],
@@ -57,7 +59,7 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
     while time.monotonic() < deadline:
         code = proc.poll()
         current = state(wb.home)
-        if current.running and current.pid and current.pid != proc.pid:
+        if code is not None and current.running:
             return current, False  # another caller's start won the lock
         if code is not None:
             raise CdswError(
@@ -69,7 +71,7 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
         time.sleep(0.05)
     current = state(wb.home)
     if current.running and current.pid:  # still adopting what runs: it answers soon
-        return current, current.pid == proc.pid
+        return current, proc.poll() is None
     raise CdswError(
         f"the controller did not start within {timeout:g} s; see {log_dir / 'controller.log'}"
     )
@@ -97,18 +99,39 @@ def stop(home: Path, timeout: float = 30.0) -> int | None:
     them) and wait until it has; its pid, or None if none ran."""
     import signal
 
+    keeper = _keeper(home)  # first: it must not start the controller again
+    if keeper is not None:
+        try:
+            os.kill(keeper, signal.SIGTERM)  # it passes the signal on to the controller
+        except ProcessLookupError:
+            keeper = None
     current = state(home)
-    if not current.running:
+    if not current.running and keeper is None:
         return None
-    if current.pid is None:
+    if current.running and current.pid is None:
         raise CdswError(f"a controller holds {home}'s lock but did not say its pid")
-    try:
-        os.kill(current.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return current.pid
+    if current.pid is not None:
+        try:
+            os.kill(current.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout
-    while state(home).running:
+    while state(home).running or (keeper is not None and process.alive(keeper)):
         if time.monotonic() > deadline:
             raise CdswError(f"the controller (pid {current.pid}) did not stop within {timeout:g} s")
         time.sleep(0.05)
-    return current.pid
+    return current.pid or keeper
+
+
+def _keeper(home: Path) -> int | None:
+    """The pid of this home's keeper, if it runs (a pid file alone is not proof: the
+    process must be a keeper, of this home)."""
+    try:
+        pid = int(keeper_path(home).read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if b"--keep" not in cmdline or f"CDSW_TUI_HOME={home}".encode() not in environ:
+        return None
+    return pid

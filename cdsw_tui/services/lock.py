@@ -15,6 +15,11 @@ class ControllerState:
     pid: int | None
 
 
+def keeper_path(home: Path) -> Path:
+    """Where the background controller's keeper (controller/keeper.py) writes its pid."""
+    return home / "run" / "keeper.pid"
+
+
 def lock_path(home: Path) -> Path:
     return home / "controller.lock"
 

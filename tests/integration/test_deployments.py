@@ -90,7 +90,9 @@ def test_rollback_without_a_failed_call(cli: Cli, wb, project):
     assert len({d["id"] for d in listed}) == 3
 
 
-def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, project, home: Path):
+def test_kill_9_of_the_controller_then_answers_again_within_3_s(cli: Cli, wb, project, home: Path):
+    """Its keeper starts it again: no command is typed, the gateway answers within 3 s,
+    with the same deployment ids and the very same (adopted) replica processes."""
     create(cli, "--replicas", "2")
     before = {
         r.name: replica_pid(r)
@@ -99,27 +101,22 @@ def test_kill_9_of_the_controller_then_answers_again_within_5_s(cli: Cli, wb, pr
         )
     }
     dep_ids = [d["id"] for d in json.loads(cli("deployments", "--json").out)]
-    os.kill(state(home).pid, signal.SIGKILL)
-    while state(home).running:
-        time.sleep(0.02)
+    old = state(home).pid
+    os.kill(old, signal.SIGKILL)
     start = time.monotonic()
-    cli("status")  # read-only: does not start a controller
-    assert not state(home).running
-    from cdsw_tui.services import background
-
-    background.ensure(wb)  # what any mutating command does first
     while True:
         try:
             r = call(wb, {})
-            if r.status_code == 200:
+            if r.status_code == 200 and state(home).pid != old:
                 break
         except httpx.HTTPError:
             pass
-        assert time.monotonic() - start < 5, "no answer within 5 s"
-        time.sleep(0.05)
+        assert time.monotonic() - start < 3, "no answer within 3 s"
+        time.sleep(0.02)
+    print(f"\nanswered again {time.monotonic() - start:.2f} s after kill -9")
     assert [d["id"] for d in json.loads(cli("deployments", "--json").out)] == dep_ids
-    # adopted: the very same processes answer
-    assert r.json()["ReplicaID"] in before
+    assert r.json()["ReplicaID"] in before  # adopted: the very same processes answer
+    assert "killed by signal 9; starting it again" in (home / "logs" / "controller.out").read_text()
 
 
 def test_two_deploys_at_once_one_wins(cli: Cli, wb, project, home: Path):

@@ -340,6 +340,8 @@ def test_a_full_disk_on_deploy_is_one_line(cli: Cli, wb, tmp_path: Path):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         home = disk / "home"
+        home.mkdir()
+        (home / "config.toml").write_text("min_free_mb = 1\n")  # the disk is 24 MB in all
         small = Cli(home, tmp_path)
         root = write_project(tmp_path / "p", {"m.py": CODE})
         small("project", "create", "p", "--path", str(root))

@@ -90,8 +90,8 @@ def test_a_build_is_refused_below_min_free_mb(small_home: Served):
 
 
 def test_wait_ends_when_no_controller_is_left_to_end_the_build(tmp_path: Path):
-    """``--wait`` on a build whose controller is killed (-9): one line within seconds,
-    not a wait for ever."""
+    """``--wait`` on a build whose controller is killed (-9), and whose keeper is gone
+    too: one line within seconds, not a wait for ever."""
     import signal
     import sys
 
@@ -110,6 +110,8 @@ def test_wait_ends_when_no_controller_is_left_to_end_the_build(tmp_path: Path):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         pid = json.loads(s.cli("status", "--json").stdout)["controller"]["pid"]
+        keeper = int((s.home / "run" / "keeper.pid").read_text())
+        os.kill(keeper, signal.SIGKILL)  # else it would start the controller again
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         _, err = waiting.communicate(timeout=30)
