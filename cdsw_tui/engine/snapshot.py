@@ -68,6 +68,14 @@ class SnapshotOutside(CdswError):
     """A link in the project leads out of it."""
 
 
+def _loops(link: Path) -> bool:
+    try:
+        link.resolve()
+    except (RuntimeError, OSError):
+        return True
+    return False
+
+
 def _fmt_mb(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
 
@@ -213,7 +221,11 @@ class SnapshotRepo:
                         continue
                     if stat.S_ISLNK(st.st_mode):
                         target = os.readlink(root / full)
-                        lands = (root / full).parent.joinpath(target).resolve()
+                        try:
+                            lands = (root / full).parent.joinpath(target).resolve()
+                        except (RuntimeError, OSError):  # a loop lands nowhere: refused too
+                            outside.append((full, target))
+                            continue
                         if os.path.isabs(target) or (lands != root and root not in lands.parents):
                             outside.append((full, target))
                         continue
@@ -294,6 +306,11 @@ class SnapshotRepo:
             if outside:
                 path, target = outside[0]
                 more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+                if _loops(root / path):
+                    raise SnapshotOutside(
+                        f"{path} is a link to {target} that loops (it never reaches a file)"
+                        f"{more}: remove it, or add '{path}' to .gitignore"
+                    )
                 raise SnapshotOutside(
                     f"{path} is a link to {target}, outside the project{more}: nothing outside "
                     f"the project goes into a build; copy the file in, or add '{path}' to "

@@ -37,7 +37,7 @@ MAX_FRAME = 1 << 31  # a payload length past this is not a frame of ours
 # the challenge of a TCP caller
 NONCE_SIZE = 16
 PROOF_SIZE = 32
-CHALLENGE_TIMEOUT = 5.0  # seconds a TCP caller has to prove it holds the key
+CHALLENGE_TIMEOUT = 2.0  # seconds a TCP caller has to prove it holds the key
 
 # exit statuses
 EXIT_IMPORT_FAILED = 3

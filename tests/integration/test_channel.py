@@ -38,13 +38,13 @@ def runner(tmp_path: Path):
     while not asyncio.run(health(address, 1.0)):
         assert time.monotonic() < deadline, "the runner did not come up"
         time.sleep(0.05)
-    yield port, key
+    yield port, key, proc.pid
     proc.kill()
     proc.wait()
 
 
 def test_the_gateway_with_the_key_calls_the_replica(runner):
-    port, key = runner
+    port, key, _ = runner
 
     async def two_calls():
         conn = ReplicaConnection(f"tcp://127.0.0.1:{port}#{key.hex()}")
@@ -61,7 +61,7 @@ def test_the_gateway_with_the_key_calls_the_replica(runner):
 
 
 def test_a_caller_without_the_key_gets_no_answer(runner):
-    port, _ = runner
+    port, _, _ = runner
     wrong = secrets.token_bytes(32)
     assert not asyncio.run(health(f"tcp://127.0.0.1:{port}#{wrong.hex()}", 2.0))
 
@@ -82,7 +82,7 @@ def test_a_caller_without_the_key_gets_no_answer(runner):
 
 
 def test_a_proof_seen_on_the_wire_cannot_be_replayed(runner):
-    port, key = runner
+    port, key, _ = runner
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         seen = channel_proof(key, sock.recv(NONCE_SIZE))
         sock.sendall(seen)
@@ -104,3 +104,44 @@ def test_a_tcp_address_without_a_key_is_refused():
 
     with pytest.raises(ReplicaConnectionError):
         asyncio.run(dial())
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_a_flood_of_unanswered_challenges_is_bounded(runner):
+    """300 connections from 127.0.0.2 that never answer the challenge (before: a thread
+    each, 3,624 at the issue's peak, and legitimate callers dropped inside the pids
+    limit): at most 8 of them are challenged at once, the rest closed at once; each is
+    cut after the 2 s challenge; the key's holder on 127.0.0.1 is answered throughout."""
+    port, key, pid = runner
+    base = threads(pid)
+    flood = []
+    for _ in range(300):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        flood.append(s)
+    try:
+        time.sleep(0.3)
+        assert threads(pid) <= base + 8 + 2, threads(pid)
+        address = f"tcp://127.0.0.1:{port}#{key.hex()}"
+        assert all(asyncio.run(health(address, 2.0)) for _ in range(20))
+        began = time.monotonic()
+        nonces = 0
+        for s in flood:  # each was refused, or challenged and cut once its 2 s were up
+            try:
+                nonces += len(s.recv(NONCE_SIZE)) == NONCE_SIZE
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert 0 < nonces <= 8 and time.monotonic() - began < 2 + 1.5
+        assert threads(pid) <= base + 2
+    finally:
+        for s in flood:
+            s.close()

@@ -382,6 +382,21 @@ def test_a_link_out_of_the_project_never_reaches_a_build(
     assert not any("host-secret" in os.readlink(p) for p in build_dir.rglob("*") if p.is_symlink())
 
 
+def test_a_link_that_loops_is_one_line(cli: Cli, wb, project: Path):
+    """loop1 -> loop2 -> loop1 in a project: one line naming the link (before: an
+    "unexpected RuntimeError: Symlink loop")."""
+    (project / "loop2").symlink_to("loop1")
+    (project / "loop1").symlink_to("loop2")
+    cli("model", "create", "p/add", "--file", "m.py", "--function", "add", "--no-deploy")
+    result = cli("build", "p/add", check=False)
+    assert result.code == 1 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "is a link to loop" in result.err and "that loops" in result.err
+    assert "unexpected" not in result.err
+    (project / "loop1").unlink()
+    (project / "loop2").unlink()
+    cli("build", "p/add", "--wait")
+
+
 PEAK = (  # VmHWM starts again at exec (ru_maxrss would carry the parent's over)
     "import atexit, sys\n"
     "hwm = lambda: next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"

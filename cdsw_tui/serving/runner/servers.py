@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import socketserver
+import threading
 from http.server import BaseHTTPRequestHandler
 
 from cdsw_tui.serving.frames import (
@@ -97,8 +98,13 @@ def make_frame_handler(
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             sock = self.request
-            if key is not None and not challenge(sock, key):
-                return  # no frame is read from a caller without the key
+            if key is not None:
+                proved = challenge(sock, key)
+                server = self.server
+                if isinstance(server, TcpFrameServer) and not server.passed(sock):
+                    return  # as many served as it takes: this one ends
+                if not proved:
+                    return  # no frame is read from a caller without the key
             if key is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             rfile = sock.makefile("rb")
@@ -159,11 +165,73 @@ class UnixFrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
             os.chdir(here)
 
 
-class TcpFrameServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """Frames on a port other hosts can reach: every connection is challenged first."""
+class TcpFrameServer(socketserver.TCPServer):
+    """Frames on a port other hosts can reach: every connection is challenged first.
 
-    daemon_threads = True
+    Threads are bounded: at most MAX_CHALLENGED connections are being challenged at once
+    (each for CHALLENGE_TIMEOUT at most), MAX_CHALLENGED_PER_PEER from one address, so a
+    flood from one host cannot take the slots the gateway's host needs; beyond, a new
+    connection is closed at once, before a thread is made for it."""
+
     allow_reuse_address = True
+    request_queue_size = 128
+    MAX_CHALLENGED = 64
+    MAX_CHALLENGED_PER_PEER = 8
+    MAX_SERVED = 64  # connections past the challenge (the gateway keeps one, probes come and go)
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self._peers: dict[str, int] = {}  # connections being challenged, per address
+        self._peer_of: dict[int, str] = {}  # id(request) -> its address, while challenged
+        self._passed: set[int] = set()
+        self.challenged = 0
+        self.served = 0
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        peer = client_address[0] if isinstance(client_address, tuple) else "?"
+        with self._lock:
+            mine = self._peers.get(peer, 0)
+            if self.challenged >= self.MAX_CHALLENGED or mine >= self.MAX_CHALLENGED_PER_PEER:
+                self.shutdown_request(request)  # refused: no thread, no nonce
+                return
+            self.challenged += 1
+            self._peers[peer] = mine + 1
+            self._peer_of[id(request)] = peer
+        threading.Thread(target=self._serve, args=(request, client_address), daemon=True).start()
+
+    def passed(self, request: socket.socket) -> bool:
+        """Called by the handler once the challenge is over: its slot is given back, and
+        a slot among the served is taken (False: none is left; the connection ends)."""
+        with self._lock:
+            self._release(self._peer_of.pop(id(request), "?"))
+            if self.served >= self.MAX_SERVED:
+                return False
+            self.served += 1
+            self._passed.add(id(request))
+            return True
+
+    def _release(self, peer: str) -> None:
+        self.challenged -= 1
+        left = self._peers.get(peer, 1) - 1
+        if left:
+            self._peers[peer] = left
+        else:
+            self._peers.pop(peer, None)
+
+    def _serve(self, request: socket.socket, client_address: object) -> None:
+        try:
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
+        except Exception:
+            pass  # a broken peer: its connection ends, the server goes on
+        finally:
+            self.shutdown_request(request)
+            with self._lock:
+                if id(request) in self._passed:
+                    self._passed.discard(id(request))
+                    self.served -= 1
+                elif id(request) in self._peer_of:  # it never finished its challenge
+                    self._release(self._peer_of.pop(id(request)))
 
 
 def read_key(path: str) -> bytes:
