@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,7 +66,27 @@ def _keep(log_file: Path) -> int:
 
     # the controller's modules, imported once here: a restart forks a warm copy of this
     # process (milliseconds) instead of starting an interpreter and importing (seconds)
-    from cdsw_tui.cli import main
+    from cdsw_tui.controller import daemon
+    from cdsw_tui.errors import CdswError
+    from cdsw_tui.output import printable
+    from cdsw_tui.services.context import Workbench
+
+    try:
+        import uvloop  # noqa: F401  (what daemon.serve runs the controller on)
+    except ImportError:
+        pass
+
+    def controller() -> int:
+        """As ``cdsw-tui serve`` runs it: 1 for a one-line refusal, 2 for a crash."""
+        try:
+            daemon.serve(Workbench(), log_file)
+        except CdswError as exc:
+            print(f"error: {printable(exc.message)}", file=sys.stderr)
+            return REFUSED
+        except BaseException:
+            traceback.print_exc()
+            return 2
+        return 0
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -78,9 +99,7 @@ def _keep(log_file: Path) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 2
             try:
-                main.main(["serve", "--log-file", str(log_file)], prog_name="cdsw-tui")
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = controller()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
