@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from cdsw_tui.controller.serving import ServingManager
 
 log = logging.getLogger("cdsw_tui.controller")
+# start failures that say a replica does not fit where its runtime can place it
+DOES_NOT_FIT = ("no suitable node", "insufficient resources", "not enough memory")
 
 
 @dataclass(eq=False)
@@ -49,6 +51,8 @@ class DeploymentState:
     restarting: bool = False  # a rolling restart is under way
     pairs: dict[str, str] = field(default_factory=dict)  # new replica -> the one it replaces
     crash_reason: str = ""  # what the deployment's reason says about a crash loop
+    cap: int = 0  # replicas it may keep while a successor takes its place one by one (0: all)
+    squeezed: bool = False  # rolling out one replica at a time: they do not fit beside the old
 
     def alive(self) -> list[ReplicaState]:
         return [r for r in self.replicas.values() if r.alive]
@@ -150,20 +154,71 @@ class DeploymentState:
             row.status = DeploymentStatus.DEPLOYING
         failed = next((r for r in self.replicas.values() if r.status == ReplicaStatus.FAILED), None)
         if failed is not None:
-            self.begin_stop("failed", failed.reason)
-            return
+            why = self._make_room(failed)
+            if why:
+                self.begin_stop("failed", why)
+                return
+            del self.replicas[failed.name]  # stopped and recorded; another takes its place
         for _ in range(row.replicas - len(self.alive())):
             self.new_replica()
         alive = self.alive()
         if len(alive) >= row.replicas and all(r.status == ReplicaStatus.RUNNING for r in alive):
             self._take_over()
 
+    def _make_room(self, failed: ReplicaState) -> str:
+        """A new replica that does not fit beside the deployment it replaces (swarm: "no
+        suitable node"): one of the old replicas makes room, as Kubernetes' maxUnavailable
+        1 does, and the rollout goes on one replica at a time; at least one replica keeps
+        serving. What the rollout fails with ("": it goes on)."""
+        if not any(sign in failed.reason for sign in DOES_NOT_FIT):
+            return failed.reason
+        old = next(
+            (
+                d
+                for d in self.ctl.states.values()
+                if d.model_id == self.model_id and d is not self and d.goal == Goal.SERVE
+            ),
+            None,
+        )
+        serving = [r for r in old.alive() if r.status == ReplicaStatus.RUNNING] if old else []
+        ours = [r for r in self.alive() if r.status == ReplicaStatus.RUNNING]
+        if old is None or not (serving or ours):
+            return failed.reason  # nothing to make room with: not even one fits
+        leaving = (ReplicaStatus.DRAINING, ReplicaStatus.STOPPING)
+        if self.squeezed and (
+            any(r.status in leaving for r in old.replicas.values())
+            or any(r.status == ReplicaStatus.STARTING for r in self.alive())
+        ):
+            return ""  # room is being made: this one is started again, and waits for it
+        if not self.squeezed:
+            self.squeezed = True
+            self.reason = (
+                "rolling out one replica at a time: the new replicas do not fit beside the "
+                f"old ones ({failed.reason[:200]})"
+            )
+            self.ctl.writer.write(self.id, reason=self.reason)
+            log.info("deployment %s: %s", self.id, self.reason)
+        if len(serving) == 1 and not ours:
+            return (
+                f"{failed.reason}; not even one new replica fits while the last old one "
+                "serves (lower --cpu or --memory, or add a node)"
+            )
+        if len(serving) > 1:
+            old.cap = len(old.alive()) - 1
+            old.retire(min(serving, key=lambda r: (r.gateway.busy, -r.restarts)))
+        else:  # the old deployment's last replica is what is left: ours serve from now on
+            self._take_over()
+        return ""
+
     def _take_over(self) -> None:
         """Every replica answers: this deployment serves the model's calls from now on."""
         self.goal = Goal.SERVE
         self.ctl.publisher.publish(self)
         self.ctl.writer.write(
-            self.id, status=DeploymentStatus.DEPLOYED, deployed_at=utcnow(), reason=""
+            self.id,
+            status=DeploymentStatus.DEPLOYED,
+            deployed_at=utcnow(),
+            reason=self.reason if self.squeezed else "",  # how it was rolled out
         )
         reason = f"replaced by deployment {self.id}"
         for other in list(self.ctl.states.values()):
@@ -189,16 +244,17 @@ class DeploymentState:
             self._step_restart()
             return
         alive = self.alive()
-        if len(alive) < row.replicas:
-            for _ in range(row.replicas - len(alive)):
+        wanted = min(row.replicas, self.cap) if self.cap else row.replicas
+        if len(alive) < wanted:
+            for _ in range(wanted - len(alive)):
                 self.new_replica()
-        elif len(alive) > row.replicas:
+        elif len(alive) > wanted:
             # the ones not serving first, then the idle ones
             order = sorted(
                 alive,
                 key=lambda r: (r.status == ReplicaStatus.RUNNING, r.gateway.busy, r.restarts == 0),
             )
-            for r in order[: len(alive) - row.replicas]:
+            for r in order[: len(alive) - wanted]:
                 self.retire(r)
 
     def _step_restart(self) -> None:

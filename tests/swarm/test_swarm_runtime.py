@@ -182,6 +182,33 @@ def test_rollback_and_scaling_under_traffic_lose_no_call(cli: Cli, wb, home: Pat
     assert listed[0]["replicas"] == 1 and len(listed) == 3  # scaled, not redeployed
 
 
+def test_a_redeploy_that_does_not_fit_rolls_one_replica_at_a_time(
+    cli: Cli, wb, home: Path, tmp_path: Path
+):
+    """The quickstart's two replicas with the default cpu (1 each on this 2-core machine:
+    the node's whole capacity). New-before-old needs twice that, so Swarm places no new
+    replica ("no suitable node"); before, the redeploy failed. Now one old replica makes
+    room at a time, at least one serves throughout, and the reason says how it went."""
+    cores = os.cpu_count() or 2
+    fill = () if cores == 2 else ("--cpu", f"{cores / 2:g}")  # two replicas fill the node
+    root = write_project(tmp_path / "proj", {"model.py": CODE.format(version=1)})
+    projects.create(wb, "p", path=root, runtime="swarm")
+    create_model(cli, "--replicas", "2", "--memory", "256", *fill)
+    (root / "model.py").write_text(CODE.format(version=2))
+    cli("build", "p/m", "--wait", timeout=600)
+    with traffic(wb, "p/m") as (answers, failures):
+        cli("deploy", "p/m", "--build", "2", "--wait", timeout=300)
+        settle(home, 2)  # the old ones gone, the second new one placed in their room
+        time.sleep(1)
+    assert failures == [], failures[:3]
+    versions = [a["response"]["version"] for a in answers]
+    assert 1 in versions and versions[-1] == 2
+    assert len({a["ReplicaID"] for a in answers[-20:]}) == 2  # both new ones serve
+    latest = json.loads(cli("deployments", "p/m", "--json").out)[0]
+    assert latest["status"] == "deployed", latest
+    assert "one replica at a time" in latest["reason"] and "no suitable node" in latest["reason"]
+
+
 def test_a_swarm_build_without_a_registry_says_how_to_get_one(
     cli: Cli, wb, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
