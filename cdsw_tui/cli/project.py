@@ -43,6 +43,11 @@ def project_row(p: readmodels.ProjectRow) -> dict[str, Any]:
     help="where the swarm may place replicas, e.g. node.labels.gpu==true (repeatable)",
 )
 @click.option("--python", "python", help="the local runtime's interpreter (default: cdsw-tui's)")
+@click.option(
+    "--egress",
+    is_flag=True,
+    help="let replicas open connections out (Docker replicas have no network otherwise)",
+)
 @json_option
 @click.pass_context
 def project_create(
@@ -54,6 +59,7 @@ def project_create(
     engine: str | None,
     constraints: tuple[str, ...],
     python: str | None,
+    egress: bool,
     as_json: bool,
 ) -> None:
     """Register a folder, or make one from a template."""
@@ -67,6 +73,7 @@ def project_create(
         engine=engine,
         placement=constraints,
         python=python,
+        egress=egress,
     )
     if as_json:
         emit_json(project_row(readmodels.projects(wb, p.id)[0]))
@@ -102,3 +109,15 @@ def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
     for note in deployments.delete_project(wb, name):
         click.echo(f"note: {note}", err=True)
     click.echo(f"project {name} deleted")
+
+
+@project.command("egress")
+@click.argument("name")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_context
+def project_egress(ctx: click.Context, name: str, state: str) -> None:
+    """Whether the project's replicas may open connections out (replicas started from
+    now on; builds always may, for pip)."""
+    p = projects.update(workbench(ctx), name, egress=state == "on")
+    said = "may open connections out" if p.egress else "have no network (Docker)"
+    click.echo(f"project {p.name}: replicas started from now on {said}")

@@ -9,12 +9,18 @@ from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.runtime import ReplicaSpec
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import pk
+from cdsw_tui.store import Project, pk
 
 
 class SpecBuilder:
     def __init__(self, wb: Workbench) -> None:
         self.wb = wb
+
+    def _egress(self, project: Project) -> bool:
+        """As the project says now (``project egress``): replicas started from now on."""
+        with self.wb.store.session() as s:
+            row = s.get(Project, project.id)
+        return row.egress if row is not None else project.egress
 
     def spec(self, ctx: Context, name: str) -> ReplicaSpec:
         """Reads the variables from the store: run it in a thread."""
@@ -55,5 +61,6 @@ class SpecBuilder:
             memory=d.memory,
             gpu=d.gpu,
             placement=tuple(c for c in project.placement.splitlines() if c),
+            egress=self._egress(project),
             uid=replica_identity(self.wb.settings.replica_uid).uid,
         )

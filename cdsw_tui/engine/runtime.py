@@ -31,6 +31,7 @@ class ReplicaSpec:
     gpu: int = 0
     placement: tuple[str, ...] = ()  # constraints on where it may run (a scheduler's backend)
     uid: int = -1  # the identity model code runs as (REPLICA_UID); -1: the backend's default
+    egress: bool = False  # it may open connections out (else: no network, where the backend can)
 
 
 def runner_arguments(spec: ReplicaSpec, directory: str, socket: str = "") -> list[str]:

@@ -58,6 +58,7 @@ def create(
     engine: str | None = None,
     placement: list[str] | tuple[str, ...] = (),
     python: str | None = None,
+    egress: bool = False,
 ) -> Project:
     name = v.name(name)
     runtime = v.runtime(runtime or wb.settings.runtime)
@@ -106,6 +107,7 @@ def create(
         engine=engine,
         placement=constraints,
         python=interpreter,
+        egress=egress,
     )
     with wb.store.session() as s:
         s.add(project)
@@ -153,6 +155,7 @@ def update(
     runtime: str | None = None,
     engine: str | None = None,
     placement: list[str] | tuple[str, ...] | None = None,
+    egress: bool | None = None,
 ) -> Project:
     project = get(wb, name)
     constraints = None if placement is None else v.placement(placement)
@@ -166,6 +169,8 @@ def update(
             row.engine = v.engine(engine)
         if constraints is not None:
             row.placement = constraints
+        if egress is not None:
+            row.egress = egress
         s.add(row)
         s.commit()
         s.refresh(row)

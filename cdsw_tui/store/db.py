@@ -70,12 +70,20 @@ def _migration_4(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _migration_5(conn: Connection) -> None:
+    """Projects say whether their replicas may open connections out (egress)."""
+    have = _columns(conn, "project")
+    if have and "egress" not in have:
+        conn.execute(text("ALTER TABLE project ADD COLUMN egress BOOLEAN NOT NULL DEFAULT 0"))
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

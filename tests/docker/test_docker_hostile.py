@@ -78,3 +78,82 @@ def test_a_silent_build_step_is_stopped_on_time(cli: Cli, wb, tmp_path: Path, st
     while sleepers():  # and the step's container goes with it
         assert time.monotonic() < deadline, "the build step's container survived"
         time.sleep(0.2)
+
+
+REACH = """\
+import os
+import socket
+
+
+def reach(args):
+    try:
+        socket.create_connection((args["host"], args["port"]), timeout=3).close()
+        return "reached"
+    except OSError as exc:
+        return f"not reached: {exc.strerror or exc}"
+
+
+def fill(args):
+    written = 0
+    try:
+        with open("/run/cdsw/fill", "wb") as fh:
+            for _ in range(200):
+                fh.write(b"x" * (1 << 20))
+                fh.flush()
+                written += 1
+    except OSError as exc:
+        return {"mb": written, "error": exc.strerror}
+    finally:
+        try:
+            os.unlink("/run/cdsw/fill")
+        except OSError:
+            pass
+    return {"mb": written, "error": ""}
+"""
+
+
+def bridge_address() -> str:
+    """This host's address on Docker's bridge (what a container's default route is)."""
+    import ipaddress
+
+    config = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
+    if config.get("Gateway"):
+        return config["Gateway"]
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))  # dockerd gives it .1
+
+
+def test_replicas_reach_no_host_listener_and_cannot_fill_the_home(cli: Cli, wb, tmp_path: Path):
+    """A listener of this host on 0.0.0.0, dialled through the bridge, and 200 MB written
+    into the replica's socket folder (a host folder under the home). Before: reached, and
+    200 MB landed in the home. Now: no network unless the project allows egress, and the
+    folder is a 1 MB tmpfs; with `project egress p on` a new replica reaches it."""
+    import os
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    threading.Thread(
+        target=lambda: [listener.accept()[0].close() for _ in range(4)], daemon=True
+    ).start()
+    try:
+        root = write_project(tmp_path / "p", {"m.py": REACH})
+        cli("project", "create", "p", "--path", str(root), "--runtime", "docker")
+        for fn in ("reach", "fill"):
+            cli("model", "create", f"p/{fn}", "--file", "m.py", "--function", fn, "--wait",
+                timeout=600)  # fmt: skip
+        target = json.dumps({"host": bridge_address(), "port": port})
+        assert json.loads(cli("call", "p/reach", target).out)["response"].startswith("not reached")
+        filled = json.loads(cli("call", "p/fill", "{}").out)["response"]
+        if os.geteuid() == 0:  # the folder is a tmpfs where the controller may mount one
+            assert filled["mb"] <= 1 and filled["error"] == "No space left on device", filled
+        info = docker.from_env().containers.list(filters={"label": "cdsw.home=" + str(wb.home)})
+        host = info[0].attrs["HostConfig"]
+        assert host["NetworkMode"] == "none" and host["Tmpfs"]["/tmp"].startswith("size=256m")
+        cli("project", "egress", "p", "on")
+        cli("restart", "p/reach", "--wait", timeout=300)
+        assert json.loads(cli("call", "p/reach", target).out)["response"] == "reached"
+    finally:
+        listener.close()

@@ -14,8 +14,10 @@ wants. A thread follows Docker's events, so noticing a dead container costs no A
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +38,10 @@ from cdsw_tui.engine.runtime import (
 )
 from cdsw_tui.resources import RUNNER_LAUNCHER
 
+log = logging.getLogger("cdsw_tui.controller")
 SOCKET_DIR = "/run/cdsw"
+TMP_MB = 256  # a replica's /tmp (tmpfs: counted in its memory limit too)
+SOCKET_DIR_MB = 1  # the host folder of its socket, a tmpfs of this size where we are root
 UID = 1000
 PIDS_LIMIT = 1024
 STOP_GRACE = 2
@@ -139,6 +144,26 @@ class Followers:
             follower.close()
 
 
+def _small_disk(folder: Path, uid: int) -> None:
+    """A tmpfs of SOCKET_DIR_MB over ``folder``, owned by the replica's uid (root only;
+    without it the folder stays a plain one, as before)."""
+    options = f"size={SOCKET_DIR_MB}m,mode=0700,uid={uid},gid={uid},nosuid,nodev,noexec"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode:
+        log.warning("the socket folder %s stays unbounded: %s", folder, done.stderr.strip()[:200])
+
+
+def _drop_folder(folder: Path) -> None:
+    """Remove a socket folder, unmounting its tmpfs first (nothing in it is followed)."""
+    if os.path.ismount(folder):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class DockerRuntime(RuntimeBase):
     name = "docker"
 
@@ -223,11 +248,12 @@ class DockerRuntime(RuntimeBase):
 
         process.private_dir(self.sockets)
         folder = self._socket_dir(spec.name)
-        shutil.rmtree(folder, ignore_errors=True)  # unlinks what a container left, follows nothing
+        _drop_folder(folder)  # unlinks what a container left, follows nothing
         os.mkdir(folder, 0o700)  # new: nothing planted here can be followed
         uid = spec.uid if spec.uid >= 0 else UID
         if os.geteuid() == 0:
             os.chown(folder, uid, uid, follow_symlinks=False)
+            _small_disk(folder, uid)  # what the replica writes there cannot fill the home
         else:
             os.chmod(folder, 0o777)  # inside our 0700 folder: only the container gets in
         command = [
@@ -260,6 +286,10 @@ class DockerRuntime(RuntimeBase):
                 mem_limit=f"{spec.memory}m",
                 memswap_limit=f"{spec.memory}m",
                 volumes={str(folder): {"bind": SOCKET_DIR, "mode": "rw"}},
+                # no route anywhere (the gateway speaks to it over its socket) unless the
+                # project lets its replicas out; /tmp is memory of its own, bounded
+                network_mode=None if spec.egress else "none",
+                tmpfs={"/tmp": f"size={TMP_MB}m,mode=1777"},
                 labels={
                     "cdsw.home": self.home,
                     "cdsw.replica": spec.name,
@@ -269,7 +299,7 @@ class DockerRuntime(RuntimeBase):
                 **kwargs,
             )
         except DockerException as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            _drop_folder(folder)
             raise RuntimeUnavailable(f"docker could not start the container: {exc}") from None
         self.names[container.id] = spec.name
         return Placed(address=f"unix:{folder}/replica.sock", handle=container.id)
@@ -300,7 +330,7 @@ class DockerRuntime(RuntimeBase):
         except DockerException as exc:
             raise RuntimeUnavailable(f"docker could not remove the container: {exc}") from None
         if name:
-            shutil.rmtree(self._socket_dir(name), ignore_errors=True)
+            _drop_folder(self._socket_dir(name))
         with self._lock:
             self.dead.pop(handle, None)
 
