@@ -101,6 +101,8 @@ class Admission:
 
 def is_json(content_type: bytes) -> bool:
     """``application/json``, with parameters or not (``; charset=utf-8``), or ``+json``."""
+    if content_type == b"application/json":  # what nearly every call sends
+        return True
     media = content_type.partition(b";")[0].strip().lower()
     return media == b"application/json" or (
         media.startswith(b"application/") and media.endswith(b"+json")
@@ -111,7 +113,7 @@ def decoded(body: bytes, encoding: bytes, limit: int) -> bytes:
     """The body as sent before its ``Content-Encoding``, refused as soon as it would
     pass ``limit`` once decoded (a small gzip bomb is never inflated whole)."""
     encoding = encoding.strip().lower()
-    if encoding in (b"", b"identity"):
+    if encoding in (b"", b"identity") or not body:  # nothing was encoded
         return body
     wbits = _DECODERS.get(encoding)
     if wbits is None:
