@@ -6,7 +6,8 @@ forks each controller from itself, so a restart costs milliseconds, not an inter
 start.
 
 A controller that ends by itself is not restarted: 0 is a stop asked for (SIGTERM from
-``cdsw-tui controller stop``), 1 a refusal that would only repeat (another controller
+``cdsw-tui controller stop``; so is death by SIGTERM or SIGINT, which comes when the stop
+is asked before its handler is set), 1 a refusal that would only repeat (another controller
 holds the lock, a damaged store, a port taken). Anything else is a crash: the next start
 follows at once, then later and later while crashes keep coming within a minute of start
 (0.2 s doubling to 30 s, as a restart back-off)."""
@@ -105,8 +106,8 @@ def _keep(log_file: Path) -> int:
                 sys.stderr.flush()
                 os._exit(code)
         code = _wait(child)
-        if stopping or code in (0, REFUSED):
-            return code
+        if stopping or code in (0, REFUSED, -signal.SIGTERM, -signal.SIGINT):
+            return code  # a stop asked for (a SIGTERM before its handler was set, too)
         if time.monotonic() - began > STEADY:
             delay = FIRST_DELAY
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
