@@ -22,4 +22,7 @@ def docker_engine(home):
 
     client = docker.from_env()
     for container in client.containers.list(all=True, filters={"label": f"cdsw.home={home}"}):
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # the controller, still running, removed it meanwhile

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 from textual.widgets import DataTable, Input, Label, Select, TabbedContent, TextArea
+from textual.worker import WorkerCancelled
 
 from cdsw_tui.screens.confirm import ConfirmScreen
 from cdsw_tui.screens.forms import Field
@@ -73,8 +74,11 @@ async def test_new_project_python_is_checked_and_kept(app, tmp_path):
         assert isinstance(app.screen, NewProjectScreen) and not (tmp_path / "py").exists()
         form.query_one("#python", Input).value = "/usr/bin/python3"
         await pilot.press("ctrl+s")
-        await app.workers.wait_for_complete()
-        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen))
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass  # saved: the form closed, and workers of its own went with it
+        await wait_for(pilot, lambda: isinstance(app.screen, ProjectScreen), tries=400)
         assert projects.get(app.wb, "py").python == "/usr/bin/python3"
 
 
