@@ -37,7 +37,7 @@ def add(args):
     return {"sum": args["a"] + args["b"], "build": VERSION}
 """
 FILL = """\
-if [ -n "$FILL_DISK" ]; then
+if [ -f fill-the-disk ]; then
 python3 - <<'PY' || { rm -f big; exit 1; }
 with open("big", "wb") as fh:
     while True:
@@ -186,14 +186,21 @@ class Soak:
         self.record("scale", began, time.monotonic() - began)
 
     def fill_disk(self) -> None:
+        """A build whose step writes until the disk is full (the project says so with a
+        file its cdsw-build.sh looks for), then gives the space back and fails."""
+        flag = self.project / "fill-the-disk"
+        flag.write_text("")
         began = time.monotonic()
-        out = subprocess.run(
-            [sys.executable, "-m", "cdsw_tui", "build", "p/m", "--wait"],
-            capture_output=True,
-            text=True,
-            env={**self.env, "FILL_DISK": "1"},
-            timeout=600,
-        )
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "cdsw_tui", "build", "p/m", "--wait"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=600,
+            )
+        finally:
+            flag.unlink()
         took = time.monotonic() - began
         said = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "built"
         self.events.append(
