@@ -58,8 +58,7 @@ class Soak:
         if os.geteuid() == 0:
             mount = ["mount", "-t", "tmpfs", "-o", "size=600m,mode=0700", "tmpfs", str(self.home)]
             self.mounted = subprocess.run(mount, capture_output=True).returncode == 0
-        with socket_port() as port:
-            self.port = port
+        self.port = port = port_below_ephemeral()
         (self.home / "config.toml").write_text(
             f"gateway_port = {port}\npoll_interval = 0.05\nbusy_timeout = 10\nmin_free_mb = 5\n"
         )
@@ -330,22 +329,20 @@ def restarts_of(s: Soak) -> int:
         con.close()
 
 
-class socket_port:
-    def __enter__(self) -> int:
-        import socket
+def port_below_ephemeral() -> int:
+    """A free port under the kernel's ephemeral range: a controller started again after
+    its kill must find its port free, and an outgoing connection could take one above."""
+    import socket
 
-        for _ in range(200):
-            port = random.randrange(20000, 32000)
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-        raise SystemExit("no free port")
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit("no free port")
 
 
 def main() -> None:

@@ -76,22 +76,28 @@ def check(path: Path) -> None:
         )
 
 
+def _copy(source: Path, target: Path) -> None:
+    """SQLite's online backup of ``source`` into ``target``, a file made here, private
+    (keys and sealed secrets are in it)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+    src = sqlite3.connect(source, timeout=30)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
 def backup(source: Path, target: Path) -> int:
     """Copy the store to ``target`` (0600, written whole or not at all); its size."""
     if not source.exists():
         raise CdswError(f"there is no store at {source} to back up")
     part = target.with_name(f".{target.name}.part")
     part.unlink(missing_ok=True)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.close(fd)  # keys and sealed secrets are in it: created private
     try:
-        src = sqlite3.connect(source, timeout=30)
-        dst = sqlite3.connect(part)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        _copy(source, part)
         if (found := quick_check(part)) != "ok":
             raise CdswError(f"the copy of {source} is not sound ({found}); nothing written")
         os.replace(part, target)
@@ -128,13 +134,5 @@ def restore(backup_file: Path, target: Path) -> Path | None:
                 os.replace(side, kept.with_name(kept.name + suffix))
             else:
                 side.unlink()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
-    src = sqlite3.connect(backup_file)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+    _copy(backup_file, target)
     return kept
