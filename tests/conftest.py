@@ -47,6 +47,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield path
     stop_controller(path)
     stop_replicas(path)
+    unmount_under(path)
+
+
+def unmount_under(path: Path) -> None:
+    """What was mounted under a test's home (a Docker replica's socket-folder tmpfs,
+    whose container a fixture removed behind the runtime's back) is unmounted."""
+    prefix = f"{path}/"
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        where = line.split()[1]
+        if where.startswith(prefix):
+            subprocess.run(["umount", "-l", where], capture_output=True, check=False)
 
 
 def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:

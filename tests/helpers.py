@@ -118,6 +118,18 @@ def docker_problem() -> str | None:
     return None
 
 
+def remove_containers(home: Path) -> None:
+    """A test's containers gone (the home's teardown unmounts what was mounted for them)."""
+    import docker
+
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"cdsw.home={home}"}):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # the controller, still running, removed it meanwhile
+
+
 def services(home: Path) -> dict[str, dict]:
     import docker
 
@@ -315,9 +327,10 @@ class Served:
                 time.sleep(0.1)
 
     def close(self) -> None:
-        from tests.conftest import stop_controller, stop_replicas
+        from tests.conftest import stop_controller, stop_replicas, unmount_under
 
         if self._wb is not None:
             self._wb.close()
         stop_controller(self.home)
         stop_replicas(self.home)
+        unmount_under(self.home)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.helpers import docker_problem
+from tests.helpers import docker_problem, remove_containers
 
 
 @pytest.fixture
@@ -18,11 +18,4 @@ def docker_engine(home):
             pytest.fail(f"CI must run the Docker compat tests: {problem}")
         pytest.skip(problem)
     yield
-    import docker
-
-    client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"cdsw.home={home}"}):
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass  # the controller, still running, removed it meanwhile
+    remove_containers(home)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.helpers import docker_problem
+from tests.helpers import docker_problem, remove_containers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,8 +23,4 @@ def docker_engine() -> None:
 @pytest.fixture(autouse=True)
 def _remove_containers(home):
     yield
-    import docker
-
-    client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"cdsw.home={home}"}):
-        container.remove(force=True)
+    remove_containers(home)
