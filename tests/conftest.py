@@ -61,6 +61,13 @@ def unmount_under(path: Path) -> None:
 
 
 def stop_controller(path: Path, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM: as ``controller stop`` does, its keeper first (else the keeper could be
+    starting a controller again right now). Another signal: to the controller alone."""
+    if sig == signal.SIGTERM and path.exists():
+        from cdsw_tui.services import background
+
+        background.stop(path, timeout=10)
+        return
     st = state(path) if path.exists() else None
     if st and st.running and st.pid:
         try:

@@ -35,10 +35,23 @@ def _say(text: str) -> None:
     print(f"{stamp} keeper: {text}", flush=True)
 
 
+ANOTHER = 3  # the exit status when this home has a keeper already
+
+
 def keep(home: Path, log_file: Path) -> int:
-    """Run the controller until it stops by itself; its last exit status."""
+    """Run the controller until it stops by itself; its last exit status. One keeper per
+    home: a second one (a command that found no controller while the first restarted
+    it) ends at once, or two controllers would follow each other for ever."""
+    import fcntl
+
     mine = keeper_path(home)
     mine.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    held = open(mine.with_suffix(".lock"), "a")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        return ANOTHER
     tmp = mine.with_suffix(".tmp")
     tmp.write_text(str(os.getpid()))
     os.replace(tmp, mine)

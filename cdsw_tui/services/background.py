@@ -28,6 +28,8 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
     current = state(wb.home)
     if current.running:
         return current, False
+    if _keeper(wb.home) is not None:  # its keeper is starting it again after a crash
+        return _wait_for_lock(wb, timeout), False
     log_dir = wb.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # its log rotates (the controller writes it); what it prints before logging, a crash
@@ -61,6 +63,8 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
         current = state(wb.home)
         if code is not None and current.running:
             return current, False  # another caller's start won the lock
+        if code == ANOTHER_KEEPER:  # a keeper runs for this home: its controller comes
+            return _wait_for_lock(wb, max(0.0, deadline - time.monotonic())), False
         if code is not None:
             raise CdswError(
                 f"the controller could not start ({_last_words(out_path) or f'exit status {code}'}); "
@@ -75,6 +79,21 @@ def ensure(wb: Workbench, timeout: float = 15.0) -> tuple[ControllerState, bool]
     raise CdswError(
         f"the controller did not start within {timeout:g} s; see {log_dir / 'controller.log'}"
     )
+
+
+ANOTHER_KEEPER = 3  # controller/keeper.py's exit status when the home has one already
+
+
+def _wait_for_lock(wb: Workbench, timeout: float) -> ControllerState:
+    deadline = time.monotonic() + timeout
+    while not (current := state(wb.home)).running:
+        if time.monotonic() > deadline:
+            raise CdswError(
+                f"the controller did not start within {timeout:g} s; "
+                f"see {wb.home / 'logs' / 'controller.out'}"
+            )
+        time.sleep(0.05)
+    return current
 
 
 def _answers(wb: Workbench) -> bool:
