@@ -17,19 +17,22 @@ SIGNS = (
 
 
 def mount_point(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
+    path = _existing(path)
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
 
 
 def free_mb(path: Path) -> float:
+    return shutil.disk_usage(_existing(path)).free / 1024 / 1024
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest folder that exists (a build folder not made yet)."""
     path = path.absolute()
     while not path.exists():
         path = path.parent
-    return shutil.disk_usage(path).free / 1024 / 1024
+    return path
 
 
 def describe(path: Path) -> str:
