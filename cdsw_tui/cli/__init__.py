@@ -43,6 +43,9 @@ COMMANDS = {
     "registry": "engine:registry_group",
     "env": "env:env_group",
     "store": "store:store_group",
+    "job": "job:job_group",
+    "jobs": "job:jobs_cmd",
+    "run": "job:run_cmd",
 }
 
 

@@ -10,10 +10,11 @@ import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from cdsw_tui.controller import build_runner, converge
+from cdsw_tui.controller import build_runner, converge, job_runner
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
@@ -23,6 +24,7 @@ from cdsw_tui.serving import limits
 from cdsw_tui.store import pk
 
 log = logging.getLogger("cdsw_tui.controller")
+SCHEDULE_INTERVAL = 0.5  # how often cron schedules are looked at (seconds)
 
 
 class Controller:
@@ -33,7 +35,13 @@ class Controller:
         self.pool = ThreadPoolExecutor(
             max_workers=wb.settings.build_workers, thread_name_prefix="build"
         )
+        self.running_runs: set[int] = set()
+        self.run_pool = ThreadPoolExecutor(
+            max_workers=max(1, wb.settings.run_workers), thread_name_prefix="run"
+        )
+        self.runners = job_runner.RunnerSet(wb.home)
         self._stop = asyncio.Event()
+        self._schedules_at = 0.0
         self.shutdown = threading.Event()
 
     async def run(self) -> None:
@@ -64,6 +72,9 @@ class Controller:
                 log.warning(
                     "builds %s were interrupted by a previous controller's end", interrupted
                 )
+            stopped = await asyncio.to_thread(job_runner.reconcile, self.wb, self.runners)
+            if stopped:
+                log.warning("runs %s were interrupted by a previous controller's end", stopped)
             self.serving = ServingManager(self.wb)
             try:
                 await converge.start(self.serving)
@@ -89,6 +100,7 @@ class Controller:
         finally:
             self.shutdown.set()
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self.run_pool.shutdown(wait=True, cancel_futures=True)
             self.lock.release()
 
     def stop(self) -> None:
@@ -99,6 +111,7 @@ class Controller:
         while not self._stop.is_set():
             try:
                 await self._dispatch_builds()
+                await self._dispatch_runs()
                 await converge.converge(self.serving)
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")
@@ -119,6 +132,28 @@ class Controller:
                 self.pool, build_runner.run, self.wb, build, self.shutdown
             )
             future.add_done_callback(functools.partial(self._build_done, build_id))
+
+    async def _dispatch_runs(self) -> None:
+        now = datetime.now(UTC)
+        if now.timestamp() - self._schedules_at >= SCHEDULE_INTERVAL:
+            self._schedules_at = now.timestamp()
+            await asyncio.to_thread(job_runner.fire_schedules, self.wb, now)
+        while len(self.running_runs) < max(1, self.wb.settings.run_workers):
+            row = await asyncio.to_thread(job_runner.claim_next, self.wb, self.running_runs)
+            if row is None:
+                return
+            run_id = pk(row)
+            self.running_runs.add(run_id)
+            future = asyncio.get_running_loop().run_in_executor(
+                self.run_pool, job_runner.run, self.wb, row, self.runners, self.shutdown
+            )
+            future.add_done_callback(functools.partial(self._run_done, run_id))
+
+    def _run_done(self, run_id: int, future: asyncio.Future) -> None:
+        self.running_runs.discard(run_id)
+        self.serving.wake.set()  # a follower's run, queued just now, starts at once
+        if not future.cancelled() and future.exception() is not None:
+            log.error("run %s: %s", run_id, future.exception())
 
     def _build_done(self, build_id: int, future: asyncio.Future) -> None:
         self.running_builds.discard(build_id)

@@ -72,6 +72,13 @@ class Workbench:
     def build_log_path(self, model_id: int, number: int) -> Path:
         return self.home / "logs" / "builds" / f"m{model_id}" / f"{number}.log"
 
+    def run_log_path(self, run_id: int) -> Path:
+        return self.home / "logs" / "runs" / f"{run_id}.log"
+
+    def project_env_dir(self, project_id: int, runtime: str) -> Path:
+        """The project's own environment for its runs on ``runtime`` (never a build's)."""
+        return self.home / "project-envs" / f"p{project_id}-{runtime}"
+
     def build_dir(self, model_id: int, number: int) -> Path:
         return self.builds_dir() / f"m{model_id}" / str(number)
 

@@ -141,7 +141,7 @@ def resolve(
 def workbench_variables(
     wb: Workbench,
     project: Project,
-    model: Model,
+    model: Model | None,
     *,
     engine_id: str,
     build_id: int | None,
@@ -152,7 +152,7 @@ def workbench_variables(
     """What CDSW 1.4 sets in every engine (its "Engine Environment Variables" page), as
     far as it means something here, plus the metrics service's address, this model's
     metrics token and CRNs (the cdsw/cml module reads them). Never stored: made afresh
-    for each replica and build."""
+    for each replica, build and run (a run has no model: no token, no CRNs)."""
     import getpass
 
     from cdsw_tui.services import metrics
@@ -171,11 +171,16 @@ def workbench_variables(
         "CDSW_DOMAIN": f"{wb.settings.gateway_host}:{wb.settings.gateway_port}",
         "CDSW_API_URL": f"{url}/api/v1",
         "CDSW_PROJECT_URL": f"{url}/api/v1/projects/{user}/{project.name}",
-        "CDSW_METRICS_TOKEN": metrics.token(wb, pk(model)),
-        "CDSW_MODEL_CRN": metrics.crn("model", model.id) or "",
-        "CDSW_MODEL_BUILD_CRN": metrics.crn("build", build_id) or "",
-        "CDSW_MODEL_DEPLOYMENT_CRN": metrics.crn("deployment", deployment_id) or "",
     }
+    if model is not None:
+        values.update(
+            {
+                "CDSW_METRICS_TOKEN": metrics.token(wb, pk(model)),
+                "CDSW_MODEL_CRN": metrics.crn("model", model.id) or "",
+                "CDSW_MODEL_BUILD_CRN": metrics.crn("build", build_id) or "",
+                "CDSW_MODEL_DEPLOYMENT_CRN": metrics.crn("deployment", deployment_id) or "",
+            }
+        )
     if wb.settings.tls_trust:  # cdsw.call_model and the metrics API verify the gateway with it
         try:
             values["CDSW_TUI_GATEWAY_CA_PEM"] = Path(wb.settings.tls_trust).read_text()

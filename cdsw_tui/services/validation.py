@@ -11,6 +11,7 @@ from pathlib import Path
 from cdsw_tui.errors import ValidationError
 
 KERNELS = ("python3", "r")
+SCRIPT_KINDS = {".py": "python", ".R": "r", ".r": "r"}  # what a job or run may run
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 R_FUNCTION_RE = re.compile(
@@ -281,3 +282,23 @@ def engine(value: str) -> str:
             field="engine",
         )
     return value
+
+
+def script(project_root: Path, value: str) -> str:
+    """A ``.py`` or ``.R`` file inside the project, as a path relative to it."""
+    path = model_file(project_root, value)
+    if path.suffix not in SCRIPT_KINDS:
+        raise ValidationError(
+            f"script {value!r} must be a Python (.py) or R (.R) file", field="script"
+        )
+    return path.relative_to(project_root.resolve()).as_posix()
+
+
+def timeout(value: float | str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"timeout must be seconds, not {value!r}", field="timeout") from None
+    if seconds < 0:
+        raise ValidationError("timeout must not be negative (0: none)", field="timeout")
+    return seconds

@@ -77,6 +77,15 @@ def _migration_5(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE project ADD COLUMN egress BOOLEAN NOT NULL DEFAULT 0"))
 
 
+def _migration_6(conn: Connection) -> None:
+    """Jobs and their runs (CDSW's Jobs, and one-off runs of a project script)."""
+    for name in ("job", "jobrun"):
+        table = SQLModel.metadata.tables[name]
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
@@ -84,6 +93,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

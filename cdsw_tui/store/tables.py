@@ -195,7 +195,7 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-ENV_SCOPES = ("global", "project", "model", "deployment")
+ENV_SCOPES = ("global", "project", "model", "deployment", "job")
 
 
 class EnvVar(SQLModel, table=True):
@@ -225,3 +225,69 @@ class TrackedMetric(SQLModel, table=True):
     replica: str = ""
     aggregate: bool = False
     metrics: str = Field(default="{}", sa_column=Column(Text, default="{}"))
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEDOUT = "timedout"
+
+
+RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMEDOUT)
+
+
+class Job(SQLModel, table=True):
+    """A project script run on demand, on a cron schedule, or after another job's run
+    succeeded (CDSW's Jobs). Its own variables are EnvVar rows of scope ``job``."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    name: str
+    script: str
+    args: str = Field(default="[]", sa_column=Column(Text, default="[]"))  # JSON list
+    schedule: str = ""  # cron, five fields ("": none)
+    after_job_id: int | None = Field(default=None, foreign_key="job.id", ondelete="SET NULL")
+    timeout: float = 0.0  # seconds (0: none)
+    cpu: float = 1.0
+    memory: int = 2048
+    next_run_at: datetime | None = None  # the schedule's next firing (UTC)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JobRun(SQLModel, table=True):
+    """One execution of a job's script, or a one-off run (``job_id`` None). Numbered per
+    job from 1 (one-off runs per project). The partial unique index keeps one run of a
+    job queued or running at a time, so of two starts at once the database picks one."""
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "job_id", "number"),
+        Index(
+            "one_active_run_per_job",
+            "job_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running') AND job_id IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True, ondelete="CASCADE")
+    number: int
+    script: str
+    args: str = Field(default="[]", sa_column=Column(Text, default="[]"))
+    trigger: str = "manual"  # manual, schedule, after <job>/<run>, one-off
+    status: str = Field(default="queued", index=True)
+    reason: str = ""
+    exit_code: int | None = None
+    timeout: float = 0.0
+    cpu: float = 1.0
+    memory: int = 2048
+    cancel_requested: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -17,6 +17,7 @@ from cdsw_tui.errors import ValidationError
 
 if TYPE_CHECKING:
     from cdsw_tui.engine.builder import Builder
+    from cdsw_tui.engine.runs import Runner
     from cdsw_tui.engine.runtime import Runtime
     from cdsw_tui.engine.snapshot import SnapshotRepo
 
@@ -51,6 +52,10 @@ class Backend:
 
     def runtime(self, home: Path) -> Runtime:
         return importlib.import_module(f"{self.package}.runtime").make_runtime(home)
+
+    def runner(self, home: Path) -> Runner:
+        """What runs the project's scripts (jobs, one-off runs) on this runtime."""
+        return importlib.import_module(f"{self.package}.runs").make_runner(home)
 
     def preflight(self) -> None:
         """Raise a CdswError saying what is missing, if the runtime's module checks."""

@@ -59,21 +59,26 @@ class Python:
 
 def interpreter(job: BuildJob) -> Python:
     """The build's Python (the project's, else the controller's)."""
-    if not job.python:
+    return interpreter_of(job.python)
+
+
+def interpreter_of(python: str) -> Python:
+    """The interpreter ``python`` names ("": the controller's own)."""
+    if not python:
         return Python(sys.executable, sys.version, sys.base_prefix)
     try:
         out = subprocess.run(
-            [job.python, "-c", "import sys; print(sys.executable); print(sys.base_prefix); "
+            [python, "-c", "import sys; print(sys.executable); print(sys.base_prefix); "
              "print(sys.version)"],
             capture_output=True,
             text=True,
             timeout=20,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BuildFailed(f"the project's Python {job.python} does not run: {exc}") from None
+        raise BuildFailed(f"the project's Python {python} does not run: {exc}") from None
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or len(lines) < 3:
-        raise BuildFailed(f"the project's Python {job.python} does not run")
+        raise BuildFailed(f"the project's Python {python} does not run")
     return Python(lines[0], " ".join(lines[2:]), lines[1])
 
 

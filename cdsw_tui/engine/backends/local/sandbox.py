@@ -47,8 +47,8 @@ given_path=${PATH:-}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount=$1 setpriv=$2 uid=$3 mode=$4 shm=$5 project=$6 env=$7 tmp=$8 procs=$9
 shift 9
-covers=$1 exposes=$2
-shift 3
+covers=$1 exposes=$2 envat=$3
+shift 4
 IFS='
 '
 for f in $procs; do echo 0 > "$f"; done
@@ -58,7 +58,7 @@ ro=; [ "$mode" = ro ] && ro=,ro
 i=0
 for p in $exposes; do i=$((i+1)); mkdir "/dev/shm/.cdsw-$i"; "$mount" --bind "$p" "/dev/shm/.cdsw-$i"; done
 bind "$project" /home/cdsw "$ro"
-[ -z "$env" ] || bind "$env" /home/cdsw/.venv "$ro"
+[ -z "$env" ] || { [ "$envat" = /home/cdsw/.venv ] || mkdir -p "$envat"; bind "$env" "$envat" "$ro"; }
 bind "$tmp" /tmp ""
 bind /tmp /var/tmp ""
 for c in $covers; do "$mount" -t tmpfs -o mode=0755,size=1m,nosuid,nodev cdsw-cover "$c"; done
@@ -97,6 +97,7 @@ class Jail:
     cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files it joins first
     expose: tuple[str, ...] = ()  # host folders the command needs (an interpreter's prefix)
     hide: tuple[str, ...] = ()  # folders it must not see at all (the home)
+    env_at: str = VENV  # where ``env`` is mounted (a run's project environment: elsewhere)
 
 
 def _tool(name: str) -> str:
@@ -142,7 +143,10 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
     """``command`` run in ``jail`` (see the module's docstring)."""
     covers, exposes = plan(jail.expose, jail.hide)
     lists = (jail.cgroup_procs, covers, exposes)
-    if any("\n" in p for group in lists for p in group) or "\n" in jail.project + jail.tmp:
+    if (
+        any("\n" in p for group in lists for p in group)
+        or "\n" in jail.project + jail.tmp + jail.env_at
+    ):
         raise ValueError("a path with a newline cannot be jailed")
     return [
         _tool("unshare"),
@@ -170,6 +174,7 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
         "\n".join(jail.cgroup_procs),
         "\n".join(covers),
         "\n".join(exposes),
+        jail.env_at,
         "--",
         *command,
     ]
