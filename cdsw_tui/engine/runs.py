@@ -77,9 +77,11 @@ def script_command(job: RunJob, python: str, env: str, *, system_site: bool) -> 
         command = ["Rscript", job.script, *job.args]
     else:
         flag = " --system-site-packages" if system_site else ""
+        # made whole or made again: a run stopped halfway leaves no marker
         lines.append(
-            f"if [ ! -x {q(env)}/bin/python ]; then echo '{OURS}making the project "
-            f"environment (once, kept for its runs)'; {q(python)} -m venv{flag} {q(env)}; fi"
+            f"if [ ! -e {q(env)}/.cdsw-made ]; then echo '{OURS}making the project "
+            f"environment (once, kept for its runs)'; {q(python)} -m venv --clear{flag} "
+            f"{q(env)}; : > {q(env)}/.cdsw-made; fi"
         )
         if job.kind == "ipython":
             lines.append(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from cdsw_tui import disk
@@ -171,6 +171,8 @@ class Store:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
+        except IntegrityError:
+            raise  # a constraint said no (a duplicate name): the caller's to say, no damage
         except OperationalError as exc:
             raise CdswError(f"the store {self.path} failed: {exc.orig}{_disk(self.path)}") from None
         except DatabaseError as exc:  # a page went bad while running

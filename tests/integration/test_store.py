@@ -138,3 +138,18 @@ def test_a_version_2_store_gains_project_placement(tmp_path: Path):
     assert con.execute("SELECT name, runtime, placement, python FROM project").fetchall() == [
         ("old", "docker", "", "")
     ]
+
+
+def test_a_constraint_that_says_no_is_not_called_damage(tmp_path: Path):
+    """A duplicate name raised out of a session stays an IntegrityError for its caller to
+    word ("already has a job named ..."), never "the store is damaged"."""
+    store = Store(tmp_path / "cdsw.db")
+    with store.session() as s:
+        s.add(Project(name="p", path=str(tmp_path)))
+        s.commit()
+    with pytest.raises(IntegrityError):
+        with store.session() as s:
+            s.add(Project(name="p", path=str(tmp_path)))
+            s.commit()
+    with store.session() as s:  # and the store is as good as it was
+        assert [p.name for p in s.exec(select(Project))] == ["p"]
