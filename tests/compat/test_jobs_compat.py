@@ -1,0 +1,84 @@
+"""The workflow around a model in an AMP-shaped project: a session-style install script
+with IPython lines, a job that trains into the project, then a build that serves what
+it trained, on both runtimes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, write_project
+
+# as CML_AMP_Churn_Prediction and its kin are laid out
+AMP = {
+    "requirements.txt": "",
+    "cdsw-build.sh": "pip3 install -r requirements.txt\n",
+    "0_bootstrap.py": """\
+    # a CML session's syntax, as the AMPs' install scripts use it
+    !pip3 install -r requirements.txt
+    !mkdir -p models
+    %env STAGE=bootstrap
+    import os
+    print("bootstrapped", os.environ["STAGE"])
+    """,
+    "1_train.py": """\
+    import json, os, sys
+    weight = float(sys.argv[1])
+    os.makedirs("models", exist_ok=True)
+    with open("models/model.json", "w") as fh:
+        json.dump({"weight": weight, "trained_by": os.getuid()}, fh)
+    print("trained", weight)
+    """,
+    "2_predict.py": """\
+    import json
+
+    with open("/home/cdsw/models/model.json") as fh:
+        MODEL = json.load(fh)
+
+
+    def predict(args):
+        return {"prediction": MODEL["weight"] * args["x"]}
+    """,
+}
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker"])
+def test_a_job_trains_into_the_project_and_a_build_serves_it(
+    cli: Cli, tmp_path: Path, request, runtime
+):
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    root = write_project(tmp_path / "amp", AMP)
+    cli("project", "create", "amp", "--path", str(root), "--runtime", runtime)
+    boot = cli("run", "amp", "0_bootstrap.py", timeout=600)
+    assert "bootstrapped bootstrap" in boot.out
+    assert "installing IPython" in boot.err
+    assert (root / "models").is_dir()  # made by a !cmd line, in the project itself
+    cli("job", "create", "amp/train", "--script", "1_train.py", "--arg", "2.5")
+    cli("job", "run", "amp/train", "--wait", timeout=300)
+    trained = json.loads((root / "models" / "model.json").read_text())
+    assert trained["weight"] == 2.5
+    cli(
+        "model", "create", "amp/predict", "--file", "2_predict.py", "--function", "predict",
+        "--example-input", '{"x": 2}', "--wait", timeout=900,
+    )  # fmt: skip
+    out = json.loads(cli("call", "amp/predict", '{"x": 4}').out)
+    assert out["response"] == {"prediction": 10.0}
+    # retrained: the running build keeps what it was built with; the next build serves it
+    cli("job", "run", "amp/train", "--wait", timeout=300)  # same arguments: a second run
+    (root / "1_train.py").write_text(
+        (root / "1_train.py").read_text().replace("sys.argv[1]", "'4'")
+    )
+    cli("job", "run", "amp/train", "--wait", timeout=300)
+    assert json.loads(cli("call", "amp/predict", '{"x": 1}').out)["response"]["prediction"] == 2.5
+    cli("build", "amp/predict", "--wait", timeout=600)
+    cli("deploy", "amp/predict", "--build", "2", "--wait", timeout=300)
+    assert json.loads(cli("call", "amp/predict", '{"x": 1}').out)["response"]["prediction"] == 4.0
+    runs = cli("job", "runs", "amp/train", "--json").json()
+    assert [(r["number"], r["status"]) for r in runs] == [
+        (1, "succeeded"),
+        (2, "succeeded"),
+        (3, "succeeded"),
+    ]
