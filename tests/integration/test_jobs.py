@@ -65,6 +65,17 @@ def marked(home: Path) -> list[int]:
     return found
 
 
+def history(wb, ref: str) -> list[dict]:
+    """What ``job runs REF --json`` prints, read in this process (a poll loop of CLI
+    starts would cost a second each)."""
+    return [runs.summary(wb, r) for r in runs.list_runs(wb, jobs.resolve(wb, ref))]
+
+
+def log_of(wb, ref: str) -> str:
+    run = runs.get(wb, jobs.resolve(wb, ref))
+    return "\n".join(runs.follow_log(wb, run, follow=False))
+
+
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,10 +133,10 @@ def test_a_job_sees_global_project_and_job_variables_and_keeps_its_history(cli, 
     assert one_line_error(bad) == "error: run 1 failed: the script exited with status 2"
 
 
-def test_one_run_of_a_job_at_a_time_and_cancel_stops_all_of_it(cli, project, home):
+def test_one_run_of_a_job_at_a_time_and_cancel_stops_all_of_it(cli, project, home, wb):
     cli("job", "create", "p/sleep", "--script", "sleeper.py")
     cli("job", "run", "p/sleep")
-    wait_for(lambda: "started" in cli("job", "log", "p/sleep").out, 120, "the run to start")
+    wait_for(lambda: "started" in log_of(wb, "p/sleep"), 120, "the run to start")
     assert len(marked(home)) >= 3  # the script, its child, its setsid child
     again = cli("job", "run", "p/sleep", check=False)
     assert again.code == 1
@@ -134,7 +145,7 @@ def test_one_run_of_a_job_at_a_time_and_cancel_stops_all_of_it(cli, project, hom
     )
     cli("job", "cancel", "p/sleep")
     wait_for(
-        lambda: cli("job", "runs", "p/sleep", "--json").json()[0]["status"] == "cancelled",
+        lambda: history(wb, "p/sleep")[0]["status"] == "cancelled",
         30,
         "the cancel",
     )
@@ -151,7 +162,7 @@ def test_a_run_past_its_timeout_is_stopped_with_its_children(cli, project, home)
     assert not marked(home)
 
 
-def test_jobs_after_a_job_run_when_its_run_succeeded(cli, project):
+def test_jobs_after_a_job_run_when_its_run_succeeded(cli, project, wb):
     cli("job", "create", "p/a", "--script", "train.py")
     cli("job", "create", "p/b", "--script", "train.py", "--after", "a")
     cli("job", "create", "p/c", "--script", "train.py", "--after", "b")
@@ -160,7 +171,7 @@ def test_jobs_after_a_job_run_when_its_run_succeeded(cli, project):
     cli("job", "run", "p/a", "--wait", timeout=180)
 
     def chain_done():
-        c = cli("job", "runs", "p/c", "--json").json()
+        c = history(wb, "p/c")
         return c and c[0]["status"] == "succeeded" and c
 
     c_runs = wait_for(chain_done, 60, "the chain a -> b -> c")
@@ -220,38 +231,25 @@ def test_a_schedule_fires_on_a_controllable_clock(cli, project, wb):
     )
 
 
-def test_the_controller_fires_a_schedule_by_itself(cli, project):
+def test_the_controller_fires_a_schedule_by_itself(cli, project, wb):
     cli("job", "create", "p/often", "--script", "train.py", "--schedule", "* * * * * */2")
     cli("controller", "start")
-    wait_for(
-        lambda: (
-            len(
-                [
-                    r
-                    for r in cli("job", "runs", "p/often", "--json").json()
-                    if r["status"] == "succeeded"
-                ]
-            )
-            >= 2
-        ),
-        60,
-        "two scheduled runs",
-    )
+    succeeded = lambda: [r for r in history(wb, "p/often") if r["status"] == "succeeded"]  # noqa: E731
+    wait_for(lambda: len(succeeded()) >= 2, 60, "two scheduled runs")
+    assert {r["trigger"] for r in succeeded()} == {"schedule"}
 
 
 def test_a_run_interrupted_by_its_controller_s_death_fails_and_nothing_of_it_survives(
-    cli, project, home
+    cli, project, home, wb
 ):
     cli("job", "create", "p/sleep", "--script", "sleeper.py")
     cli("job", "run", "p/sleep")
-    wait_for(lambda: "started" in cli("job", "log", "p/sleep").out, 120, "the run to start")
+    wait_for(lambda: "started" in log_of(wb, "p/sleep"), 120, "the run to start")
     old = state(home).pid
     stop_controller(home, signal.SIGKILL)  # its keeper starts another one
     wait_for(lambda: state(home).running and state(home).pid != old, 30, "a new controller")
     final = wait_for(
-        lambda: (
-            (r := cli("job", "runs", "p/sleep", "--json").json()[0])["status"] != "running" and r
-        ),
+        lambda: (r := history(wb, "p/sleep")[0])["status"] != "running" and r,
         30,
         "the run to end",
     )
