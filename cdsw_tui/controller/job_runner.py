@@ -19,7 +19,7 @@ from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.runs import OURS, RunJob, Runner
 from cdsw_tui.errors import CdswError, Conflict
 from cdsw_tui.services import env as env_service
-from cdsw_tui.services import jobs, runs
+from cdsw_tui.services import jobs, metrics, runs
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Job, JobRun, Project, pk, utcnow
 
@@ -76,6 +76,8 @@ def _job_for(wb: Workbench, run: JobRun, project: Project, job: Job | None) -> R
     variables = env_service.workbench_variables(
         wb, project, None, engine_id=f"run-{run.id}", build_id=None, cpu=run.cpu, memory=run.memory
     )
+    # cdsw.read_metrics, track_delayed_metrics...: on the models of this project
+    variables["CDSW_METRICS_TOKEN"] = metrics.token(wb, metrics.project_scope(pk(project)))
     variables.update(jobs.variables(wb, job, project))
     label = f"job {job.name}, run {run.number}" if job else f"one-off run {run.number}"
     return RunJob(

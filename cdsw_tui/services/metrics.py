@@ -30,6 +30,7 @@ from cdsw_tui.store import Build, Deployment, Model, TrackedMetric
 KEY_FILE = "run/metrics.key"
 CRN_PREFIX = "crn:cdsw-tui:"
 HOME_SCOPE = "*"
+PROJECT_SCOPE = "project-"
 MAX_RECORDS = 100_000  # one read answers at most this many (the newest of the window)
 
 
@@ -55,10 +56,28 @@ def token(wb: Workbench, scope: int | str) -> str:
     return f"{scope}:{mac}"
 
 
+def project_scope(project_id: int) -> str:
+    """The scope of a project's runs: every model of that project."""
+    return f"{PROJECT_SCOPE}{project_id}"
+
+
+def _may(wb: Workbench, scope: str, model_id: int) -> bool:
+    """Whether a token of ``scope`` may act on the model ``model_id``."""
+    if scope in (HOME_SCOPE, str(model_id)):
+        return True
+    if scope.startswith(PROJECT_SCOPE):
+        with wb.store.session() as s:
+            model = s.get(Model, model_id)
+        return model is not None and scope == project_scope(model.project_id)
+    return False
+
+
 def _scope(wb: Workbench, given: str) -> str:
-    """``HOME_SCOPE`` or a model id, whichever the token was made for."""
+    """``HOME_SCOPE``, a model id or a project's scope, whichever the token was made for."""
     scope = given.partition(":")[0]
-    if (scope == HOME_SCOPE or scope.isdigit()) and hmac.compare_digest(
+    known = scope == HOME_SCOPE or scope.isdigit()
+    known = known or (scope.startswith(PROJECT_SCOPE) and scope[len(PROJECT_SCOPE) :].isdigit())
+    if known and hmac.compare_digest(
         given.encode(), token(wb, scope).encode()
     ):
         return scope
@@ -191,13 +210,13 @@ def _owner(wb: Workbench, scope: str, payload: dict) -> tuple[int, int | None, i
             if row is None or (model_id is not None and row.model_id != model_id):
                 raise NotFound(f"no {kind} {crn(kind, ident)}")
             model_id = row.model_id
-        if model_id is None and scope != HOME_SCOPE:
+        if model_id is None and scope.isdigit():
             model_id = int(scope)
         if model_id is None:
             raise CdswError("name a model_crn, model_build_crn or model_deployment_crn")
         if s.get(Model, model_id) is None:
             raise NotFound(f"no model {crn('model', model_id)}")
-    if scope not in (HOME_SCOPE, str(model_id)):
+    if not _may(wb, scope, model_id):
         raise Unauthorized("this metrics token is for another model")
     return model_id, deployment_id, build_id
 
@@ -232,7 +251,7 @@ def _api_delayed(wb: Workbench, scope: str, payload: dict) -> dict:
     uuid = str(payload.get("prediction_uuid") or "")
     with wb.store.session() as s:
         row = s.exec(select(TrackedMetric).where(TrackedMetric.uuid == uuid)).first()
-        if row is None or scope not in (HOME_SCOPE, str(row.model_id)):
+        if row is None or not _may(wb, scope, row.model_id):
             raise NotFound(f"no tracked prediction {uuid!r}")
         row.metrics = json.dumps({**json.loads(row.metrics), **metrics}, default=str)
         s.add(row)

@@ -5,10 +5,14 @@ it trained, on both runtimes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from cdsw_tui.resources import PYLIB
 from tests.conftest import Cli, write_project
 
 # as CML_AMP_Churn_Prediction and its kin are laid out
@@ -82,3 +86,62 @@ def test_a_job_trains_into_the_project_and_a_build_serves_it(
         (2, "succeeded"),
         (3, "succeeded"),
     ]
+
+
+METRICS_MODEL = """\
+import cdsw
+
+
+@cdsw.model_metrics
+def predict(args):
+    cdsw.track_metric("x", args["x"])
+    return {"y": args["x"] * 2}
+"""
+
+# what the AMPs' simulations do: a call, then at once its ground truth by the call's uuid
+SIMULATION = """\
+import sys
+import cdsw
+
+key, count = sys.argv[1], int(sys.argv[2])
+accepted = 0
+for i in range(count):
+    answer = cdsw.call_model(key, {"x": i})
+    assert answer["success"], answer
+    cdsw.track_delayed_metrics({"actual": i * 2}, answer["response"]["uuid"])
+    accepted += 1
+print("accepted", accepted, "of", count)
+"""
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker"])
+def test_delayed_metrics_sent_right_after_their_calls_are_all_accepted(
+    cli: Cli, tmp_path: Path, request, runtime
+):
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    root = write_project(tmp_path / "mon", {"model.py": METRICS_MODEL, "simulate.py": SIMULATION})
+    cli("project", "create", "mon", "--path", str(root), "--runtime", runtime)
+    cli(
+        "model", "create", "mon/m", "--file", "model.py", "--function", "predict",
+        "--example-input", '{"x": 1}', "--wait", timeout=900,
+    )  # fmt: skip
+    key = cli("model", "show", "mon/m", "--show-key", "--json").json()["access_key"]
+    if runtime == "local":  # a project run, with the project's metrics token
+        out = cli("run", "mon", "simulate.py", key, "100", timeout=300).out
+    else:  # a script of the user's own on this machine, with the home's token
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(PYLIB),
+            CDSW_TUI_HOME=str(cli.home),
+            CDSW_TUI_GATEWAY_URL=cli("status", "--json").json()["gateway"],
+        )
+        done = subprocess.run(
+            [sys.executable, "simulate.py", key, "100"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+    assert "accepted 100 of 100" in out
+    records = cli("metrics", "mon/m", "--json").json()
+    assert sum(1 for r in records if r["metrics"].get("actual") == r["metrics"]["x"] * 2) == 100
