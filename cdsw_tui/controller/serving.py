@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from cdsw_tui.controller import metrics_api
+from cdsw_tui.controller import apiv2, metrics_api
 from cdsw_tui.controller.logship import Shipper
 from cdsw_tui.controller.publisher import Publisher
 from cdsw_tui.controller.replica_spec import SpecBuilder
@@ -105,7 +105,7 @@ class ServingManager:
         self.gateway = Gateway(
             wb.settings, self.router, self.metrics, on_replica_failed=self.replica_failed
         )
-        self.gateway.extra_routes = metrics_api.routes(wb, self.writer.run)
+        self.gateway.extra_routes = [*metrics_api.routes(wb, self.writer.run), *apiv2.routes(wb)]
         self.shipper = Shipper(
             wb.home, int(wb.settings.log_max_mb * 1024 * 1024), on_metrics=self.tracked
         )

@@ -56,3 +56,11 @@ def set_auth(wb: Workbench, model: Model, enabled: bool) -> Model:
         s.commit()
         s.refresh(row)
         return row
+
+
+def valid(wb: Workbench, key: str) -> bool:
+    """Whether ``key`` is one of the API keys made here (``apikey create``)."""
+    if not key.startswith("ak"):
+        return False
+    with wb.store.session() as s:
+        return s.exec(select(ApiKey).where(ApiKey.key_hash == _hash(key))).first() is not None

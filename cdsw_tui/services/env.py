@@ -171,6 +171,9 @@ def workbench_variables(
         "CDSW_DOMAIN": f"{wb.settings.gateway_host}:{wb.settings.gateway_port}",
         "CDSW_API_URL": f"{url}/api/v1",
         "CDSW_PROJECT_URL": f"{url}/api/v1/projects/{user}/{project.name}",
+        # cmlapi.default_client() reads these: a key for this project's API v2 resources
+        "CDSW_APIV2_KEY": (project_key := metrics.token(wb, metrics.project_scope(pk(project)))),
+        "CDSW_API_KEY": project_key,
     }
     if model is not None:
         values.update(

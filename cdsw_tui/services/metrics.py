@@ -72,14 +72,12 @@ def _may(wb: Workbench, scope: str, model_id: int) -> bool:
     return False
 
 
-def _scope(wb: Workbench, given: str) -> str:
+def token_scope(wb: Workbench, given: str) -> str:
     """``HOME_SCOPE``, a model id or a project's scope, whichever the token was made for."""
     scope = given.partition(":")[0]
     known = scope == HOME_SCOPE or scope.isdigit()
     known = known or (scope.startswith(PROJECT_SCOPE) and scope[len(PROJECT_SCOPE) :].isdigit())
-    if known and hmac.compare_digest(
-        given.encode(), token(wb, scope).encode()
-    ):
+    if known and hmac.compare_digest(given.encode(), token(wb, scope).encode()):
         return scope
     raise Unauthorized("no valid metrics token (Authorization: Bearer <CDSW_METRICS_TOKEN>)")
 
@@ -183,7 +181,7 @@ def _cml(row: TrackedMetric, build_number: int | None) -> dict:
 def api(wb: Workbench, action: str, bearer: str, payload: Any) -> dict:
     """One call of the metrics service (``read``, ``delayed``, ``aggregate``), checked
     against the caller's token; raises Unauthorized, NotFound or CdswError."""
-    scope = _scope(wb, bearer)
+    scope = token_scope(wb, bearer)
     if not isinstance(payload, dict):
         raise CdswError("the body must be a JSON object")
     if action == "read":

@@ -103,7 +103,8 @@ class Gateway:
             app.router.add_route("*", path, wrong_method)
         for method, path, handler in self.extra_routes:
             app.router.add_route(method, path, handler)
-            app.router.add_route("*", path, wrong_method)
+        for path in dict.fromkeys(path for _m, path, _h in self.extra_routes):  # each path once,
+            app.router.add_route("*", path, wrong_method)  # after all of its methods
         # routes, not a middleware: 404 and 405 in SPEC's shape cost the calls nothing
         app.router.add_route("*", "/{tail:.*}", no_such_path)
         return app
