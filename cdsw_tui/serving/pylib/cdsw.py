@@ -38,6 +38,7 @@ from typing import Any
 
 __all__ = [
     "call_model",
+    "track_file",
     "model_metrics",
     "read_metrics",
     "track_aggregate_metrics",
@@ -196,6 +197,15 @@ def track_aggregate_metrics(
         },
     )
     return None
+
+
+def track_file(filename: str) -> None:
+    """CDSW's experiment output: the file stays where the script wrote it (in the
+    project, where runs write); this says so in one line of the run's output."""
+    import sys
+
+    print(f"cdsw.track_file: {filename} stays in the project (no separate copy is kept)",
+          file=sys.stderr)  # fmt: skip
 
 
 def call_model(model_access_key: str, ipt: Any, api_key: str | None = None) -> Any:
