@@ -23,6 +23,7 @@ class ProjectScreen(ListScreen):
             id="project.settings",
             tooltip="engine, runtime, environment",
         ),
+        Binding("j", "jobs", "Jobs", id="project.jobs", tooltip="the project's jobs and runs"),
         Binding(
             "d",
             "delete",
@@ -86,6 +87,11 @@ class ProjectScreen(ListScreen):
         from cdsw_tui.screens.new_model import NewModelScreen
 
         self.app.push_screen(NewModelScreen(self.project_name))
+
+    def action_jobs(self) -> None:
+        from cdsw_tui.screens.jobs import JobsScreen
+
+        self.app.push_screen(JobsScreen(self.project_name))
 
     def action_settings(self) -> None:
         from cdsw_tui.screens.project_settings import ProjectSettingsScreen

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from rich.text import Text
 
-GOOD = {"deployed", "built", "running", "ok"}
+GOOD = {"deployed", "built", "running", "ok", "succeeded"}
 BUSY = {"pending", "deploying", "building", "queued", "stopping", "starting", "restarting"}
 BAD = {"failed", "timedout", "crashloop"}
 
