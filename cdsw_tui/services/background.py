@@ -15,6 +15,8 @@ from cdsw_tui.services import calls
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerState, keeper_path, state
 
+PID_GRACE = 2.0  # seconds a controller that holds the lock may take to write its pid
+
 
 def status(wb: Workbench) -> ControllerState:
     return state(wb.home)
@@ -127,7 +129,11 @@ def stop(home: Path, timeout: float = 30.0) -> int | None:
     current = state(home)
     if not current.running and keeper is None:
         return None
-    if current.running and current.pid is None:
+    said = time.monotonic() + PID_GRACE  # one that took the lock a moment ago writes it next
+    while current.running and current.pid is None and time.monotonic() < said:
+        time.sleep(0.02)
+        current = state(home)
+    if current.running and current.pid is None and keeper is None:
         raise CdswError(f"a controller holds {home}'s lock but did not say its pid")
     if current.pid is not None:
         try:

@@ -109,10 +109,10 @@ def test_crns_and_tokens(tmp_path: Path):
         with pytest.raises(CdswError, match="a build CRN, not a model CRN"):
             metrics._id("crn:cdsw-tui:build/3", "model")
         one = metrics.token(wb, 1)
-        assert metrics._scope(wb, one) == "1"
-        assert metrics._scope(wb, metrics.token(wb, metrics.HOME_SCOPE)) == "*"
+        assert metrics.token_scope(wb, one) == "1"
+        assert metrics.token_scope(wb, metrics.token(wb, metrics.HOME_SCOPE)) == "*"
         for forged in ("", "1:" + "0" * 64, "2" + one[1:], "*" + one[1:]):
             with pytest.raises(metrics.Unauthorized):
-                metrics._scope(wb, forged)
+                metrics.token_scope(wb, forged)
     finally:
         wb.close()
