@@ -16,6 +16,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cdsw_tui.errors import CdswError
 
+# CDSW_DOMAIN of every replica, build and run: ``http://modelservice.$CDSW_DOMAIN/model``,
+# the URL AMP code builds, reaches this gateway from inside them (a hosts entry in a jail,
+# the container's extra hosts on Docker); a name under .localhost, never a real domain's
+DOMAIN = "cdsw-tui.localhost"
+MODEL_SERVICE = f"modelservice.{DOMAIN}"
+# the gateway's Unix socket in the home, which containers get (read-only) to reach it
+GATEWAY_SOCKET = "run/gateway/gateway.sock"
+
 
 def default_ca_bundle() -> str:
     """An extra CA bundle for builds, detected the way pip and requests users set it."""

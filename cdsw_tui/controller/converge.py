@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cdsw_tui.config import GATEWAY_SOCKET
 from cdsw_tui.controller import adoption
 from cdsw_tui.controller.serving import ServingManager
+from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.runtime import Exit
 from cdsw_tui.services import calls
 from cdsw_tui.serving.gateway import start_gateway
@@ -33,7 +35,12 @@ async def start(mgr: ServingManager) -> None:
     await mgr.writer.run(adoption.collect, mgr)
     await converge(mgr)
     mgr.runner = await start_gateway(
-        mgr.gateway, mgr.settings.gateway_host, mgr.settings.gateway_port, tls
+        mgr.gateway,
+        mgr.settings.gateway_host,
+        mgr.settings.gateway_port,
+        tls,
+        unix_path=mgr.wb.home / GATEWAY_SOCKET,  # for containers, mounted into them
+        unix_owner=replica_identity(mgr.settings.replica_uid).uid,
     )
     log.info("gateway listening on %s", mgr.settings.gateway_url)
 

@@ -26,6 +26,7 @@ from cdsw_tui.engine.buildlog import BuildLog
 # where the project's environment is inside a run (outside /home/cdsw: never snapshotted)
 ENV_MOUNT = "/opt/cdsw-env"
 PYLIB_MOUNT = "/usr/local/lib/cdsw-pylib"
+GATEWAY_MOUNT = "/run/cdsw-gateway"  # the gateway's socket folder, in a container
 OURS = "[cdsw-tui] "  # a run log's lines that cdsw-tui wrote, not the script
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from cdsw_tui.config import DOMAIN
 from cdsw_tui.services import sealing
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
@@ -168,7 +169,7 @@ def workbench_variables(
         "CDSW_MASTER_ID": "",
         "CDSW_MASTER_IP": "",
         "CDSW_PUBLIC_PORT": "8080",
-        "CDSW_DOMAIN": f"{wb.settings.gateway_host}:{wb.settings.gateway_port}",
+        "CDSW_DOMAIN": f"{DOMAIN}:{wb.settings.gateway_port}",
         "CDSW_API_URL": f"{url}/api/v1",
         "CDSW_PROJECT_URL": f"{url}/api/v1/projects/{user}/{project.name}",
         # cmlapi.default_client() reads these: a key for this project's API v2 resources

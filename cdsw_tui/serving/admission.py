@@ -10,6 +10,7 @@ import ipaddress
 import socket
 import zlib
 
+from cdsw_tui.config import DOMAIN, MODEL_SERVICE
 from cdsw_tui.serving.tls import LOOPBACK
 
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -39,6 +40,7 @@ class Admission:
             names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
         if listen in WILDCARDS or listen in LOOPBACK:
             names.add("localhost")
+        names |= {DOMAIN, MODEL_SERVICE}  # what replicas, builds and runs call it
         self.any_host = False
         self.suffixes: list[str] = []
         for name in _names(allowed_hosts):

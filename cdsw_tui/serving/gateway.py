@@ -8,9 +8,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web, web_protocol, web_server
@@ -252,24 +254,60 @@ async def wrong_method(request: web.Request) -> web.Response:
 
 
 class Listening:
-    """The gateway's port, served by the front, and the aiohttp application behind it."""
+    """The gateway's port (and its Unix socket), served by the front, and the aiohttp
+    application behind it."""
 
-    def __init__(self, server: asyncio.Server, front: Front, runner: web.AppRunner) -> None:
-        self.server = server
+    def __init__(self, servers: list[asyncio.Server], front: Front, runner: web.AppRunner) -> None:
+        self.servers = servers
         self.front = front
         self.runner = runner
 
     async def cleanup(self) -> None:
-        self.server.close()
+        for server in self.servers:
+            server.close()
         self.front.close()
         await self.runner.cleanup()
 
 
+async def _unix_listener(
+    loop: asyncio.AbstractEventLoop,
+    front: Front,
+    path: Path,
+    ssl_context: ssl.SSLContext | None,
+    owner: int,
+) -> asyncio.Server:
+    """The gateway on a Unix socket for containers (mounted read-only into them): its
+    folder is ours, made afresh; the socket is the uid model code runs as (``owner``),
+    or, under a controller that cannot give it away, open to all inside the 0700 home."""
+    folder = path.parent
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()
+    folder.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(folder, 0o755)  # the home above it is 0700: only containers that mount it
+    path.unlink(missing_ok=True)
+    server = await loop.create_unix_server(
+        front, str(path), backlog=BACKLOG, ssl=ssl_context,
+        ssl_handshake_timeout=front.header_timeout if ssl_context is not None else None,
+    )  # fmt: skip
+    if os.geteuid() == 0 and owner >= 0:
+        os.chown(path, owner, owner)
+        os.chmod(path, 0o600)
+    else:
+        os.chmod(path, 0o666)
+    return server
+
+
 async def start_gateway(
-    gateway: Gateway, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    gateway: Gateway,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    unix_path: Path | None = None,
+    unix_owner: int = -1,
 ) -> Listening:
-    """Listen on ``host:port``: HTTPS only when ``ssl_context`` is given (a plain HTTP
-    request then fails its handshake and is closed)."""
+    """Listen on ``host:port`` (and ``unix_path``): HTTPS only when ``ssl_context`` is
+    given (a plain HTTP request then fails its handshake and is closed)."""
     settings = gateway.settings
     total, per_peer = limits.connection_caps(
         settings.max_connections, settings.max_connections_per_peer
@@ -299,9 +337,15 @@ async def start_gateway(
         # a handshake holds a file before the front counts it: no longer than a head may
         ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,
     )
+    servers = [server]
+    if unix_path is not None:
+        try:
+            servers.append(await _unix_listener(loop, front, unix_path, ssl_context, unix_owner))
+        except OSError as exc:  # containers will not reach it; everything else works
+            log.warning("the gateway's socket %s cannot be made: %s", unix_path, exc)
     front.start(loop)
     if warning := exposure_warning(host, ssl_context is not None):
         log.warning("%s", warning)
     elif host not in LOOPBACK:
         log.warning("the gateway listens on %s, reachable from other machines", host)
-    return Listening(server, front, runner)
+    return Listening(servers, front, runner)

@@ -145,3 +145,38 @@ def test_delayed_metrics_sent_right_after_their_calls_are_all_accepted(
     assert "accepted 100 of 100" in out
     records = cli("metrics", "mon/m", "--json").json()
     assert sum(1 for r in records if r["metrics"].get("actual") == r["metrics"]["x"] * 2) == 100
+
+
+CALLER = """\
+import json, os, urllib.request
+
+
+def echo(args):
+    return {"echo": args["x"]}
+
+
+def relay(args):
+    # as AMP code builds it from the engine's variables
+    url = "http://modelservice." + os.environ["CDSW_DOMAIN"] + "/model"
+    body = json.dumps({"accessKey": args["key"], "request": {"x": args["x"]}}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return {"via": url.split("/")[2].split(":")[0], "answer": json.load(answer)["response"]}
+"""
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker"])
+def test_a_replica_calls_another_model_at_modelservice_cdsw_domain(
+    cli: Cli, tmp_path: Path, request, runtime
+):
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    root = write_project(tmp_path / "relay", {"models.py": CALLER})
+    cli("project", "create", "r", "--path", str(root), "--runtime", runtime)
+    for fn in ("echo", "relay"):
+        cli("model", "create", f"r/{fn}", "--file", "models.py", "--function", fn, "--wait",
+            timeout=900)  # fmt: skip
+    key = cli("model", "show", "r/echo", "--show-key", "--json").json()["access_key"]
+    out = json.loads(cli("call", "r/relay", json.dumps({"key": key, "x": 5})).out)
+    assert out["success"], out
+    assert out["response"] == {"via": "modelservice.cdsw-tui.localhost", "answer": {"echo": 5}}

@@ -173,7 +173,8 @@ def test_model_in_code_imports_src_and_reads_home_cdsw(cli: Cli, wb, tmp_path: P
     assert answer["y"] == 21
     assert (answer["cwd"], answer["home"]) == ("/home/cdsw", "/home/cdsw")
     url = wb.settings.gateway_url
-    assert answer["api"] == f"{url}/api/v1" and answer["domain"] == url.split("//")[1]
+    port = wb.settings.gateway_port
+    assert answer["api"] == f"{url}/api/v1" and answer["domain"] == f"cdsw-tui.localhost:{port}"
     assert (
         answer["project_url"].startswith(f"{url}/api/v1/projects/")
         and "/amp" in answer["project_url"]

@@ -14,6 +14,8 @@ from tests.conftest import write_project
 
 PROBE = """\
 import json, os, sys
+import cmlapi  # the gateway answers inside the container (through its socket)
+projects = [p.name for p in cmlapi.default_client().list_projects().projects]
 env = os.environ["VIRTUAL_ENV"]
 kept = os.path.join(env, "kept.txt")
 before = open(kept).read() if os.path.exists(kept) else ""
@@ -21,6 +23,7 @@ open(kept, "w").write("from run " + sys.argv[1])
 print(json.dumps({
     "uid": os.getuid(), "cwd": os.getcwd(), "before": before,
     "sees_home": os.path.exists(sys.argv[2]), "python": sys.executable,
+    "projects": projects,
 }))
 open("out-" + sys.argv[1] + ".txt", "w").write("written")
 """
@@ -53,6 +56,7 @@ def test_a_docker_run_writes_the_project_as_replica_uid_and_keeps_its_environmen
     )
     assert first["uid"] >= 65600 and first["cwd"] == "/home/cdsw"
     assert first["sees_home"] is False
+    assert first["projects"] == ["d"]  # its own project's key
     assert first["python"].startswith("/opt/cdsw-env/")
     assert (root / "out-1.txt").read_text() == "written"
     assert (root / "out-1.txt").stat().st_uid == root.stat().st_uid  # the owner's on disk

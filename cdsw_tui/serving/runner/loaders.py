@@ -35,6 +35,21 @@ def install_cdsw_module(output: Output | None) -> None:
     cdsw._sink = sink
 
 
+def forward_to_gateway() -> None:
+    """In a container given the gateway's socket: the gateway at 127.0.0.1 on its port
+    (pylib/cdsw_forward), so model code's calls of cdsw, cmlapi and modelservice URLs
+    reach it without a network."""
+    if not os.environ.get("CDSW_TUI_GATEWAY_SOCKET"):
+        return
+    if PYLIB not in sys.path:
+        sys.path.insert(0, PYLIB)
+    try:
+        import cdsw_forward
+    except ImportError:  # an image made before the forwarder: no gateway inside, as then
+        return
+    cdsw_forward.from_environment()
+
+
 def load_function(directory: str, file: str, function: str) -> ModelFunction:
     path = os.path.join(directory, file)
     # the project root and the model file's folder (first), as CDSW runs a model

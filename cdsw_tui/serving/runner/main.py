@@ -11,7 +11,12 @@ import traceback
 from http.server import ThreadingHTTPServer
 
 from cdsw_tui.serving.frames import EVENT_LOAD_FAILED, EXIT_IMPORT_FAILED, STREAM_EVENT
-from cdsw_tui.serving.runner.loaders import install_cdsw_module, load_function, load_r_function
+from cdsw_tui.serving.runner.loaders import (
+    forward_to_gateway,
+    install_cdsw_module,
+    load_function,
+    load_r_function,
+)
 from cdsw_tui.serving.runner.output import Output, become_subreaper
 from cdsw_tui.serving.runner.replica import Replica
 from cdsw_tui.serving.runner.servers import (
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             os.replace(tmp, args.port_file)
     os.chdir(args.dir)
     install_cdsw_module(output)
+    forward_to_gateway()
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
     ).start()

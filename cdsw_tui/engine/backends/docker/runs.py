@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from cdsw_tui.engine import idmap
-from cdsw_tui.engine.backends.docker.runtime import PIDS_LIMIT, STOP_GRACE, TMP_MB
+from cdsw_tui.engine.backends.docker.runtime import (
+    PIDS_LIMIT,
+    STOP_GRACE,
+    TMP_MB,
+    gateway_access,
+)
 from cdsw_tui.engine.builder import BuildFailed
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.process import private_dir
@@ -87,13 +92,18 @@ class DockerRunner:
             str(job.env_dir): {"bind": ENV_MOUNT, "mode": "rw"},
             str(PYLIB): {"bind": PYLIB_MOUNT, "mode": "ro"},
         }
-        variables = {**base_variables(job, ENV_MOUNT, PYLIB_MOUNT), **job.variables}
+        gateway_volumes, gateway_env, gateway_hosts = gateway_access(self.home)
+        volumes.update(gateway_volumes)
+        variables = {**base_variables(job, ENV_MOUNT, PYLIB_MOUNT), **job.variables, **gateway_env}
         if job.ca_bundle and Path(job.ca_bundle).is_file():
             volumes[job.ca_bundle] = {"bind": CA_MOUNT, "mode": "ro"}
             variables.update(PIP_CERT=CA_MOUNT, REQUESTS_CA_BUNDLE=CA_MOUNT)
         key, _, value = run_marker(job.home, job.run_id).partition("=")
         variables[key] = value
-        text = script_command(job, "python3", ENV_MOUNT, system_site=True)
+        # the gateway at 127.0.0.1 inside, as on the host (a forwarder to its socket)
+        text = "python3 -m cdsw_forward --background\n" + script_command(
+            job, "python3", ENV_MOUNT, system_site=True
+        )
         container = None
         try:
             try:
@@ -114,6 +124,7 @@ class DockerRunner:
                     volumes=volumes,
                     tmpfs={"/tmp": f"size={TMP_MB}m,mode=1777"},
                     labels={"cdsw.home": self.home, "cdsw.run": str(job.run_id)},
+                    extra_hosts=gateway_hosts,
                 )
             except ImageNotFound:
                 raise BuildFailed(

@@ -25,7 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cdsw_tui.config import DOMAIN, GATEWAY_SOCKET, MODEL_SERVICE
 from cdsw_tui.engine import process
+from cdsw_tui.engine.runs import GATEWAY_MOUNT
 from cdsw_tui.engine.runtime import (
     Exit,
     Found,
@@ -47,6 +49,19 @@ PIDS_LIMIT = 1024
 STOP_GRACE = 2
 RUNNER = RUNNER_LAUNCHER  # in every image of ours, old or new
 PYTHON = "/home/cdsw/.venv/bin/python"
+
+
+def gateway_access(home: str) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
+    """What lets a container reach the gateway with no network: its socket folder
+    (read-only), where the forwarder finds it, and the gateway's names as 127.0.0.1,
+    where the forwarder listens (pylib/cdsw_forward). (volumes, environment, hosts)"""
+    folder = str(Path(home, GATEWAY_SOCKET).parent)
+    socket = f"{GATEWAY_MOUNT}/{Path(GATEWAY_SOCKET).name}"
+    return (
+        {folder: {"bind": GATEWAY_MOUNT, "mode": "ro"}},
+        {"CDSW_TUI_GATEWAY_SOCKET": socket},
+        {MODEL_SERVICE: "127.0.0.1", DOMAIN: "127.0.0.1"},
+    )
 
 
 def home_id(home: Path) -> str:
@@ -268,6 +283,7 @@ class DockerRuntime(RuntimeBase):
             from docker.types import DeviceRequest
 
             kwargs["device_requests"] = [DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])]
+        gateway_volumes, gateway_env, gateway_hosts = gateway_access(self.home)
         try:
             self._remove_container(spec.name)  # left under this name while dockerd was away
             container = self.client.containers.run(
@@ -275,7 +291,8 @@ class DockerRuntime(RuntimeBase):
                 command=command,
                 name=spec.name,
                 detach=True,
-                environment=spec.environment,
+                environment={**spec.environment, **gateway_env},
+                extra_hosts=gateway_hosts,
                 user=f"{uid}:{uid}",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -285,7 +302,7 @@ class DockerRuntime(RuntimeBase):
                 nano_cpus=int(spec.cpu * 1e9),
                 mem_limit=f"{spec.memory}m",
                 memswap_limit=f"{spec.memory}m",
-                volumes={str(folder): {"bind": SOCKET_DIR, "mode": "rw"}},
+                volumes={str(folder): {"bind": SOCKET_DIR, "mode": "rw"}, **gateway_volumes},
                 # no route anywhere (the gateway speaks to it over its socket) unless the
                 # project lets its replicas out; /tmp is memory of its own, bounded
                 network_mode=None if spec.egress else "none",

@@ -92,7 +92,8 @@ class _Run:
         """A writable jail for a step of this build (the home hidden)."""
         return sandbox.Jail(project=str(project), env=str(venv), tmp=str(tmp), uid=self.job.uid,
                             writable=True, expose=(self.python.prefix, *expose),
-                            hide=(str(self.job.home),))  # fmt: skip
+                            hide=(str(self.job.home),),
+                            hosts=sandbox.hosts_file(self.job.home))  # fmt: skip
 
 
 class LocalBuilder:

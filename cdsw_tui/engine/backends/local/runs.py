@@ -91,6 +91,7 @@ class LocalRunner:
                 cgroup_procs=self.cgroups.make(name, job.memory),
                 expose=(python.prefix, *sandbox.runner_exposes()),
                 hide=(str(self.home),),
+                hosts=sandbox.hosts_file(self.home),
             )
             text = script_command(job, python.executable, ENV_MOUNT, system_site=False)
             variables = _variables(job, ENV_MOUNT, str(PYLIB), sandbox.HOME)

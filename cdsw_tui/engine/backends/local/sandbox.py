@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdsw_tui.config import DOMAIN, MODEL_SERVICE
 from cdsw_tui.resources import PACKAGE
 
 HOME = "/home/cdsw"
@@ -47,14 +48,15 @@ given_path=${PATH:-}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount=$1 setpriv=$2 uid=$3 mode=$4 shm=$5 project=$6 env=$7 tmp=$8 procs=$9
 shift 9
-covers=$1 exposes=$2 envat=$3
-shift 4
+covers=$1 exposes=$2 envat=$3 hosts=$4
+shift 5
 IFS='
 '
 for f in $procs; do echo 0 > "$f"; done
 bind() { "$mount" --bind "$1" "$2"; "$mount" -o "remount,bind,nosuid,nodev$3" "$2"; }
 ro=; [ "$mode" = ro ] && ro=,ro
 "$mount" -t tmpfs -o "size=${shm}m,mode=1777,nosuid,nodev" cdsw-shm /dev/shm
+[ -z "$hosts" ] || "$mount" --bind "$hosts" /etc/hosts  # first: it may lie under /tmp
 i=0
 for p in $exposes; do i=$((i+1)); mkdir "/dev/shm/.cdsw-$i"; "$mount" --bind "$p" "/dev/shm/.cdsw-$i"; done
 bind "$project" /home/cdsw "$ro"
@@ -98,6 +100,7 @@ class Jail:
     expose: tuple[str, ...] = ()  # host folders the command needs (an interpreter's prefix)
     hide: tuple[str, ...] = ()  # folders it must not see at all (the home)
     env_at: str = VENV  # where ``env`` is mounted (a run's project environment: elsewhere)
+    hosts: str = ""  # a hosts file for /etc/hosts (the gateway's model service name in it)
 
 
 def _tool(name: str) -> str:
@@ -145,7 +148,7 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
     lists = (jail.cgroup_procs, covers, exposes)
     if (
         any("\n" in p for group in lists for p in group)
-        or "\n" in jail.project + jail.tmp + jail.env_at
+        or "\n" in jail.project + jail.tmp + jail.env_at + jail.hosts
     ):
         raise ValueError("a path with a newline cannot be jailed")
     return [
@@ -175,9 +178,34 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
         "\n".join(covers),
         "\n".join(exposes),
         jail.env_at,
+        jail.hosts,
         "--",
         *command,
     ]
+
+
+def hosts_file(home: Path) -> str:
+    """This machine's /etc/hosts with the gateway's names added (``modelservice.`` and
+    the domain of CDSW_DOMAIN, on 127.0.0.1): a jail's /etc/hosts. Written by us, in our
+    own folder, again only when it changed."""
+    try:
+        base = Path("/etc/hosts").read_text()
+    except OSError:
+        base = "127.0.0.1\tlocalhost\n"
+    text = f"{base.rstrip()}\n127.0.0.1\t{MODEL_SERVICE} {DOMAIN}\n"
+    folder = home / "run"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / "hosts"
+    try:
+        if path.read_text() == text:
+            return str(path)
+    except OSError:
+        pass
+    tmp = folder / f"hosts.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)  # read through the bind by the jail's uid
+    os.replace(tmp, path)
+    return str(path)
 
 
 def own(path: Path, uid: int) -> None:
