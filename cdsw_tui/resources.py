@@ -30,6 +30,8 @@ def runner_files() -> list[tuple[Path, str]]:
     files.append(PACKAGE / "serving" / "frames.py")
     for folder in (RUNNER, PYLIB):
         files += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".py", ".R"))
+    # library(cdsw): an R package's source, whatever its files are called
+    files += sorted(p for p in (PYLIB / "R").rglob("*") if p.is_file() and p.suffix != ".R")
     return [(path, path.relative_to(PACKAGE.parent).as_posix()) for path in files]
 
 

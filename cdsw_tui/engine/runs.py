@@ -67,7 +67,23 @@ def run_marker(home: Path, run_id: int) -> str:
     return f"CDSW_TUI_RUN={home}:{run_id}"
 
 
-def script_command(job: RunJob, python: str, env: str, *, system_site: bool) -> str:
+def r_library_step(env: str, pylib: str) -> str:
+    """Shell that installs ``library(cdsw)`` (pylib/R/cdsw, R code only) into the
+    project's R library, once per version of it."""
+    q = shlex.quote
+    source, lib = f"{pylib}/R/cdsw", f"{env}/R-library"
+    stamp = f"{lib}/.cdsw-DESCRIPTION"
+    return (
+        f"if ! cmp -s {q(source)}/DESCRIPTION {q(stamp)}; then R CMD INSTALL --no-docs "
+        f"--no-html --no-multiarch --no-test-load -l {q(lib)} {q(source)} >/dev/null 2>&1 "
+        f"&& cp {q(source)}/DESCRIPTION {q(stamp)} || echo '{OURS}library(cdsw) could not be "
+        "installed'; fi"
+    )
+
+
+def script_command(
+    job: RunJob, python: str, env: str, *, system_site: bool, pylib: str = ""
+) -> str:
     """The shell text a run executes at /home/cdsw: make the project's environment on
     the first run (``python -m venv``; for IPython lines, IPython from PyPI into it),
     then the script with its arguments, through python, IPython or Rscript."""
@@ -75,6 +91,8 @@ def script_command(job: RunJob, python: str, env: str, *, system_site: bool) -> 
     lines = ["set -e"]
     if job.kind == "r":
         lines.append(f"mkdir -p {q(env)}/R-library")
+        if pylib:
+            lines.append(r_library_step(env, pylib))
         command = ["Rscript", job.script, *job.args]
     else:
         flag = " --system-site-packages" if system_site else ""

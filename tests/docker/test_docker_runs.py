@@ -87,3 +87,18 @@ def test_a_cancelled_docker_run_leaves_no_container(cli, home, tmp_path):
     while containers(home) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not containers(home) and not views(home)
+
+
+def test_an_r_run_on_docker_uses_library_cdsw_and_reaches_the_gateway(cli, home, tmp_path):
+    script = (
+        "library(cdsw)\n"
+        "track.metric('auc', 0.9)\n"
+        "answer <- call.model('not-a-key', list(a = 1))\n"
+        "cat('gateway said', answer$error$code, '\\n')\n"
+    )
+    root = write_project(tmp_path / "rproj", {"score.R": script})
+    cli("project", "create", "r", "--path", str(root), "--runtime", "docker",
+        "--engine", "cdsw-tui/engine-r:latest")  # fmt: skip
+    out = cli("run", "r", "score.R", timeout=300).out
+    assert "cdsw: metric auc = 0.9" in out and "gateway said auth.invalid_key" in out
+    assert not containers(home) and not views(home)

@@ -262,14 +262,18 @@ def test_a_run_interrupted_by_its_controller_s_death_fails_and_nothing_of_it_sur
 
 
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed here")
-def test_an_r_script_runs_through_rscript(cli, tmp_path):
+def test_an_r_script_runs_through_rscript_with_library_cdsw(cli, tmp_path):
     root = write_project(
         tmp_path / "rproj",
         {
             "train.R": """\
+            library(cdsw)
             args <- commandArgs(trailingOnly = TRUE)
             cat("r args", args, "\\n")
             writeLines("fitted", "fit.txt")
+            track.metric("rmse", 0.25)
+            answer <- call.model("not-a-key", list(a = 1))  # the gateway answers
+            cat("gateway said", answer$error$code, "\\n")
             quit(status = 5)
             """
         },
@@ -278,4 +282,6 @@ def test_an_r_script_runs_through_rscript(cli, tmp_path):
     result = cli("run", "rp", "train.R", "x", "y", check=False, timeout=120)
     assert result.code == 5, result.err
     assert "r args x y" in result.out
+    assert "cdsw: metric rmse = 0.25" in result.out
+    assert "gateway said auth.invalid_key" in result.out
     assert (root / "fit.txt").read_text() == "fitted\n"

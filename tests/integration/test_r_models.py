@@ -205,3 +205,26 @@ def test_an_r_package_cdsw_build_sh_installs_lands_in_the_build(cli: Cli, tmp_pa
     )
     assert host.stdout.strip() == "FALSE"  # absent from every library of the host
     assert "R-library" in cli("build-log", "rpkg/m", "1").out  # where R said it installed
+
+
+CDSW_R = """\
+library(cdsw)
+
+relay <- function(args) {
+  track.metric("input", args$x)
+  answer <- call.model(args$key, list(a = args$x, b = 1))
+  list(sum = answer$response, replica = answer$ReplicaID != "")
+}
+"""
+
+
+def test_an_r_model_uses_library_cdsw_to_call_another_model(cli: Cli, project: Path):
+    (project / "relay.R").write_text(CDSW_R)
+    for name, file, fn in (("add", "model.R", "add"), ("relay", "relay.R", "relay")):
+        cli("model", "create", f"rp/{name}", "--file", file, "--function", fn, "--kernel", "r",
+            "--wait", timeout=600)  # fmt: skip
+    key = cli("model", "show", "rp/add", "--show-key", "--json").json()["access_key"]
+    out = json.loads(cli("call", "rp/relay", json.dumps({"key": key, "x": 41})).out)
+    assert out["success"], out
+    assert out["response"] == {"sum": 42, "replica": True}
+    assert "cdsw: metric input = 41" in cli("logs", "rp/relay").out

@@ -18,6 +18,22 @@ reply <- function(text) {
   flush(answer)
 }
 
+# library(cdsw) for a model that uses it: installed from pylib/R/cdsw (R code only) into
+# a library of this replica's own, in its /tmp
+uses_cdsw <- tryCatch(any(grepl("cdsw", readLines(args[1], warn = FALSE), fixed = TRUE)),
+                      error = function(e) FALSE)
+if (uses_cdsw && !requireNamespace("cdsw", quietly = TRUE)) {
+  here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))
+  source_dir <- file.path(here, "..", "pylib", "R", "cdsw")
+  lib <- file.path(tempdir(), "cdsw-library")
+  dir.create(lib, showWarnings = FALSE)
+  status <- system2(file.path(R.home("bin"), "R"),
+                    c("CMD", "INSTALL", "--no-docs", "--no-html", "--no-multiarch",
+                      "--no-test-load", "-l", shQuote(lib), shQuote(source_dir)),
+                    stdout = FALSE, stderr = FALSE)
+  if (status == 0) .libPaths(c(lib, .libPaths()))
+}
+
 loaded <- tryCatch({
   source(args[1], chdir = TRUE)
   fn <- get(args[2], mode = "function")

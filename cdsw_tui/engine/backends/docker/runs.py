@@ -102,7 +102,7 @@ class DockerRunner:
         variables[key] = value
         # the gateway at 127.0.0.1 inside, as on the host (a forwarder to its socket)
         text = "python3 -m cdsw_forward --background\n" + script_command(
-            job, "python3", ENV_MOUNT, system_site=True
+            job, "python3", ENV_MOUNT, system_site=True, pylib=PYLIB_MOUNT
         )
         container = None
         try:

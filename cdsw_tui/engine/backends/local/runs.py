@@ -64,7 +64,7 @@ class LocalRunner:
                 f"{os.geteuid()} in {job.project_dir}, not at /home/cdsw"
             )
             env = str(env_folder(job.env_dir, -1))
-            text = script_command(job, python.executable, env, system_site=False)
+            text = script_command(job, python.executable, env, system_site=False, pylib=str(PYLIB))
             variables = _variables(job, env, str(PYLIB), job.project_dir)
             return self._logged(["/bin/sh", "-c", text], Path(job.project_dir), variables,
                                 job, log, cancelled, deadline)  # fmt: skip
@@ -93,7 +93,9 @@ class LocalRunner:
                 hide=(str(self.home),),
                 hosts=sandbox.hosts_file(self.home),
             )
-            text = script_command(job, python.executable, ENV_MOUNT, system_site=False)
+            text = script_command(
+                job, python.executable, ENV_MOUNT, system_site=False, pylib=str(PYLIB)
+            )
             variables = _variables(job, ENV_MOUNT, str(PYLIB), sandbox.HOME)
             variables.update(USER="cdsw", TMPDIR="/tmp")
             command = sandbox.wrap(jail, ["/bin/sh", "-c", text, "cdsw-run"])
