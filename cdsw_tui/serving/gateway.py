@@ -283,18 +283,20 @@ async def _unix_listener(
     folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         folder.unlink()
-    folder.mkdir(mode=0o755, exist_ok=True)
-    os.chmod(folder, 0o755)  # the home above it is 0700: only containers that mount it
+    folder.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)
     server = await loop.create_unix_server(
         front, str(path), backlog=BACKLOG, ssl=ssl_context,
         ssl_handshake_timeout=front.header_timeout if ssl_context is not None else None,
     )  # fmt: skip
-    if os.geteuid() == 0 and owner >= 0:
+    if os.geteuid() == 0 and owner >= 0:  # the uid's alone (containers mount it read-only)
         os.chown(path, owner, owner)
         os.chmod(path, 0o600)
-    else:
+        os.chown(folder, owner, owner, follow_symlinks=False)
+        os.chmod(folder, 0o700)
+    else:  # inside the 0700 home: only the containers that mount it get in
         os.chmod(path, 0o666)
+        os.chmod(folder, 0o755)
     return server
 
 

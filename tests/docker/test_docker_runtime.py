@@ -110,7 +110,9 @@ def test_kill_9_then_containers_are_adopted_not_recreated(cli: Cli, wb, home: Pa
     assert info["HostConfig"]["Privileged"] is False
     assert not info["HostConfig"]["PortBindings"]  # reached through its socket only
     assert info["HostConfig"]["PidsLimit"] > 0
-    assert [m["Destination"] for m in info["Mounts"]] == ["/run/cdsw"]
+    # its socket folder, and the gateway's (read-only: the forwarder to the gateway)
+    mounts = {m["Destination"]: m["RW"] for m in info["Mounts"]}
+    assert mounts == {"/run/cdsw": True, "/run/cdsw-gateway": False}
     os.kill(state(home).pid, signal.SIGKILL)
     while state(home).running:
         time.sleep(0.02)

@@ -93,7 +93,7 @@ class _Run:
         return sandbox.Jail(project=str(project), env=str(venv), tmp=str(tmp), uid=self.job.uid,
                             writable=True, expose=(self.python.prefix, *expose),
                             hide=(str(self.job.home),),
-                            hosts=sandbox.hosts_file(self.job.home))  # fmt: skip
+                            hosts=sandbox.hosts_file(self.job.home, self.job.uid))  # fmt: skip
 
 
 class LocalBuilder:

@@ -91,7 +91,7 @@ class LocalRunner:
                 cgroup_procs=self.cgroups.make(name, job.memory),
                 expose=(python.prefix, *sandbox.runner_exposes()),
                 hide=(str(self.home),),
-                hosts=sandbox.hosts_file(self.home),
+                hosts=sandbox.hosts_file(self.home, job.uid),
             )
             text = script_command(
                 job, python.executable, ENV_MOUNT, system_site=False, pylib=str(PYLIB)

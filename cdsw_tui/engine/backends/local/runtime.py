@@ -165,7 +165,7 @@ class LocalRuntime(RuntimeBase):
             cgroup_procs=self.cgroups.make(spec.name, spec.memory),
             expose=(prefix, *sandbox.runner_exposes()),
             hide=(str(self.home),),
-            hosts=sandbox.hosts_file(self.home),
+            hosts=sandbox.hosts_file(self.home, uid),
         )
         runner = [
             envs.venv_python(spec.env_path),

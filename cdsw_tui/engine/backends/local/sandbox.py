@@ -56,7 +56,8 @@ for f in $procs; do echo 0 > "$f"; done
 bind() { "$mount" --bind "$1" "$2"; "$mount" -o "remount,bind,nosuid,nodev$3" "$2"; }
 ro=; [ "$mode" = ro ] && ro=,ro
 "$mount" -t tmpfs -o "size=${shm}m,mode=1777,nosuid,nodev" cdsw-shm /dev/shm
-[ -z "$hosts" ] || "$mount" --bind "$hosts" /etc/hosts  # first: it may lie under /tmp
+# first (the home may lie under /tmp), and read-only: the file is the jail uid's to read
+[ -z "$hosts" ] || { "$mount" --bind "$hosts" /etc/hosts; "$mount" -o remount,bind,ro,nosuid,nodev /etc/hosts; }
 i=0
 for p in $exposes; do i=$((i+1)); mkdir "/dev/shm/.cdsw-$i"; "$mount" --bind "$p" "/dev/shm/.cdsw-$i"; done
 bind "$project" /home/cdsw "$ro"
@@ -184,10 +185,11 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
     ]
 
 
-def hosts_file(home: Path) -> str:
+def hosts_file(home: Path, uid: int) -> str:
     """This machine's /etc/hosts with the gateway's names added (``modelservice.`` and
-    the domain of CDSW_DOMAIN, on 127.0.0.1): a jail's /etc/hosts. Written by us, in our
-    own folder, again only when it changed."""
+    the domain of CDSW_DOMAIN, on 127.0.0.1): a jail's /etc/hosts, mounted read-only.
+    Written by us, in our own folder, again only when it changed; readable by the jail's
+    uid alone (it owns it, but a read-only mount lets it change nothing)."""
     try:
         base = Path("/etc/hosts").read_text()
     except OSError:
@@ -195,15 +197,16 @@ def hosts_file(home: Path) -> str:
     text = f"{base.rstrip()}\n127.0.0.1\t{MODEL_SERVICE} {DOMAIN}\n"
     folder = home / "run"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / "hosts"
+    path = folder / f"hosts-{uid}"
     try:
-        if path.read_text() == text:
+        if os.lstat(path).st_uid == uid and path.read_text() == text:
             return str(path)
     except OSError:
         pass
-    tmp = folder / f"hosts.{os.getpid()}.tmp"
+    tmp = folder / f"hosts-{uid}.{os.getpid()}.tmp"
     tmp.write_text(text)
-    os.chmod(tmp, 0o644)  # read through the bind by the jail's uid
+    os.chown(tmp, uid, uid)
+    os.chmod(tmp, 0o400)
     os.replace(tmp, path)
     return str(path)
 
