@@ -85,7 +85,8 @@ def script_command(
     job: RunJob, python: str, env: str, *, system_site: bool, pylib: str = ""
 ) -> str:
     """The shell text a run executes at /home/cdsw: make the project's environment on
-    the first run (``python -m venv``; for IPython lines, IPython from PyPI into it),
+    the first run (``python -m venv``; for IPython lines, IPython and requests from PyPI
+    into it, as a CML session has them),
     then the script with its arguments, through python, IPython or Rscript."""
     q = shlex.quote
     lines = ["set -e"]
@@ -102,11 +103,12 @@ def script_command(
             f"environment (once, kept for its runs)'; {q(python)} -m venv --clear{flag} "
             f"{q(env)}; : > {q(env)}/.cdsw-made; fi"
         )
-        if job.kind == "ipython":
+        if job.kind == "ipython":  # what a CML session has: IPython, and requests with it
             lines.append(
-                f"if ! {q(env)}/bin/python -c 'import IPython' 2>/dev/null; then echo "
-                f"'{OURS}installing IPython into the project environment (once)'; "
-                f"{q(env)}/bin/python -m pip install -q --disable-pip-version-check ipython; fi"
+                f"if ! {q(env)}/bin/python -c 'import IPython, requests' 2>/dev/null; then echo "
+                f"'{OURS}installing IPython and requests into the project environment (once)'; "
+                f"{q(env)}/bin/python -m pip install -q --disable-pip-version-check ipython "
+                "requests; fi"
             )
             # IPython's own transformer turns the lines into Python (pylib/cdsw_session)
             command = [f"{env}/bin/python", "-u", "-m", "cdsw_session", job.script, *job.args]

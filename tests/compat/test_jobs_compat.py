@@ -25,6 +25,7 @@ AMP = {
     !mkdir -p models
     %env STAGE=bootstrap
     import os
+    import requests  # a CML session has it, as the Flight AMP's bootstrap expects
     print("bootstrapped", os.environ["STAGE"])
     """,
     "1_train.py": """\
@@ -58,7 +59,7 @@ def test_a_job_trains_into_the_project_and_a_build_serves_it(
     cli("project", "create", "amp", "--path", str(root), "--runtime", runtime)
     boot = cli("run", "amp", "0_bootstrap.py", timeout=600)
     assert "bootstrapped bootstrap" in boot.out
-    assert "installing IPython" in boot.err
+    assert "installing IPython and requests" in boot.err
     assert (root / "models").is_dir()  # made by a !cmd line, in the project itself
     cli("job", "create", "amp/train", "--script", "1_train.py", "--arg", "2.5")
     cli("job", "run", "amp/train", "--wait", timeout=300)
