@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.conftest import stop_controller
 from tests.helpers import docker_problem, remove_containers
 
 
@@ -18,4 +19,8 @@ def docker_engine(home):
             pytest.fail(f"CI must run the Docker compat tests: {problem}")
         pytest.skip(problem)
     yield
+    # the controller first: one still running would start a removed replica again, and
+    # that container would outlive the test (a fixture asked for inside a test ends
+    # before the home's own teardown stops the controller)
+    stop_controller(home)
     remove_containers(home)
