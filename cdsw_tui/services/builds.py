@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +14,9 @@ from sqlmodel import col, func, select
 from cdsw_tui import disk
 from cdsw_tui.engine.buildlog import all_lines
 from cdsw_tui.errors import CdswError, NotFound
-from cdsw_tui.services import logwatch, models, projects
+from cdsw_tui.services import ending, logwatch, models, projects
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import BUILD_FINAL, Build, Model, pk, utcnow
-from cdsw_tui.waiting import poll_until
-
-CONTROLLER_GRACE = 3.0  # seconds without a controller before a wait gives up
+from cdsw_tui.store import BUILD_FINAL, Build, Model, pk
 
 
 def request(
@@ -113,42 +109,14 @@ def refresh(wb: Workbench, build: Build) -> Build:
 
 def cancel(wb: Workbench, build: Build) -> Build:
     """A queued build is cancelled at once; a running one when the controller sees the flag."""
-    with wb.store.session() as s:
-        row = s.get(Build, build.id)
-        if row is None:
-            raise NotFound(f"build {build.number} no longer exists")
-        if row.status in BUILD_FINAL:
-            raise CdswError(f"build {row.number} is already {row.status}")
-        if row.status == "queued":
-            row.status = "cancelled"
-            row.reason = "cancelled before it started"
-            row.finished_at = utcnow()
-        else:
-            row.cancel_requested = True
-        s.add(row)
-        s.commit()
-        s.refresh(row)
-        return row
+    return ending.cancel(wb, Build, build.id, BUILD_FINAL, f"build {build.number}")
 
 
 def wait(wb: Workbench, build: Build, timeout: float | None = None, poll: float = 0.2) -> Build:
     """The build once it ended, or as it is when ``timeout`` seconds have passed. A wait
     ends, in one line, when no controller has run for a while: nothing would end it."""
-    from cdsw_tui.services.lock import state
-
-    gone_since: list[float] = []
-
-    def ended(b: Build) -> bool:
-        if b.status in BUILD_FINAL:
-            return True
-        if state(wb.home).running:
-            gone_since.clear()
-        elif not gone_since:
-            gone_since.append(time.monotonic())
-        return bool(gone_since) and time.monotonic() - gone_since[0] > CONTROLLER_GRACE
-
-    final = poll_until(lambda: refresh(wb, build), timeout, done=ended, interval=poll)
-    if final.status not in BUILD_FINAL and gone_since:
+    final, gone = ending.wait(wb, lambda: refresh(wb, build), BUILD_FINAL, timeout, poll)
+    if gone:
         raise CdswError(
             f"build {final.number} is {final.status}, but no controller runs to finish it "
             "(see logs/controller.log); 'cdsw-tui controller start' fails it as interrupted"

@@ -5,7 +5,6 @@ runtime and records status, exit code, duration and log."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +15,10 @@ from sqlmodel import col, func, select
 
 from cdsw_tui.engine.buildlog import all_lines
 from cdsw_tui.errors import CdswError, Conflict, NotFound
-from cdsw_tui.services import logwatch, projects
+from cdsw_tui.services import ending, logwatch, projects
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import RUN_FINAL, Job, JobRun, Project, pk, utcnow
-from cdsw_tui.waiting import poll_until
-
-CONTROLLER_GRACE = 3.0  # seconds without a controller before a wait gives up
+from cdsw_tui.store import RUN_FINAL, Job, JobRun, Project, pk
 
 
 def iso(value: datetime | None) -> str | None:
@@ -147,42 +143,14 @@ def refresh(wb: Workbench, run: JobRun) -> JobRun:
 def cancel(wb: Workbench, run: JobRun) -> JobRun:
     """A queued run ends at once; a running one is stopped by the controller (the whole
     of it: its processes or its container)."""
-    with wb.store.session() as s:
-        row = s.get(JobRun, run.id)
-        if row is None:
-            raise NotFound(f"run {run.number} was deleted")
-        if row.status in RUN_FINAL:
-            raise CdswError(f"run {row.number} is already {row.status}")
-        if row.status == "queued":
-            row.status = "cancelled"
-            row.reason = "cancelled before it started"
-            row.finished_at = utcnow()
-        else:
-            row.cancel_requested = True
-        s.add(row)
-        s.commit()
-        s.refresh(row)
-        return row
+    return ending.cancel(wb, JobRun, run.id, RUN_FINAL, f"run {run.number}")
 
 
 def wait(wb: Workbench, run: JobRun, timeout: float | None = None) -> JobRun:
     """The run once it ended (or as it is after ``timeout``); one line when no
     controller runs to end it."""
-    from cdsw_tui.services.lock import state
-
-    gone_since: list[float] = []
-
-    def ended(r: JobRun) -> bool:
-        if r.status in RUN_FINAL:
-            return True
-        if state(wb.home).running:
-            gone_since.clear()
-        elif not gone_since:
-            gone_since.append(time.monotonic())
-        return bool(gone_since) and time.monotonic() - gone_since[0] > CONTROLLER_GRACE
-
-    final = poll_until(lambda: refresh(wb, run), timeout, done=ended, interval=0.2)
-    if final.status not in RUN_FINAL and gone_since:
+    final, gone = ending.wait(wb, lambda: refresh(wb, run), RUN_FINAL, timeout, 0.2)
+    if gone:
         raise CdswError(
             f"run {final.number} is {final.status}, but no controller runs to finish it "
             "(see logs/controller.log)"
