@@ -141,7 +141,11 @@ def test_a_flood_of_unanswered_challenges_is_bounded(runner):
             except ConnectionResetError:
                 pass
         assert 0 < nonces <= 8 and time.monotonic() - began < 2 + 1.5
-        assert threads(pid) <= base + 2
+        # a handler's thread ends just after it closes its connection: give it a moment
+        deadline = time.monotonic() + 2
+        while threads(pid) > base + 2:
+            assert time.monotonic() < deadline, threads(pid)
+            time.sleep(0.05)
     finally:
         for s in flood:
             s.close()

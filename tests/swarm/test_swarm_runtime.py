@@ -199,11 +199,15 @@ def test_a_redeploy_that_does_not_fit_rolls_one_replica_at_a_time(
     with traffic(wb, "p/m") as (answers, failures):
         cli("deploy", "p/m", "--build", "2", "--wait", timeout=300)
         settle(home, 2)  # the old ones gone, the second new one placed in their room
-        time.sleep(1)
+        # its service is there before its replica answers: it joins the gateway once ready
+        settled, deadline = len(answers), time.monotonic() + 60
+        while len({a["ReplicaID"] for a in answers[settled:]}) < 2:
+            assert time.monotonic() < deadline, "the second new replica never served"
+            time.sleep(0.2)
     assert failures == [], failures[:3]
     versions = [a["response"]["version"] for a in answers]
     assert 1 in versions and versions[-1] == 2
-    assert len({a["ReplicaID"] for a in answers[-20:]}) == 2  # both new ones serve
+    assert all(a["response"]["version"] == 2 for a in answers[settled:])  # both new ones serve
     latest = json.loads(cli("deployments", "p/m", "--json").out)[0]
     assert latest["status"] == "deployed", latest
     assert "one replica at a time" in latest["reason"] and "no suitable node" in latest["reason"]
