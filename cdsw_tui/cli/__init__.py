@@ -46,6 +46,7 @@ COMMANDS = {
     "job": "job:job_group",
     "jobs": "job:jobs_cmd",
     "run": "job:run_cmd",
+    "app": "app:app_group",
 }
 
 

@@ -49,8 +49,8 @@ def _job(wb: Workbench, scope: str, p: dict[str, str]) -> Any:
     return cmlv2.job_of(wb, _project(wb, scope, p), p["job_id"])
 
 
-def _later(*_: Any) -> Any:
-    raise NotImplementedError(cmlv2.APPLICATIONS_LATER)
+def _app(wb: Workbench, scope: str, p: dict[str, str]) -> Any:
+    return cmlv2.application_of(wb, _project(wb, scope, p), p["application_id"])
 
 
 ROUTES: list[tuple[str, str, Operation]] = [
@@ -98,11 +98,17 @@ ROUTES: list[tuple[str, str, Operation]] = [
     (
         "GET",
         P + "/applications",
-        lambda wb, s, p, q, b: cmlv2.listing("applications", [], q) if _project(wb, s, p) else {},
+        lambda wb, s, p, q, b: cmlv2.list_applications(wb, _project(wb, s, p), q),
     ),
-    ("POST", P + "/applications", _later),
-    ("POST", A + ":restart", _later),
-    ("POST", A + ":stop", _later),
+    (
+        "POST",
+        P + "/applications",
+        lambda wb, s, p, q, b: cmlv2.create_application(wb, _project(wb, s, p), b),
+    ),
+    ("GET", A, lambda wb, s, p, q, b: cmlv2.application_dict(wb, _app(wb, s, p))),
+    ("DELETE", A, lambda wb, s, p, q, b: cmlv2.delete_application(wb, _app(wb, s, p))),
+    ("POST", A + ":restart", lambda wb, s, p, q, b: cmlv2.restart_application(wb, _app(wb, s, p))),
+    ("POST", A + ":stop", lambda wb, s, p, q, b: cmlv2.stop_application(wb, _app(wb, s, p))),
 ]
 
 

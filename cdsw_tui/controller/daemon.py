@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from cdsw_tui.controller import build_runner, converge, job_runner
+from cdsw_tui.controller import app_runner, build_runner, converge, job_runner
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
@@ -43,6 +43,7 @@ class Controller:
         self._stop = asyncio.Event()
         self._schedules_at = 0.0
         self.shutdown = threading.Event()
+        self.apps = app_runner.AppSupervisor(wb, self.runners, self.shutdown)
 
     async def run(self) -> None:
         if not self.lock.acquire():
@@ -101,6 +102,10 @@ class Controller:
             self.shutdown.set()
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.run_pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                self.apps.close()
+            except Exception:
+                log.exception("applications did not all stop")
             self.lock.release()
 
     def stop(self) -> None:
@@ -112,6 +117,7 @@ class Controller:
             try:
                 await self._dispatch_builds()
                 await self._dispatch_runs()
+                await asyncio.to_thread(self.apps.tick)
                 await converge.converge(self.serving)
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")

@@ -21,7 +21,7 @@ from cdsw_tui.errors import CdswError, Conflict
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services import jobs, metrics, runs
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Job, JobRun, Project, pk, utcnow
+from cdsw_tui.store import Application, Job, JobRun, Project, pk, utcnow
 
 log = logging.getLogger("cdsw_tui.controller")
 MAX_SCRIPT_BYTES = 5 * 1024 * 1024  # read to tell how it runs (python, IPython or R)
@@ -72,7 +72,9 @@ def _kind(project: Project, script: str) -> str:
     return jobs.kind_of(source, script)
 
 
-def _job_for(wb: Workbench, run: JobRun, project: Project, job: Job | None) -> RunJob:
+def _job_for(
+    wb: Workbench, run: JobRun, project: Project, job: Job | None, app: Application | None = None
+) -> RunJob:
     variables = env_service.workbench_variables(
         wb, project, None, engine_id=f"run-{run.id}", build_id=None, cpu=run.cpu, memory=run.memory
     )
@@ -80,6 +82,11 @@ def _job_for(wb: Workbench, run: JobRun, project: Project, job: Job | None) -> R
     variables["CDSW_METRICS_TOKEN"] = metrics.token(wb, metrics.project_scope(pk(project)))
     variables.update(jobs.variables(wb, job, project))
     label = f"job {job.name}, run {run.number}" if job else f"one-off run {run.number}"
+    if app is not None:  # CML's application variables: one port, on 127.0.0.1
+        label = f"application {app.name}, start {run.number}"
+        variables.update(json.loads(app.environment or "{}"))
+        port = str(app.port)
+        variables.update(CDSW_APP_PORT=port, CDSW_READONLY_PORT=port, CDSW_PUBLIC_PORT=port)
     return RunJob(
         run_id=pk(run),
         label=label,
@@ -101,6 +108,7 @@ def _job_for(wb: Workbench, run: JobRun, project: Project, job: Job | None) -> R
         uid=replica_identity(wb.settings.replica_uid).uid,
         timeout=run.timeout,
         ca_bundle=wb.settings.ca_bundle,
+        app_port=app.port if app is not None else 0,
     )
 
 
@@ -129,9 +137,10 @@ def run(
         with wb.store.session() as s:
             project = s.get(Project, row.project_id)
             job = s.get(Job, row.job_id) if row.job_id else None
-        if project is None or (row.job_id and job is None):
-            raise BuildFailed("its job or project was deleted")
-        spec = _job_for(wb, row, project, job)
+            app = s.get(Application, row.app_id) if row.app_id else None
+        if project is None or (row.job_id and job is None) or (row.app_id and app is None):
+            raise BuildFailed("its job, application or project was deleted")
+        spec = _job_for(wb, row, project, job, app)
         blog.line(
             f"{OURS}{spec.label} of {project.name} on the {project.runtime} runtime "
             f"({row.trigger}): {spec.kind} {' '.join([row.script, *spec.args])}"

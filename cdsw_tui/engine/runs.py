@@ -52,6 +52,7 @@ class RunJob:
     uid: int = -1  # REPLICA_UID; -1: the backend's default
     timeout: float = 0.0  # seconds, 0: none
     ca_bundle: str = ""
+    app_port: int = 0  # an application's CDSW_APP_PORT (127.0.0.1 of the host), 0: none
     extra: dict[str, str] = field(default_factory=dict)
 
 

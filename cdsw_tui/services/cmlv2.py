@@ -1,5 +1,5 @@
 """The CML API v2 subset that ``cmlapi`` calls (and the AMPs with it): projects, models,
-builds, deployments, runtimes, jobs and runs, with CML's field names.
+builds, deployments, runtimes, jobs and runs, applications, with CML's field names.
 
 Field names and paths follow Cloudera's reference, "CML API v2"
 (https://docs.cloudera.com/machine-learning/cloud/api/topics/ml-api-v2.html, and the
@@ -21,12 +21,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from cdsw_tui.errors import CdswError, Conflict, NotFound
-from cdsw_tui.services import api_keys, builds, deployments, jobs, metrics, projects, runs
+from cdsw_tui.services import (
+    api_keys,
+    apps,
+    builds,
+    deployments,
+    jobs,
+    metrics,
+    projects,
+    runs,
+)
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.access_keys import new_access_key
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Build, Deployment, Job, JobRun, Model, Project, pk
+from cdsw_tui.store import Application, Build, Deployment, Job, JobRun, Model, Project, pk
 
 BUILD_STATUS = {"queued": "pending", "building": "building", "built": "built",
                 "failed": "build failed", "cancelled": "stopped", "timedout": "timedout"}  # fmt: skip
@@ -460,7 +469,78 @@ def list_job_runs(wb: Workbench, job: Job, query: dict[str, str]) -> dict[str, A
     return listing("job_runs", [run_dict(r) for r in runs.list_runs(wb, job)], query)
 
 
-APPLICATIONS_LATER = (
-    "applications are not in this version of cdsw-tui yet; run the app as a job, or "
-    "'cdsw-tui run PROJECT SCRIPT'"
-)
+# -- applications ----------------------------------------------------------------------
+
+APP_STATUS = {
+    "starting": "APPLICATION_STARTING",
+    "running": "APPLICATION_RUNNING",
+    "restarting": "APPLICATION_STARTING",
+    "stopping": "APPLICATION_STOPPING",
+    "stopped": "APPLICATION_STOPPED",
+    "failed": "APPLICATION_FAILED",
+}
+
+
+def application_of(wb: Workbench, project: Project, application_id: str) -> Application:
+    row: Application = _row(wb, Application, application_id, "application", project_id=pk(project))
+    return row
+
+
+def application_dict(wb: Workbench, a: Application) -> dict[str, Any]:
+    return {
+        "id": str(a.id),
+        "project_id": str(a.project_id),
+        "name": a.name,
+        "description": a.description,
+        "subdomain": a.subdomain,
+        "url": apps.url(wb, a),
+        "script": a.script,
+        "kernel": "r" if a.script.lower().endswith(".r") else "python3",
+        "status": APP_STATUS.get(a.status, a.status),
+        "cpu": a.cpu,
+        "memory": round(a.memory / 1024, 3),
+        "nvidia_gpu": 0,
+        "environment": json.dumps(env_service.shown(json.loads(a.environment or "{}"))),
+        "runtime_identifier": "",
+        "bypass_authentication": False,
+        "created_at": iso(a.created_at),
+        "updated_at": iso(a.started_at or a.created_at),
+        "creator": _user(),
+    }
+
+
+def list_applications(wb: Workbench, project: Project, query: dict[str, str]) -> dict[str, Any]:
+    rows = [application_dict(wb, a) for a in apps.list_apps(wb, project.name)]
+    return listing("applications", rows, query)
+
+
+def create_application(wb: Workbench, project: Project, body: dict[str, Any]) -> dict[str, Any]:
+    """CML's ``create_application``: created and started (the caller does not wait)."""
+    environment = body.get("environment") or {}
+    if isinstance(environment, str):
+        environment = json.loads(environment or "{}")
+    memory = body.get("memory")
+    spec = apps.AppSpec(
+        name=str(body.get("name") or ""),
+        script=str(body.get("script") or ""),
+        subdomain=str(body.get("subdomain") or ""),
+        description=str(body.get("description") or ""),
+        cpu=float(body.get("cpu") or 1),
+        memory=2048 if memory in (None, "") else int(float(memory) * 1024),
+        env={str(k): str(x) for k, x in dict(environment).items()},
+    )
+    app = apps.create(wb, project.name, spec)  # the controller's next pass starts it
+    return application_dict(wb, app)
+
+
+def restart_application(wb: Workbench, app: Application) -> dict[str, Any]:
+    return application_dict(wb, apps.restart(wb, app))
+
+
+def stop_application(wb: Workbench, app: Application) -> dict[str, Any]:
+    return application_dict(wb, apps.stop(wb, app))
+
+
+def delete_application(wb: Workbench, app: Application) -> dict[str, Any]:
+    apps.delete(wb, app)
+    return {}

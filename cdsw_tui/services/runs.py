@@ -38,6 +38,7 @@ def _queue(wb: Workbench, make: Any, job: Job | None) -> JobRun:
             top = s.exec(
                 select(func.max(JobRun.number)).where(
                     JobRun.project_id == row.project_id,
+                    col(JobRun.app_id).is_(None),
                     col(JobRun.job_id).is_(None) if job is None else JobRun.job_id == job.id,
                 )
             ).one()

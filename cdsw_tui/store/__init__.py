@@ -6,6 +6,7 @@ from cdsw_tui.store.tables import (
     DEPLOYMENT_ACTIVE,
     RUN_FINAL,
     ApiKey,
+    Application,
     Build,
     BuildStatus,
     Deployment,
@@ -26,6 +27,7 @@ from cdsw_tui.store.tables import (
 
 __all__ = [
     "ApiKey",
+    "Application",
     "BUILD_FINAL",
     "DEPLOYMENT_ACTIVE",
     "SCHEMA_VERSION",

@@ -86,6 +86,22 @@ def _migration_6(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _migration_7(conn: Connection) -> None:
+    """Applications, each start of which is a run."""
+    table = SQLModel.metadata.tables["application"]
+    table.create(conn, checkfirst=True)
+    for index in table.indexes:
+        index.create(conn, checkfirst=True)
+    if "app_id" not in _columns(conn, "jobrun"):
+        conn.execute(
+            text(
+                "ALTER TABLE jobrun ADD COLUMN app_id INTEGER "
+                "REFERENCES application (id) ON DELETE CASCADE"
+            )
+        )
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobrun_app_id ON jobrun (app_id)"))
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
@@ -94,6 +110,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

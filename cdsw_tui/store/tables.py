@@ -259,10 +259,39 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Application(SQLModel, table=True):
+    """A supervised long-running process of a project (CML's Applications): its script
+    serves on ``port`` of 127.0.0.1 (``CDSW_APP_PORT``). Each start of it is a JobRun
+    with ``app_id`` set; the controller starts it again with back-off when it ends while
+    ``desired`` is ``running``. ``name`` is the display name as given; ``subdomain`` is
+    unique and names it in URLs and on the command line."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    name: str
+    subdomain: str = Field(unique=True)
+    description: str = ""
+    script: str
+    environment: str = Field(default="{}", sa_column=Column(Text, default="{}"))  # JSON
+    cpu: float = 1.0
+    memory: int = 2048
+    port: int = Field(unique=True)
+    desired: str = "running"  # running or stopped
+    status: str = "starting"  # starting, running, restarting, stopping, stopped, failed
+    reason: str = ""
+    restarts: int = 0
+    restart_requested: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+
+
 class JobRun(SQLModel, table=True):
-    """One execution of a job's script, or a one-off run (``job_id`` None). Numbered per
-    job from 1 (one-off runs per project). The partial unique index keeps one run of a
-    job queued or running at a time, so of two starts at once the database picks one."""
+    """One execution of a job's script, a one-off run (``job_id`` None), or one start of
+    an application (``app_id`` set). Numbered per job from 1 (one-off runs per project,
+    an application's starts per application). The partial unique index keeps one run of
+    a job queued or running at a time, so of two starts at once the database picks one."""
 
     __table_args__ = (
         UniqueConstraint("project_id", "job_id", "number"),
@@ -277,6 +306,9 @@ class JobRun(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
     job_id: int | None = Field(default=None, foreign_key="job.id", index=True, ondelete="CASCADE")
+    app_id: int | None = Field(
+        default=None, foreign_key="application.id", index=True, ondelete="CASCADE"
+    )
     number: int
     script: str
     args: str = Field(default="[]", sa_column=Column(Text, default="[]"))

@@ -1,12 +1,14 @@
 """``cmlapi`` as the AMPs use it, from inside a run: create, build and deploy a model with
 a CML display name, find its access key and deployment CRN the way the Monitoring and
-Churn AMPs do, call it, update the project's environment, list runtimes, start a job;
+Churn AMPs do, call it, update the project's environment, list runtimes, start a job,
+create and restart an application;
 and the keys that /api/v2 accepts and refuses."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,20 @@ from tests.conftest import Cli, write_project
 MODEL = """\
 def predict(args):
     return {"price": args["x"] * 10}
+"""
+
+APP = """\
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Page(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "9")
+        self.end_headers()
+        self.wfile.write(b"dashboard")
+
+HTTPServer(("127.0.0.1", int(os.environ["CDSW_APP_PORT"])), Page).serve_forever()
 """
 
 # the calls of CML_AMP_Continuous_Model_Monitoring's src/api.py, and the build and deploy
@@ -84,24 +100,37 @@ try:
     missing = None
 except ApiException as exc:
     missing = exc.status
-try:
-    client.create_application(cmlapi.CreateApplicationRequest(name="app", script="a.py"), pid)
-    apps = None
-except ApiException as exc:
-    apps = exc.status
+# the Monitoring AMP's deploy_monitoring_application and restart_running_application
+name = "Price Regressor Monitoring Dashboard"
+client.create_application(
+    cmlapi.CreateApplicationRequest(
+        name=name, description="drift", project_id=pid, subdomain="abcdef",
+        script="apps/app.py", kernel="python3", cpu=1, memory=2,
+    ),
+    project_id=pid,
+)
+app = client.list_applications(
+    project_id=pid, search_filter=json.dumps({"name": name})
+).to_dict()["applications"][0]
+client.restart_application(project_id=pid, application_id=app["id"])
 print(json.dumps({
     "name": info["name"], "crn": info["crn"], "deployment_crn": deployments[-1]["crn"],
     "build_status": latest_build["status"], "answer": answer["response"],
     "runtimes": [r["kernel"] for r in runtimes], "job": job.name, "run": run.status,
-    "missing": missing, "apps": apps,
-    "applications": client.list_applications(project_id=pid).to_dict()["applications"],
+    "missing": missing, "app": [app["name"], app["subdomain"], app["url"]],
 }))
 """
 
 
 def test_a_run_creates_builds_deploys_and_calls_a_model_through_cmlapi(cli: Cli, tmp_path: Path):
     root = write_project(
-        tmp_path / "api", {"model.py": MODEL, "deploy.py": DEPLOY, "score.py": "print('scored')\n"}
+        tmp_path / "api",
+        {
+            "model.py": MODEL,
+            "deploy.py": DEPLOY,
+            "score.py": "print('scored')\n",
+            "apps/app.py": APP,
+        },
     )
     cli("project", "create", "api", "--path", str(root))
     out = cli("run", "api", "deploy.py", timeout=900).out
@@ -111,9 +140,17 @@ def test_a_run_creates_builds_deploys_and_calls_a_model_through_cmlapi(cli: Cli,
     assert found["build_status"] == "built"
     assert found["answer"] == {"price": 30}
     assert found["runtimes"] and all(k.startswith("Python 3") for k in found["runtimes"])
-    assert (found["job"], found["missing"], found["apps"]) == ("Nightly Score", 404, 501)
+    assert (found["job"], found["missing"]) == ("Nightly Score", 404)
     assert found["run"] in ("ENGINE_SCHEDULING", "ENGINE_RUNNING", "ENGINE_SUCCEEDED")
-    assert found["applications"] == []
+    # the application it created (and restarted) runs, and answers at its URL
+    name, subdomain, url = found["app"]
+    assert (name, subdomain) == ("Price Regressor Monitoring Dashboard", "abcdef")
+    deadline = time.monotonic() + 120
+    while (listed := cli("app", "list", "api", "--json").json()[0])["status"] != "running":
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.3)
+    assert listed["url"] == url and listed["name"] == name
+    assert httpx.get(url, timeout=10, trust_env=False).text == "dashboard"
     # what the run did is what the CLI sees
     assert re.search(r"STORAGE_MODE +local", cli("env", "list", "--project", "api").out)
     listed = {m["name"]: m["status"] for m in cli("model", "list", "--json").json()}

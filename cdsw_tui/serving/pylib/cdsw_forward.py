@@ -7,6 +7,7 @@ every key. Standard library only, Python 3.9.
 
     python -m cdsw_forward [--background] [SOCKET [PORT]]
     # default: $CDSW_TUI_GATEWAY_SOCKET, and the port of $CDSW_API_URL
+    python -m cdsw_forward --background --expose PORT APP_PORT
 """
 
 from __future__ import annotations
@@ -37,13 +38,23 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 pass
 
 
+def _upstream(target: str) -> socket.socket:
+    """A Unix socket's path, or ``HOST:PORT``."""
+    if target.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(target)
+    else:
+        host, _, port = target.rpartition(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def _serve(client: socket.socket, path: str) -> None:
-    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        upstream.connect(path)
+        upstream = _upstream(path)
     except OSError:
         client.close()
-        upstream.close()
         return
     back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
     back.start()
@@ -102,14 +113,20 @@ def from_environment() -> socket.socket | None:
 
 def main() -> None:
     """``--background``: return once it listens (the shell that runs a script then goes
-    on knowing the gateway answers), forwarding from a child process."""
-    args = [a for a in sys.argv[1:] if a != "--background"]
-    path = args[0] if args else os.environ.get("CDSW_TUI_GATEWAY_SOCKET", "")
-    port = int(args[1]) if len(args) > 1 else port_of(os.environ.get("CDSW_API_URL", ""))
+    on knowing the gateway answers), forwarding from a child process. ``--expose PORT
+    APP_PORT``: the other way, an application's 127.0.0.1:APP_PORT on 0.0.0.0:PORT of the
+    container, which Docker publishes on the host's 127.0.0.1."""
+    args = [a for a in sys.argv[1:] if a not in ("--background", "--expose")]
+    host = "127.0.0.1"
+    if "--expose" in sys.argv:
+        host, port, path = "0.0.0.0", int(args[0]), f"127.0.0.1:{int(args[1])}"
+    else:
+        path = args[0] if args else os.environ.get("CDSW_TUI_GATEWAY_SOCKET", "")
+        port = int(args[1]) if len(args) > 1 else port_of(os.environ.get("CDSW_API_URL", ""))
     try:
-        listener = listen(port)
+        listener = listen(port, host)
     except OSError as exc:
-        sys.exit(f"cdsw_forward: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+        sys.exit(f"cdsw_forward: cannot listen on {host}:{port}: {exc.strerror or exc}")
     if "--background" in sys.argv and os.fork():
         os._exit(0)  # it listens already; the child serves (threads start after the fork)
     serve(listener, path)

@@ -42,6 +42,7 @@ from cdsw_tui.engine.runs import (
 from cdsw_tui.resources import PYLIB
 
 CA_MOUNT = "/etc/cdsw/ca-bundle.pem"
+EXPOSE_PORT = 20000  # where an application's forwarder listens inside its container
 
 
 def _pump(container: Any, log: BuildLog) -> None:
@@ -101,9 +102,13 @@ class DockerRunner:
         key, _, value = run_marker(job.home, job.run_id).partition("=")
         variables[key] = value
         # the gateway at 127.0.0.1 inside, as on the host (a forwarder to its socket)
-        text = "python3 -m cdsw_forward --background\n" + script_command(
-            job, "python3", ENV_MOUNT, system_site=True, pylib=PYLIB_MOUNT
-        )
+        text = "python3 -m cdsw_forward --background\n"
+        ports: dict[str, tuple[str, int]] = {}
+        if job.app_port:  # the application's 127.0.0.1 port, on the host's 127.0.0.1
+            inner = EXPOSE_PORT if job.app_port != EXPOSE_PORT else EXPOSE_PORT + 1
+            text += f"python3 -m cdsw_forward --background --expose {inner} {job.app_port}\n"
+            ports[f"{inner}/tcp"] = ("127.0.0.1", job.app_port)
+        text += script_command(job, "python3", ENV_MOUNT, system_site=True, pylib=PYLIB_MOUNT)
         container = None
         try:
             try:
@@ -115,6 +120,7 @@ class DockerRunner:
                     environment=variables,
                     user=f"{uid}:{uid}",
                     working_dir="/home/cdsw",
+                    init=True,  # the script is no PID 1: its own signals reach it, zombies reaped
                     cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],
                     pids_limit=PIDS_LIMIT,
@@ -125,6 +131,7 @@ class DockerRunner:
                     tmpfs={"/tmp": f"size={TMP_MB}m,mode=1777"},
                     labels={"cdsw.home": self.home, "cdsw.run": str(job.run_id)},
                     extra_hosts=gateway_hosts,
+                    ports=ports,
                 )
             except ImageNotFound:
                 raise BuildFailed(

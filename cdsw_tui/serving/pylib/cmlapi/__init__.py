@@ -208,6 +208,13 @@ class CMLServiceApi:
     def create_application(self, body: Any, project_id: str, **kwargs: Any) -> Any:
         return self._call("POST", f"/projects/{project_id}/applications", kwargs, _body(body))
 
+    def get_application(self, project_id: str, application_id: str, **kwargs: Any) -> Any:
+        return self._call("GET", f"/projects/{project_id}/applications/{application_id}", kwargs)
+
+    def delete_application(self, project_id: str, application_id: str, **kwargs: Any) -> Any:
+        path = f"/projects/{project_id}/applications/{application_id}"
+        return self._call("DELETE", path, kwargs)
+
     def restart_application(self, project_id: str, application_id: str, **kwargs: Any) -> Any:
         path = f"/projects/{project_id}/applications/{application_id}:restart"
         return self._call("POST", path, kwargs, {})

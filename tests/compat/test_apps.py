@@ -1,0 +1,142 @@
+"""Applications as CML runs them: a web app on CDSW_APP_PORT at a URL on 127.0.0.1, the
+project at /home/cdsw, started again when it dies and when the controller comes back,
+stopped, started and deleted from the command line; on both runtimes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Cli, stop_controller, write_project
+
+APP = """\
+import json, os, signal
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Page(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        body = json.dumps({
+            "start": os.environ["CDSW_ENGINE_ID"], "cwd": os.getcwd(),
+            "greeting": os.environ.get("GREETING", ""),
+            "port": os.environ["CDSW_APP_PORT"],
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+print("serving on", os.environ["CDSW_APP_PORT"], flush=True)
+HTTPServer(("127.0.0.1", int(os.environ["CDSW_APP_PORT"])), Page).serve_forever()
+"""
+
+
+def page(url: str) -> dict | None:
+    try:
+        return json.loads(httpx.get(url, timeout=5, trust_env=False).text)
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def next_start(url: str, before: str, limit: float = 90) -> dict:
+    """The page once a start other than ``before`` serves it."""
+    deadline = time.monotonic() + limit
+    while (seen := page(url)) is None or seen["start"] == before:
+        assert time.monotonic() < deadline, f"no new start answered at {url}"
+        time.sleep(0.2)
+    return seen
+
+
+def listed(cli: Cli) -> dict:
+    return cli("app", "list", "p", "--json").json()[0]
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker"])
+def test_an_application_serves_dies_comes_back_and_stops(
+    cli: Cli, home: Path, tmp_path: Path, request, runtime
+):
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    root = write_project(tmp_path / "p", {"apps/app.py": APP})
+    cli("project", "create", "p", "--path", str(root), "--runtime", runtime)
+    made = cli(
+        "app", "create", "p/Drift Dashboard", "--script", "apps/app.py", "--env", "GREETING=hi",
+        "--wait", timeout=600,
+    )  # fmt: skip
+    app = listed(cli)
+    url = app["url"]
+    assert f"running at {url}" in made.out and url.startswith("http://127.0.0.1:")
+    assert (app["name"], app["subdomain"], app["status"]) == (
+        "Drift Dashboard",
+        "drift-dashboard",
+        "running",
+    )
+    first = page(url)
+    assert first is not None
+    assert (first["cwd"], first["greeting"], first["port"]) == (
+        "/home/cdsw",
+        "hi",
+        str(app["port"]),
+    )
+
+    # killed: started again, at the same URL, with back-off
+    try:
+        httpx.get(url + "die", timeout=5, trust_env=False)
+    except httpx.HTTPError:
+        pass  # it died answering
+    second = next_start(url, first["start"])
+    assert listed(cli)["restarts"] == 1
+    logs = cli("app", "logs", "p/drift-dashboard").out
+    assert "serving on" in logs and "start 2" in logs
+
+    # the controller killed: its keeper starts another, which finds it and starts it again
+    stop_controller(home, signal.SIGKILL)
+    third = next_start(url, second["start"])
+    assert third["port"] == first["port"]
+    # the controller stopped: so is the application; started again: so is it, at its URL
+    cli("controller", "stop")
+    gone = listed(cli)
+    assert gone["status"] == "stopped" and "controller" in gone["reason"], gone
+    assert page(url) is None
+    cli("controller", "start")
+    next_start(url, third["start"])
+    deadline = time.monotonic() + 30
+    while listed(cli)["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    # stopped: nothing answers; started: it does again; deleted: gone
+    cli("app", "stop", "p/Drift Dashboard", "--wait")
+    assert listed(cli)["status"] == "stopped" and page(url) is None
+    cli("app", "start", "p/Drift Dashboard", "--wait", timeout=300)
+    assert page(url) is not None
+    cli("app", "delete", "p/Drift Dashboard")
+    assert cli("app", "list", "--json").json() == []
+    deadline = time.monotonic() + 30
+    while page(url) is not None:
+        assert time.monotonic() < deadline, "the deleted application still answers"
+        time.sleep(0.2)
+
+
+def test_a_bad_application_says_why_in_one_line(cli: Cli, tmp_path: Path):
+    root = write_project(tmp_path / "p", {"app.py": "raise SystemExit('no port for me')\n"})
+    cli("project", "create", "p", "--path", str(root))
+    missing = cli("app", "create", "p/web", "--script", "nope.py", check=False)
+    assert missing.code != 0 and "nope.py" in missing.err and "Traceback" not in missing.err
+    bad = cli("app", "create", "p/web", "--script", "app.py", "--subdomain", "-x-", check=False)
+    assert bad.code != 0 and "subdomain" in bad.err
+    cli("app", "create", "p/web", "--script", "app.py")
+    taken = cli("app", "create", "p/web", "--script", "app.py", check=False)
+    assert taken.code != 0 and "already has an application named 'web'" in taken.err
+    deadline = time.monotonic() + 60
+    while (app := listed(cli))["restarts"] < 2 or app["status"] != "restarting":
+        assert time.monotonic() < deadline, app  # it ends at once: again, later each time
+        time.sleep(0.1)
+    assert "exited with status 1; starting again in" in app["reason"], app
+    assert "no port for me" in cli("app", "logs", "p/web").out
