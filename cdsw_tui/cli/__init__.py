@@ -47,6 +47,7 @@ COMMANDS = {
     "jobs": "job:jobs_cmd",
     "run": "job:run_cmd",
     "app": "app:app_group",
+    "amp": "amp:amp_group",
 }
 
 

@@ -7,8 +7,10 @@ from typing import Any
 import click
 
 from cdsw_tui.cli.common import json_option, workbench
+from cdsw_tui.errors import CdswError
 from cdsw_tui.output import emit_json, table
 from cdsw_tui.services import artifacts, deployments, projects, readmodels
+from cdsw_tui.services import validation as v
 
 
 @click.group()
@@ -48,6 +50,13 @@ def project_row(p: readmodels.ProjectRow) -> dict[str, Any]:
     is_flag=True,
     help="let replicas open connections out (Docker replicas have no network otherwise)",
 )
+@click.option(
+    "--amp",
+    type=click.Path(file_okay=False),
+    help="an AMP folder: register it and run its .project-metadata.yaml tasks",
+)
+@click.option("--env", multiple=True, metavar="K=V", help="an AMP variable (repeatable)")
+@click.option("--wait", is_flag=True, help="with --amp: follow the tasks until the last ends")
 @json_option
 @click.pass_context
 def project_create(
@@ -60,10 +69,22 @@ def project_create(
     constraints: tuple[str, ...],
     python: str | None,
     egress: bool,
+    amp: str | None,
+    env: tuple[str, ...],
+    wait: bool,
     as_json: bool,
 ) -> None:
-    """Register a folder, or make one from a template."""
+    """Register a folder, make one from a template, or launch an AMP."""
     wb = workbench(ctx)
+    if amp is not None:
+        if path or template:
+            raise CdswError("--amp is the project's folder: give it without --path or --template")
+        from cdsw_tui.cli.amp import launched
+
+        launched(ctx, name, amp, v.env_pairs(env), runtime, python, engine, wait)
+        return
+    if env or wait:
+        raise CdswError("--env and --wait are for --amp")
     p = projects.create(
         wb,
         name,

@@ -18,6 +18,7 @@ from cdsw_tui.controller import app_runner, build_runner, converge, job_runner
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
+from cdsw_tui.services import amps
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerLock, state
 from cdsw_tui.serving import limits
@@ -118,6 +119,7 @@ class Controller:
                 await self._dispatch_builds()
                 await self._dispatch_runs()
                 await asyncio.to_thread(self.apps.tick)
+                await asyncio.to_thread(self._step_amps)
                 await converge.converge(self.serving)
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")
@@ -154,6 +156,17 @@ class Controller:
                 self.run_pool, job_runner.run, self.wb, row, self.runners, self.shutdown
             )
             future.add_done_callback(functools.partial(self._run_done, run_id))
+
+    def _step_amps(self) -> None:
+        """Each AMP launch on by a step (a task started, or marked once it ended)."""
+        for project in amps.launching(self.wb):
+            try:
+                task = amps.step(self.wb, project)
+            except Exception:
+                log.exception("AMP %s: a step failed", project.name)
+                continue
+            if task is not None and task.status == "pending":
+                log.info("AMP %s: task %s (%s) started", project.name, task.position + 1, task.type)
 
     def _run_done(self, run_id: int, future: asyncio.Future) -> None:
         self.running_runs.discard(run_id)

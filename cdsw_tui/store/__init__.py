@@ -5,6 +5,7 @@ from cdsw_tui.store.tables import (
     BUILD_FINAL,
     DEPLOYMENT_ACTIVE,
     RUN_FINAL,
+    AmpTask,
     ApiKey,
     Application,
     Build,
@@ -26,6 +27,7 @@ from cdsw_tui.store.tables import (
 )
 
 __all__ = [
+    "AmpTask",
     "ApiKey",
     "Application",
     "BUILD_FINAL",

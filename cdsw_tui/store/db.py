@@ -87,11 +87,12 @@ def _migration_6(conn: Connection) -> None:
 
 
 def _migration_7(conn: Connection) -> None:
-    """Applications, each start of which is a run."""
-    table = SQLModel.metadata.tables["application"]
-    table.create(conn, checkfirst=True)
-    for index in table.indexes:
-        index.create(conn, checkfirst=True)
+    """Applications, each start of which is a run; AMPs' tasks."""
+    for name in ("application", "amptask"):
+        table = SQLModel.metadata.tables[name]
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
     if "app_id" not in _columns(conn, "jobrun"):
         conn.execute(
             text(

@@ -287,6 +287,26 @@ class Application(SQLModel, table=True):
     started_at: datetime | None = None
 
 
+class AmpTask(SQLModel, table=True):
+    """One task of an AMP's ``.project-metadata.yaml``, in order (``position`` from 0):
+    what it says (``spec``, JSON), how far it got, and what it made (``entity``:
+    ``job:3``, ``run:7``, ``model:2``, ``build:5``, ``deployment:4`` or ``app:1``)."""
+
+    __table_args__ = (UniqueConstraint("project_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    position: int
+    type: str
+    name: str = ""
+    spec: str = Field(default="{}", sa_column=Column(Text, default="{}"))
+    status: str = "pending"  # pending, running, succeeded, failed
+    detail: str = ""
+    entity: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class JobRun(SQLModel, table=True):
     """One execution of a job's script, a one-off run (``job_id`` None), or one start of
     an application (``app_id`` set). Numbered per job from 1 (one-off runs per project,
