@@ -24,6 +24,7 @@ class ProjectScreen(ListScreen):
             tooltip="engine, runtime, environment",
         ),
         Binding("j", "jobs", "Jobs", id="project.jobs", tooltip="the project's jobs and runs"),
+        Binding("a", "apps", "Applications", id="project.apps", tooltip="the project's web apps"),
         Binding(
             "d",
             "delete",
@@ -92,6 +93,11 @@ class ProjectScreen(ListScreen):
         from cdsw_tui.screens.jobs import JobsScreen
 
         self.app.push_screen(JobsScreen(self.project_name))
+
+    def action_apps(self) -> None:
+        from cdsw_tui.screens.apps import AppsScreen
+
+        self.app.push_screen(AppsScreen(self.project_name))
 
     def action_settings(self) -> None:
         from cdsw_tui.screens.project_settings import ProjectSettingsScreen
