@@ -38,6 +38,7 @@ class ProjectScreen(ListScreen):
         super().__init__(id=f"project-{project_name}")
         self.project_name = project_name
         self.project = None
+        self.has_amp = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -52,14 +53,18 @@ class ProjectScreen(ListScreen):
         yield Footer()
 
     def load(self) -> tuple:
-        from cdsw_tui.services import projects, readmodels
+        from cdsw_tui.services import amps, projects, readmodels
 
         project = projects.get(self.wb, self.project_name)
-        return project, readmodels.models(self.wb, project.id)
+        has_amp = bool(amps.tasks_of(self.wb, project))
+        return project, readmodels.models(self.wb, project.id), has_amp
 
     def show(self, data: tuple) -> None:
-        project, rows = data
+        project, rows, has_amp = data
         self.project = project
+        if has_amp != self.has_amp:
+            self.has_amp = has_amp
+            self.refresh_bindings()
         self.query_one("#project-info", Label).update(
             f"{project.path}  ·  runtime {project.runtime}"
             + (f"  ·  engine {project.engine}" if runtimes.uses_engine(project.runtime) else "")
@@ -93,6 +98,16 @@ class ProjectScreen(ListScreen):
         from cdsw_tui.screens.jobs import JobsScreen
 
         self.app.push_screen(JobsScreen(self.project_name))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "amp":
+            return self.has_amp
+        return super().check_action(action, parameters)
+
+    def action_amp(self) -> None:
+        from cdsw_tui.screens.amp_launch import AmpLaunchScreen
+
+        self.app.push_screen(AmpLaunchScreen(self.project_name))
 
     def action_apps(self) -> None:
         from cdsw_tui.screens.apps import AppsScreen

@@ -72,12 +72,18 @@ class ProjectsScreen(ListScreen):
     def action_new_project(self) -> None:
         from cdsw_tui.screens.new_project import NewProjectScreen
 
+        form = NewProjectScreen()
+
         def created(name: str | None) -> None:
             if name:
-                self.notify(f"project {name} created")
+                self.notify(f"project {name} created" + (": launching" if form.launched else ""))
                 self.workbench.open_project(name)
+                if form.launched:
+                    from cdsw_tui.screens.amp_launch import AmpLaunchScreen
 
-        self.app.push_screen(NewProjectScreen(), created)
+                    self.app.push_screen(AmpLaunchScreen(name))
+
+        self.app.push_screen(form, created)
 
     def action_delete(self) -> None:
         row = self.selected()

@@ -321,25 +321,28 @@ def state(wb: Workbench, project: Project) -> str:
     return "succeeded"
 
 
-def log_tail(wb: Workbench, task: AmpTask, lines: int = 12) -> list[str]:
-    """The last lines of the log of what the task started (a run, build or app)."""
+def log_path(wb: Workbench, task: AmpTask) -> Path | None:
+    """The log of what the task started (a run's, a build's, an application's newest
+    start's); None for what has none."""
     kind, _, ident = task.entity.partition(":")
-    path: Path | None = None
     if kind == "run":
-        path = wb.run_log_path(int(ident))
-    elif kind == "build":
+        return wb.run_log_path(int(ident))
+    if kind == "build":
         with wb.store.session() as s:
             build = s.get(Build, int(ident))
-        path = builds.log_path(wb, build) if build is not None else None
-    elif kind == "app":
+        return builds.log_path(wb, build) if build is not None else None
+    if kind == "app":
         app = apps.get_by_id(wb, int(ident))
         run = apps.current_run(wb, app) if app is not None else None
-        path = wb.run_log_path(pk(run)) if run is not None else None
-    if path is None:
-        return []
+        return wb.run_log_path(pk(run)) if run is not None else None
+    return None
+
+
+def log_tail(wb: Workbench, task: AmpTask, lines: int = 12) -> list[str]:
     from cdsw_tui.engine.buildlog import all_lines
 
-    return list(all_lines(path))[-lines:]
+    path = log_path(wb, task)
+    return list(all_lines(path))[-lines:] if path is not None else []
 
 
 # -- the controller's side --------------------------------------------------------------
