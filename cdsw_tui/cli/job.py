@@ -185,7 +185,7 @@ def jobs_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
         return
     table(
         rows,
-        ["project", "name", "script", "schedule", "after", "last_run", "last_status"],
+        ["project", "name", "slug", "script", "schedule", "after", "last_run", "last_status"],
         empty="no jobs yet ('cdsw-tui job create PROJECT/NAME --script FILE')",
     )
 

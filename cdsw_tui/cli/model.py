@@ -31,6 +31,7 @@ def model_row(r: readmodels.ModelRow) -> dict[str, Any]:
     """A model as the CLI prints it (``--json`` fields of SPEC §3)."""
     return {
         "name": r.name,
+        "slug": v.slug(r.name),  # names it on the command line as well as the name does
         "project": r.project,
         "status": r.status,
         "file": r.file,
@@ -145,7 +146,7 @@ def model_list(ctx: click.Context, project_name: str | None, as_json: bool) -> N
     else:
         table(
             rows,
-            ["project", "name", "status", "build", "deployment", "file", "function"],
+            ["project", "name", "slug", "status", "build", "deployment", "file", "function"],
             empty="no models yet",
         )
 

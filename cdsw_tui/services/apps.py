@@ -135,11 +135,11 @@ def get(wb: Workbench, project: Project, name: str) -> Application:
     with wb.store.session() as s:
         rows = list(s.exec(select(Application).where(Application.project_id == project.id)))
     for row in rows:
-        if name in (row.name, row.subdomain):
+        if name == row.subdomain:
             return row
-    folded = [r for r in rows if r.name.casefold() == name.casefold()]
-    if len(folded) == 1:
-        return folded[0]
+    picked = v.pick_by_name(rows, name, "application", f"in project {project.name}")
+    if isinstance(picked, Application):
+        return picked
     raise NotFound(
         f"no application named {name!r} in project {project.name} (see 'cdsw-tui app list')"
     )

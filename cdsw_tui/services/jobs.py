@@ -83,9 +83,11 @@ def resolve(wb: Workbench, ref: str) -> Job:
 
 
 def get(wb: Workbench, project: Project, name: str) -> Job:
+    """By its name as given, or by its slug."""
     with wb.store.session() as s:
-        row = s.exec(select(Job).where(Job.project_id == project.id, Job.name == name)).first()
-    if row is None:
+        found = list(s.exec(select(Job).where(Job.project_id == project.id)))
+    row = v.pick_by_name(found, name, "job", f"in project {project.name}")
+    if not isinstance(row, Job):
         raise NotFound(f"no job named {name!r} in project {project.name} (see 'cdsw-tui jobs')")
     return row
 
@@ -178,6 +180,7 @@ def summary(wb: Workbench, job: Job) -> dict[str, Any]:
     last = runs.latest(wb, job)
     return {
         "name": job.name,
+        "slug": v.slug(job.name),
         "project": project.name,
         "script": job.script,
         "args": json.loads(job.args or "[]"),

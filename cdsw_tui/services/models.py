@@ -127,16 +127,16 @@ def resolve(wb: Workbench, ref: str) -> Model:
     with wb.store.session() as s:
         if "/" in ref:
             project_name, model_name = ref.split("/", 1)
-            row = s.exec(
-                select(Model)
-                .join(Project)
-                .where(Project.name == project_name, Model.name == model_name)
-            ).first()
+            found = list(s.exec(select(Model).join(Project).where(Project.name == project_name)))
+            row = v.pick_by_name(found, model_name, "model", f"in project {project_name}")
             if row is None:
                 projects.get(wb, project_name)
                 raise NotFound(f"no model named {model_name!r} in project {project_name}")
+            assert isinstance(row, Model)
             return row
         rows = list(s.exec(select(Model).where(Model.name == ref)))
+        if not rows:
+            rows = [m for m in s.exec(select(Model)) if v.slug(m.name) == ref]
     if not rows:
         raise NotFound(f"no model named {ref!r} (see 'cdsw-tui model list')")
     if len(rows) > 1:

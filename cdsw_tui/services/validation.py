@@ -37,6 +37,20 @@ def slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or "model"
 
 
+def pick_by_name(rows: list, ref: str, kind: str, where: str) -> object | None:
+    """The one of ``rows`` (with ``.name``) that ``ref`` names: its display name as
+    given (``Price Regressor``), else its slug (``price-regressor``), as listings show
+    it. None when none does; one line when a slug names several."""
+    exact = [r for r in rows if r.name == ref]
+    if exact:
+        return exact[0]
+    by_slug = [r for r in rows if slug(r.name) == ref]
+    if len(by_slug) > 1:
+        names = ", ".join(sorted(repr(r.name) for r in by_slug))
+        raise ValidationError(f"{ref!r} is the slug of several {kind}s {where}: say which ({names})")
+    return by_slug[0] if by_slug else None
+
+
 def kernel(value: str) -> str:
     if value not in KERNELS:
         raise ValidationError(f"kernel must be python3 or r, not {value!r}", field="kernel")

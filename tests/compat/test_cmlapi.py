@@ -157,7 +157,14 @@ def test_a_run_creates_builds_deploys_and_calls_a_model_through_cmlapi(cli: Cli,
     assert listed == {"Price Regressor": "deployed"}
     called = json.loads(cli("call", "api/Price Regressor", '{"x": 1}').out)
     assert called["response"] == {"price": 10}
-    assert [j["name"] for j in cli("jobs", "api", "--json").json()] == ["Nightly Score"]
+    listed_jobs = cli("jobs", "api", "--json").json()
+    assert [(j["name"], j["slug"]) for j in listed_jobs] == [("Nightly Score", "nightly-score")]
+    # the slugs the listings show name them too
+    assert json.loads(cli("call", "api/price-regressor", '{"x": 2}').out)["response"] == {
+        "price": 20
+    }
+    assert cli("job", "runs", "api/nightly-score", "--json").json()[0]["number"] == 1
+    assert "price-regressor" in cli("model", "list").out
 
 
 def test_api_v2_keys_reach_their_own_project_only(cli: Cli, wb, tmp_path: Path):

@@ -155,3 +155,17 @@ def test_engine_refuses_what_docker_would(bad):
     with pytest.raises(ValidationError) as caught:
         v.engine(bad)
     assert caught.value.field == "engine"
+
+
+def test_a_display_name_or_its_slug_picks_one_and_a_shared_slug_is_refused():
+    from types import SimpleNamespace
+
+    from cdsw_tui.services.validation import pick_by_name
+
+    rows = [SimpleNamespace(name=n) for n in ("Price Regressor", "Churn Model", "churn model")]
+    assert pick_by_name(rows, "Price Regressor", "model", "here").name == "Price Regressor"
+    assert pick_by_name(rows, "price-regressor", "model", "here").name == "Price Regressor"
+    assert pick_by_name(rows, "churn model", "model", "here").name == "churn model"  # exact
+    assert pick_by_name(rows, "nope", "model", "here") is None
+    with pytest.raises(ValidationError, match="slug of several models here"):
+        pick_by_name(rows, "churn-model", "model", "here")
