@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from cdsw_tui.controller import apiv2, metrics_api
+from cdsw_tui.controller import apiv2, apps_proxy, metrics_api
 from cdsw_tui.controller.logship import Shipper
 from cdsw_tui.controller.publisher import Publisher
 from cdsw_tui.controller.replica_spec import SpecBuilder
@@ -105,7 +105,12 @@ class ServingManager:
         self.gateway = Gateway(
             wb.settings, self.router, self.metrics, on_replica_failed=self.replica_failed
         )
-        self.gateway.extra_routes = [*metrics_api.routes(wb, self.writer.run), *apiv2.routes(wb)]
+        self.apps_proxy, app_routes = apps_proxy.routes(wb)
+        self.gateway.extra_routes = [
+            *metrics_api.routes(wb, self.writer.run),
+            *apiv2.routes(wb),
+            *app_routes,
+        ]
         self.shipper = Shipper(
             wb.home, int(wb.settings.log_max_mb * 1024 * 1024), on_metrics=self.tracked
         )
@@ -175,6 +180,7 @@ class ServingManager:
         await asyncio.to_thread(self.shipper.calls, self.gateway.calls.take())
         if self.runner is not None:
             await self.runner.cleanup()
+        await self.apps_proxy.close()
         await asyncio.to_thread(self.publisher.close)
 
     # -- output and statistics ------------------------------------------------------------------

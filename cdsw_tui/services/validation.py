@@ -47,7 +47,9 @@ def pick_by_name(rows: list, ref: str, kind: str, where: str) -> object | None:
     by_slug = [r for r in rows if slug(r.name) == ref]
     if len(by_slug) > 1:
         names = ", ".join(sorted(repr(r.name) for r in by_slug))
-        raise ValidationError(f"{ref!r} is the slug of several {kind}s {where}: say which ({names})")
+        raise ValidationError(
+            f"{ref!r} is the slug of several {kind}s {where}: say which ({names})"
+        )
     return by_slug[0] if by_slug else None
 
 

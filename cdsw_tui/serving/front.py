@@ -438,8 +438,11 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         try:
             async with asyncio.timeout(self.front.body_timeout + 30):
+                # who asked, as this connection saw it (what the caller sent is dropped)
+                headers = [(k, v) for k, v in request.headers if k.lower() != proxy.PEER]
+                headers.append((proxy.PEER, self.peer.encode()))
                 answer = await proxy.through(
-                    self.front.app, request.method, request.url, request.headers, body
+                    self.front.app, request.method, request.url, headers, body
                 )
         except Exception as exc:  # a bug must not hang the caller
             log.error("the gateway failed on a request: %s", type(exc).__name__)

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable
 
 MAX_ANSWER = 64 * 1024 * 1024
+PEER = b"x-cdsw-peer"  # the caller's address, added by the front (controller/apps_proxy.py)
 # not passed on: the front answers for the connection and has decoded the body
 HOP = frozenset(
     (

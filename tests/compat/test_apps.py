@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Cli, stop_controller, write_project
+from tests.conftest import Cli, free_port, stop_controller, write_project
 
 APP = """\
 import json, os, signal
@@ -22,10 +23,17 @@ class Page(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/die":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.path == "/go":  # a redirect to one of its own paths
+            self.send_response(302)
+            self.send_header("Location", "/there")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = json.dumps({
             "start": os.environ["CDSW_ENGINE_ID"], "cwd": os.getcwd(),
             "greeting": os.environ.get("GREETING", ""),
-            "port": os.environ["CDSW_APP_PORT"],
+            "port": os.environ["CDSW_APP_PORT"], "path": self.path,
+            "prefix": self.headers.get("X-Forwarded-Prefix", ""),
         }).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -140,3 +148,47 @@ def test_a_bad_application_says_why_in_one_line(cli: Cli, tmp_path: Path):
         time.sleep(0.1)
     assert "exited with status 1; starting again in" in app["reason"], app
     assert "no port for me" in cli("app", "logs", "p/web").out
+
+
+def own_address() -> str | None:
+    """An address of this machine that is not loopback (the route out's source)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_through_the_exposed_gateway_an_application_needs_an_api_key_off_loopback(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    address = own_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    port = free_port()
+    monkeypatch.setenv("CDSW_TUI_GATEWAY_HOST", "0.0.0.0")
+    monkeypatch.setenv("CDSW_TUI_GATEWAY_PORT", str(port))
+    root = write_project(tmp_path / "p", {"app.py": APP})
+    cli("project", "create", "p", "--path", str(root))
+    cli("app", "create", "p/Web", "--script", "app.py", "--wait", timeout=300)
+    key = cli("apikey", "create", "browser").out.strip()
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        # on this machine: no key (it could open the app's port itself)
+        near = http.get(f"http://127.0.0.1:{port}/apps/web/some/page?q=1")
+        assert near.status_code == 200, near.text
+        assert (near.json()["path"], near.json()["prefix"]) == ("/some/page?q=1", "/apps/web")
+        moved = http.get(f"http://127.0.0.1:{port}/apps/web/go")
+        assert (moved.status_code, moved.headers["location"]) == (302, "/apps/web/there")
+        far = f"http://{address}:{port}/apps/web/"
+        refused = http.get(far)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "auth.api_key_required"
+        assert http.get(far, headers={"Authorization": "Bearer ak-wrong"}).status_code == 401
+        assert http.get(far, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        first = http.get(far + f"?api_key={key}")  # a browser: a cookie, and the URL without it
+        assert first.status_code == 302 and first.headers["location"] == "/apps/web/"
+        assert "HttpOnly" in first.headers["set-cookie"]
+        assert http.get(far).json()["path"] == "/"  # the cookie it set
+        assert http.get(f"http://127.0.0.1:{port}/apps/nope/").status_code == 404
