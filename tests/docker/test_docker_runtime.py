@@ -252,6 +252,38 @@ def _dockerd_restart() -> None:
             time.sleep(0.5)
 
 
+def test_a_build_whose_engine_restarts_is_built_again_once(
+    cli: Cli, wb, home: Path, tmp_path: Path
+):
+    """Near the end of this file: it restarts the Docker engine. A build whose
+    cdsw-build.sh is running when dockerd goes: before, it failed, not retried; now it
+    waits for the engine and is built again, saying so in its log."""
+    root = write_project(
+        tmp_path / "p",
+        {
+            "m.py": "def f(args):\n    return 'ok'\n",
+            "cdsw-build.sh": "#!/bin/sh\necho working; sleep 20; echo done\n",
+        },
+    )
+    cli("project", "create", "p", "--path", str(root), "--runtime", "docker")
+    cli("model", "create", "p/f", "--file", "m.py", "--function", "f", "--no-deploy")
+    model = models.resolve(wb, "p/f")
+    build = builds.request(wb, model)
+    background.ensure(wb)
+    log = builds.log_path(wb, build)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "working" in log.read_text()):
+        assert time.monotonic() < deadline, "cdsw-build.sh did not start"
+        time.sleep(0.2)
+    _dockerd_restart()
+    final = builds.wait(wb, build, timeout=300)
+    text = log.read_text()
+    assert final.status == "built", (final.reason, text[-2000:])
+    assert "the Docker engine went away during the build" in text
+    assert "the Docker engine answers again: building again" in text
+    assert text.count("working") == 2  # its step ran again, whole
+
+
 def test_dockerd_restart_under_a_deployment(cli: Cli, wb, home: Path, tmp_path: Path):
     """Last in this file: it restarts the Docker engine itself."""
     root = write_project(tmp_path / "p", {"m.py": "def f(args):\n    return 'ok'\n"})

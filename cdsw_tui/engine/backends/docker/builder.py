@@ -27,7 +27,7 @@ from typing import Any
 
 from cdsw_tui.engine.backends.docker.images import suite
 from cdsw_tui.engine.backends.docker.runtime import UID, home_id
-from cdsw_tui.engine.backends.docker.stream import stream_build
+from cdsw_tui.engine.backends.docker.stream import EngineGone, stream_build, wait_for_engine
 from cdsw_tui.engine.builder import BUILD_SCRIPT, BuildFailed, BuildJob, BuildResult, log_header
 from cdsw_tui.engine.buildlog import BuildLog
 from cdsw_tui.engine.snapshot import SnapshotRepo
@@ -144,10 +144,36 @@ class DockerBuilder:
         cancelled: Callable[[], bool],
         on_pid: Callable[[int | None], None],
     ) -> BuildResult:
-        from cdsw_tui.engine.backends.docker.images import docker_client, require_engine
-
         deadline = time.monotonic() + job.timeout
         log_header(job, log, "docker", f", engine {job.engine}")
+        try:
+            return self._attempt(job, log, cancelled, deadline)
+        except EngineGone as exc:
+            log.line(
+                f"the Docker engine went away during the build ({exc.reason}): waiting for "
+                "it to come back, then building again, once"
+            )
+        if not wait_for_engine(cancelled, deadline):
+            if cancelled():
+                raise BuildFailed("cancelled by the user", status="cancelled")
+            raise BuildFailed(
+                "the Docker engine restarted during the build and did not come back within "
+                "60 s (see 'docker info')"
+            )
+        log.line("the Docker engine answers again: building again")
+        try:
+            return self._attempt(job, log, cancelled, deadline)
+        except EngineGone as exc:
+            raise BuildFailed(
+                f"the Docker engine restarted during the build, and again during its retry: "
+                f"{exc.reason}"
+            ) from None
+
+    def _attempt(
+        self, job: BuildJob, log: BuildLog, cancelled: Callable[[], bool], deadline: float
+    ) -> BuildResult:
+        from cdsw_tui.engine.backends.docker.images import docker_client, require_engine
+
         try:
             client = docker_client()
             engine = require_engine(client, job.engine)

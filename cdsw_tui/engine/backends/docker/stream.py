@@ -15,6 +15,11 @@ from cdsw_tui.engine.builder import BuildFailed, BuildJob
 from cdsw_tui.engine.buildlog import BuildLog
 
 
+class EngineGone(BuildFailed):
+    """The Docker engine went away under the build (dockerd restarted): the build may be
+    made again once it is back."""
+
+
 def stream_build(
     client: Any,
     context: Path,
@@ -42,7 +47,8 @@ def stream_build(
 
     api._stream_helper = keep_response
     try:
-        stream = api.build(
+        stream = _start(
+            api,
             path=str(context),
             dockerfile=dockerfile,
             tag=tag,
@@ -80,7 +86,7 @@ def stream_build(
             if chunk is None:
                 break
             if isinstance(chunk, Exception):
-                raise BuildFailed(f"the Docker engine stopped answering: {chunk}")
+                raise EngineGone(f"the Docker engine stopped answering: {chunk}")
             if "stream" in chunk:
                 for line in chunk["stream"].splitlines():
                     if line.strip():
@@ -89,6 +95,8 @@ def stream_build(
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 log.line(detail)
                 code = chunk.get("errorDetail", {}).get("code")
+                if code in KILLED and _going_away(client):
+                    raise EngineGone(f"the build's step was killed ({code}) as the engine stopped")
                 if "cdsw-build.sh" in detail or code:
                     raise BuildFailed(
                         f"cdsw-build.sh exited with status {code}" if code else detail.strip()
@@ -100,8 +108,56 @@ def stream_build(
         for response in responses:
             _sever(response)
     if not image_id:
-        image_id = client.images.get(tag).id
+        from docker.errors import DockerException
+
+        try:
+            image_id = client.images.get(tag).id
+        except DockerException as exc:  # its stream ended, and no image: the engine went
+            raise EngineGone(f"the build's stream ended without an image ({exc})") from None
     return image_id
+
+
+KILLED = (137, 143)  # a step ended by SIGKILL or SIGTERM: dockerd stopping does that too
+
+
+def _going_away(client: Any, within: float = 5.0) -> bool:
+    """Whether the engine stops answering within a few seconds (dockerd shutting down
+    kills the build's step first, then leaves), so a killed step is told from an OOM."""
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        try:
+            client.ping()
+        except Exception:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _start(api: Any, **options: Any) -> Any:
+    from docker.errors import DockerException
+    from requests.exceptions import ConnectionError as Unreachable
+
+    try:
+        return api.build(**options)
+    except (Unreachable, DockerException) as exc:
+        if isinstance(exc, Unreachable) or "connection" in str(exc).lower():
+            raise EngineGone(f"the Docker engine does not answer: {exc}") from None
+        raise
+
+
+def wait_for_engine(cancelled: Callable[[], bool], deadline: float, limit: float = 60.0) -> bool:
+    """Whether the Docker engine answers again within ``limit`` seconds (or the build's
+    cancel or time limit comes first)."""
+    from cdsw_tui.engine.backends.docker.images import docker_client
+
+    until = min(deadline, time.monotonic() + limit)
+    while time.monotonic() < until and not cancelled():
+        try:
+            docker_client(timeout=5).ping()
+            return True
+        except Exception:
+            time.sleep(0.5)
+    return False
 
 
 def _sever(response: Any) -> None:
