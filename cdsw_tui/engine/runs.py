@@ -136,6 +136,24 @@ def base_variables(job: RunJob, env: str, pylib: str, path: str = SYSTEM_PATH) -
     }
 
 
+def by_domain(variables: dict[str, str]) -> dict[str, str]:
+    """CDSW_API_URL and CDSW_PROJECT_URL at the gateway's name (CDSW_DOMAIN) rather than
+    127.0.0.1, where the run's hosts file names it (a jail, a container): scripts build
+    ``modelservice.`` + that URL's host, as CML's Monitoring AMP does, which only a name
+    can take. Over HTTPS the address stays (the certificate names it)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from cdsw_tui.config import DOMAIN
+
+    changed = dict(variables)
+    for key in ("CDSW_API_URL", "CDSW_PROJECT_URL"):
+        parts = urlsplit(variables.get(key, ""))
+        if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"):
+            netloc = f"{DOMAIN}:{parts.port}" if parts.port else DOMAIN
+            changed[key] = urlunsplit(parts._replace(netloc=netloc))
+    return changed
+
+
 def env_folder(path: Path, uid: int) -> Path:
     """The project's environment folder: made empty for ``uid`` the first time (-1: ours),
     then only checked (a folder, not a link); nothing in it is followed or changed."""

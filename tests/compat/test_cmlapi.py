@@ -81,6 +81,15 @@ deployments = client.list_model_deployments(
     project_id=pid, model_id=info["id"], build_id=latest_build["id"]
 ).to_dict()["model_deployments"]
 answer = cdsw.call_model(info["access_key"], {"x": 3})
+# the Monitoring AMP's src/inference.py: modelservice. + CDSW_API_URL's host
+import urllib.parse, urllib.request
+parsed = urllib.parse.urlparse(os.environ["CDSW_API_URL"])
+service = urllib.request.Request(
+    parsed.scheme + "://modelservice." + parsed.netloc + "/model",
+    data=json.dumps({"accessKey": info["access_key"], "request": {"x": 4}}).encode(),
+    headers={"Content-Type": "application/json"},
+)
+via_service = json.loads(urllib.request.urlopen(service, timeout=30).read())["response"]
 
 project = client.get_project(pid)
 env = json.loads(project.environment) if project.environment else {}
@@ -116,6 +125,7 @@ client.restart_application(project_id=pid, application_id=app["id"])
 print(json.dumps({
     "name": info["name"], "crn": info["crn"], "deployment_crn": deployments[-1]["crn"],
     "build_status": latest_build["status"], "answer": answer["response"],
+    "via_service": via_service,
     "runtimes": [r["kernel"] for r in runtimes], "job": job.name, "run": run.status,
     "missing": missing, "app": [app["name"], app["subdomain"], app["url"]],
 }))
@@ -139,6 +149,7 @@ def test_a_run_creates_builds_deploys_and_calls_a_model_through_cmlapi(cli: Cli,
     assert found["crn"].startswith("crn:") and found["deployment_crn"].startswith("crn:")
     assert found["build_status"] == "built"
     assert found["answer"] == {"price": 30}
+    assert found["via_service"] == {"price": 40}  # a name, so modelservice. + it resolves
     assert found["runtimes"] and all(k.startswith("Python 3") for k in found["runtimes"])
     assert (found["job"], found["missing"]) == ("Nightly Score", 404)
     assert found["run"] in ("ENGINE_SCHEDULING", "ENGINE_RUNNING", "ENGINE_SUCCEEDED")

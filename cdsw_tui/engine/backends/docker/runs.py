@@ -34,6 +34,7 @@ from cdsw_tui.engine.runs import (
     PYLIB_MOUNT,
     RunJob,
     base_variables,
+    by_domain,
     clean_scratch,
     env_folder,
     run_marker,
@@ -95,7 +96,9 @@ class DockerRunner:
         }
         gateway_volumes, gateway_env, gateway_hosts = gateway_access(self.home)
         volumes.update(gateway_volumes)
-        variables = {**base_variables(job, ENV_MOUNT, PYLIB_MOUNT), **job.variables, **gateway_env}
+        variables = by_domain(
+            {**base_variables(job, ENV_MOUNT, PYLIB_MOUNT), **job.variables, **gateway_env}
+        )
         if job.ca_bundle and Path(job.ca_bundle).is_file():
             volumes[job.ca_bundle] = {"bind": CA_MOUNT, "mode": "ro"}
             variables.update(PIP_CERT=CA_MOUNT, REQUESTS_CA_BUNDLE=CA_MOUNT)

@@ -27,6 +27,7 @@ from cdsw_tui.engine.runs import (
     SYSTEM_PATH,
     RunJob,
     base_variables,
+    by_domain,
     clean_scratch,
     env_folder,
     run_marker,
@@ -96,7 +97,7 @@ class LocalRunner:
             text = script_command(
                 job, python.executable, ENV_MOUNT, system_site=False, pylib=str(PYLIB)
             )
-            variables = _variables(job, ENV_MOUNT, str(PYLIB), sandbox.HOME)
+            variables = by_domain(_variables(job, ENV_MOUNT, str(PYLIB), sandbox.HOME))
             variables.update(USER="cdsw", TMPDIR="/tmp")
             command = sandbox.wrap(jail, ["/bin/sh", "-c", text, "cdsw-run"])
             return self._logged(command, job.scratch, variables, job, log, cancelled, deadline)
