@@ -538,6 +538,8 @@ def _check(wb: Workbench, task: AmpTask) -> tuple[str, str] | None:
                 return None
             if run.status == "succeeded":
                 return "succeeded", f"run {run.number} succeeded"
+            if run.reason.startswith("interrupted"):  # by a controller's end: not the task's
+                return "pending", f"run {run.number} was interrupted: started again"
             return "failed", f"run {run.number} {run.status}: {run.reason}"
         if kind == "build":
             build = s.get(Build, int(ident))
@@ -583,8 +585,9 @@ def step(wb: Workbench, project: Project) -> AmpTask | None:
             outcome = _check(wb, task)
             if outcome is not None:
                 status, detail = outcome
+                done = None if status == "pending" else utcnow()
                 wb.store.update(AmpTask, pk(task), status=status, detail=detail,
-                                finished_at=utcnow())  # fmt: skip
+                                finished_at=done)  # fmt: skip
         return task
     return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -239,6 +240,38 @@ def test_a_failed_task_stops_the_launch_and_amp_run_goes_on_from_it(cli: Cli, tm
     status = cli("amp", "status", "tiny", "--json").json()
     assert all(t["status"] == "succeeded" for t in status)
     assert cli("amp", "run", "tiny").out.strip() == "every task of tiny has succeeded"
+
+
+def test_a_task_whose_run_a_controller_restart_interrupted_runs_again(
+    cli: Cli, wb, home: Path, tmp_path: Path
+):
+    """The controller stopped in the middle of a run_session: the next controller marks
+    the run interrupted, and the launch starts the task again rather than failing it."""
+    files = dict(FILES)
+    files[".project-metadata.yaml"] = METADATA.replace("kernel: Python 3.9", "kernel: Python 3")
+    files["code/0_install.py"] = (
+        "import os, time\n"
+        "if not os.path.exists('first.txt'):\n"
+        "    open('first.txt', 'w').write('x')\n"
+        "    time.sleep(600)\n"
+    )
+    root = amp_folder(tmp_path / "tiny", files)
+    cli("project", "create", "tiny", "--amp", str(root), "--env", "SECRET_TOKEN=s3")
+    deadline = time.monotonic() + 120
+    while not (root / "first.txt").exists():
+        assert time.monotonic() < deadline, "the first task did not start"
+        time.sleep(0.2)
+    cli("controller", "stop")
+    cli("controller", "start")  # nothing else typed: the launch goes on by itself
+    deadline = time.monotonic() + 300
+    while True:
+        tasks = cli("amp", "status", "tiny", "--json").json()
+        if all(t["status"] == "succeeded" for t in tasks):
+            break
+        assert not any(t["status"] == "failed" for t in tasks), tasks
+        assert time.monotonic() < deadline, tasks
+        time.sleep(0.5)
+    assert tasks[0]["detail"] == "run 2 succeeded"
 
 
 def test_metadata_fields_read_and_ignored(tmp_path: Path):
