@@ -35,7 +35,7 @@ class Start:
 PROBE = b"HEAD / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def answers(port: int, timeout: float = 1.0) -> bool:
+def answers(port: int, timeout: float = 0.3) -> bool:
     """Something answers HTTP on 127.0.0.1:``port`` (any reply at all: an accepted
     connection is not enough, as Docker's proxy accepts before the app listens)."""
     try:

@@ -57,7 +57,7 @@ def _taken_ports(wb: Workbench) -> set[int]:
 
 def _free_port(wb: Workbench) -> int:
     """A port of PORTS that no application has and nothing on 127.0.0.1 listens on."""
-    taken = _taken_ports(wb)
+    taken = _taken_ports(wb) | {wb.settings.gateway_port}  # the gateway's, listening or not
     for port in PORTS:
         if port in taken:
             continue

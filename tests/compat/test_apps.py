@@ -192,3 +192,23 @@ def test_through_the_exposed_gateway_an_application_needs_an_api_key_off_loopbac
         assert "HttpOnly" in first.headers["set-cookie"]
         assert http.get(far).json()["path"] == "/"  # the cookie it set
         assert http.get(f"http://127.0.0.1:{port}/apps/nope/").status_code == 404
+
+
+def test_an_application_never_takes_the_gateways_port(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Made while no controller runs, an application's port is not the gateway's, even
+    when the gateway's lies in the applications' range (8787, the default, does)."""
+    monkeypatch.setenv("CDSW_TUI_GATEWAY_PORT", "8100")
+    root = write_project(tmp_path / "p", {"app.py": APP})
+    cli("project", "create", "p", "--path", str(root))
+    from cdsw_tui.config import load_settings
+    from cdsw_tui.services import apps
+    from cdsw_tui.services.context import Workbench
+
+    wb = Workbench(load_settings())
+    try:
+        app = apps.create(wb, "p", apps.AppSpec(name="web", script="app.py"))
+        assert app.port != 8100
+    finally:
+        wb.close()
