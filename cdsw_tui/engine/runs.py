@@ -111,8 +111,12 @@ def script_command(
                 f"{q(env)}/bin/python -m pip install -q --disable-pip-version-check ipython "
                 "requests; fi"
             )
+        session = ["-m", "cdsw_session"]
+        if job.app_port:  # as CML's engine runs an application: no __file__ (cdsw_session)
+            command = [f"{env}/bin/python", "-u", *session, "--app", job.script, *job.args]
+        elif job.kind == "ipython":
             # IPython's own transformer turns the lines into Python (pylib/cdsw_session)
-            command = [f"{env}/bin/python", "-u", "-m", "cdsw_session", job.script, *job.args]
+            command = [f"{env}/bin/python", "-u", *session, job.script, *job.args]
         else:
             command = [f"{env}/bin/python", "-u", job.script, *job.args]
     lines.append("exec " + " ".join(q(part) for part in command))

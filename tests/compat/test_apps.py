@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Cli, free_port, stop_controller, write_project
 
 APP = """\
-import json, os, signal
+import json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 class Page(BaseHTTPRequestHandler):
@@ -34,6 +34,8 @@ class Page(BaseHTTPRequestHandler):
             "greeting": os.environ.get("GREETING", ""),
             "port": os.environ["CDSW_APP_PORT"], "path": self.path,
             "prefix": self.headers.get("X-Forwarded-Prefix", ""),
+            "has_file": "__file__" in globals(),
+            "main": sys.modules["__main__"].__dict__ is globals(),
         }).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -92,6 +94,9 @@ def test_an_application_serves_dies_comes_back_and_stops(
         "hi",
         str(app["port"]),
     )
+    # as CML's engine runs an application: __main__ with no __file__ (Flask's root: the
+    # project folder, where the AMPs' apps keep their templates)
+    assert (first["has_file"], first["main"]) == (False, True)
 
     # killed: started again, at the same URL, with back-off
     try:
