@@ -13,6 +13,7 @@ from aiohttp import web
 
 from cdsw_tui.errors import CdswError, Conflict, NotFound
 from cdsw_tui.services import cmlv2, metrics
+from cdsw_tui.services import cmlv2_work as work
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.serving.gateway import BodyTooLarge, error_response, read_limited
 
@@ -46,11 +47,11 @@ def _deployment(wb: Workbench, scope: str, p: dict[str, str]) -> tuple[Any, Any]
 
 
 def _job(wb: Workbench, scope: str, p: dict[str, str]) -> Any:
-    return cmlv2.job_of(wb, _project(wb, scope, p), p["job_id"])
+    return work.job_of(wb, _project(wb, scope, p), p["job_id"])
 
 
 def _app(wb: Workbench, scope: str, p: dict[str, str]) -> Any:
-    return cmlv2.application_of(wb, _project(wb, scope, p), p["application_id"])
+    return work.application_of(wb, _project(wb, scope, p), p["application_id"])
 
 
 ROUTES: list[tuple[str, str, Operation]] = [
@@ -82,33 +83,33 @@ ROUTES: list[tuple[str, str, Operation]] = [
         lambda wb, s, p, q, b: cmlv2.restart_deployment(wb, *_deployment(wb, s, p)),
     ),
     ("GET", "/api/v2/runtimes", lambda wb, s, p, q, b: cmlv2.list_runtimes(wb, q)),
-    ("GET", P + "/jobs", lambda wb, s, p, q, b: cmlv2.list_jobs(wb, _project(wb, s, p), q)),
-    ("POST", P + "/jobs", lambda wb, s, p, q, b: cmlv2.create_job(wb, _project(wb, s, p), b)),
-    ("GET", P + "/jobs/{job_id}", lambda wb, s, p, q, b: cmlv2.job_dict(wb, _job(wb, s, p))),
+    ("GET", P + "/jobs", lambda wb, s, p, q, b: work.list_jobs(wb, _project(wb, s, p), q)),
+    ("POST", P + "/jobs", lambda wb, s, p, q, b: work.create_job(wb, _project(wb, s, p), b)),
+    ("GET", P + "/jobs/{job_id}", lambda wb, s, p, q, b: work.job_dict(wb, _job(wb, s, p))),
     (
         "GET",
         P + "/jobs/{job_id}/runs",
-        lambda wb, s, p, q, b: cmlv2.list_job_runs(wb, _job(wb, s, p), q),
+        lambda wb, s, p, q, b: work.list_job_runs(wb, _job(wb, s, p), q),
     ),
     (
         "POST",
         P + "/jobs/{job_id}/runs",
-        lambda wb, s, p, q, b: cmlv2.create_job_run(wb, _job(wb, s, p)),
+        lambda wb, s, p, q, b: work.create_job_run(wb, _job(wb, s, p)),
     ),
     (
         "GET",
         P + "/applications",
-        lambda wb, s, p, q, b: cmlv2.list_applications(wb, _project(wb, s, p), q),
+        lambda wb, s, p, q, b: work.list_applications(wb, _project(wb, s, p), q),
     ),
     (
         "POST",
         P + "/applications",
-        lambda wb, s, p, q, b: cmlv2.create_application(wb, _project(wb, s, p), b),
+        lambda wb, s, p, q, b: work.create_application(wb, _project(wb, s, p), b),
     ),
-    ("GET", A, lambda wb, s, p, q, b: cmlv2.application_dict(wb, _app(wb, s, p))),
-    ("DELETE", A, lambda wb, s, p, q, b: cmlv2.delete_application(wb, _app(wb, s, p))),
-    ("POST", A + ":restart", lambda wb, s, p, q, b: cmlv2.restart_application(wb, _app(wb, s, p))),
-    ("POST", A + ":stop", lambda wb, s, p, q, b: cmlv2.stop_application(wb, _app(wb, s, p))),
+    ("GET", A, lambda wb, s, p, q, b: work.application_dict(wb, _app(wb, s, p))),
+    ("DELETE", A, lambda wb, s, p, q, b: work.delete_application(wb, _app(wb, s, p))),
+    ("POST", A + ":restart", lambda wb, s, p, q, b: work.restart_application(wb, _app(wb, s, p))),
+    ("POST", A + ":stop", lambda wb, s, p, q, b: work.stop_application(wb, _app(wb, s, p))),
 ]
 
 

@@ -18,7 +18,7 @@ from cdsw_tui.controller import app_runner, build_runner, converge, job_runner
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
-from cdsw_tui.services import amps
+from cdsw_tui.services import amp_steps
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.services.lock import ControllerLock, state
 from cdsw_tui.serving import limits
@@ -159,9 +159,9 @@ class Controller:
 
     def _step_amps(self) -> None:
         """Each AMP launch on by a step (a task started, or marked once it ended)."""
-        for project in amps.launching(self.wb):
+        for project in amp_steps.launching(self.wb):
             try:
-                task = amps.step(self.wb, project)
+                task = amp_steps.step(self.wb, project)
             except Exception:
                 log.exception("AMP %s: a step failed", project.name)
                 continue

@@ -1,5 +1,5 @@
 """The CML API v2 subset that ``cmlapi`` calls (and the AMPs with it): projects, models,
-builds, deployments, runtimes, jobs and runs, applications, with CML's field names.
+builds, deployments and runtimes, with CML's field names.
 
 Field names and paths follow Cloudera's reference, "CML API v2"
 (https://docs.cloudera.com/machine-learning/cloud/api/topics/ml-api-v2.html, and the
@@ -23,25 +23,19 @@ from sqlmodel import col, select
 from cdsw_tui.errors import CdswError, Conflict, NotFound
 from cdsw_tui.services import (
     api_keys,
-    apps,
     builds,
     deployments,
-    jobs,
     metrics,
     projects,
-    runs,
 )
 from cdsw_tui.services import env as env_service
 from cdsw_tui.services import validation as v
 from cdsw_tui.services.access_keys import new_access_key
 from cdsw_tui.services.context import Workbench
-from cdsw_tui.store import Application, Build, Deployment, Job, JobRun, Model, Project, pk
+from cdsw_tui.store import Build, Deployment, Model, Project, pk
 
 BUILD_STATUS = {"queued": "pending", "building": "building", "built": "built",
                 "failed": "build failed", "cancelled": "stopped", "timedout": "timedout"}  # fmt: skip
-RUN_STATUS = {"queued": "ENGINE_SCHEDULING", "running": "ENGINE_RUNNING",
-              "succeeded": "ENGINE_SUCCEEDED", "failed": "ENGINE_FAILED",
-              "cancelled": "ENGINE_STOPPED", "timedout": "ENGINE_TIMEDOUT"}  # fmt: skip
 
 
 class Forbidden(CdswError):
@@ -54,7 +48,7 @@ def iso(value: datetime | None) -> str:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def _user() -> dict[str, str]:
+def user() -> dict[str, str]:
     import getpass
 
     name = getpass.getuser()
@@ -94,7 +88,7 @@ def project_of(wb: Workbench, scope: str, project_id: str) -> Project:
     return projects.get_by_id(wb, ident)
 
 
-def _row(wb: Workbench, table: type, ident: str, kind: str, **owner: int) -> Any:
+def find_row(wb: Workbench, table: type, ident: str, kind: str, **owner: int) -> Any:
     with wb.store.session() as s:
         row = s.get(table, _int(ident, kind))
     if row is None or any(getattr(row, k) != val for k, val in owner.items()):
@@ -103,19 +97,15 @@ def _row(wb: Workbench, table: type, ident: str, kind: str, **owner: int) -> Any
 
 
 def model_of(wb: Workbench, project: Project, model_id: str) -> Model:
-    return _row(wb, Model, model_id, "model", project_id=pk(project))
+    return find_row(wb, Model, model_id, "model", project_id=pk(project))
 
 
 def build_of(wb: Workbench, model: Model, build_id: str) -> Build:
-    return _row(wb, Build, build_id, "model build", model_id=pk(model))
+    return find_row(wb, Build, build_id, "model build", model_id=pk(model))
 
 
 def deployment_of(wb: Workbench, build: Build, deployment_id: str) -> Deployment:
-    return _row(wb, Deployment, deployment_id, "model deployment", build_id=pk(build))
-
-
-def job_of(wb: Workbench, project: Project, job_id: str) -> Job:
-    return _row(wb, Job, job_id, "job", project_id=pk(project))
+    return find_row(wb, Deployment, deployment_id, "model deployment", build_id=pk(build))
 
 
 # -- listing ----------------------------------------------------------------------------
@@ -153,8 +143,8 @@ def project_dict(wb: Workbench, p: Project) -> dict[str, Any]:
         "id": str(p.id),
         "name": p.name,
         "description": "",
-        "owner": _user(),
-        "creator": _user(),
+        "owner": user(),
+        "creator": user(),
         "created_at": iso(p.created_at),
         "updated_at": iso(p.created_at),
         "default_engine_type": "ml_runtime",
@@ -202,7 +192,7 @@ def model_dict(wb: Workbench, m: Model) -> dict[str, Any]:
         "auth_enabled": m.auth_enabled,
         "created_at": iso(m.created_at),
         "updated_at": iso(m.updated_at),
-        "creator": _user(),
+        "creator": user(),
         "default_resources": {
             "cpu_millicores": int(m.cpu * 1000),
             "memory_mb": m.memory,
@@ -262,7 +252,7 @@ def build_dict(b: Build) -> dict[str, Any]:
         "created_at": iso(b.created_at),
         "updated_at": iso(b.finished_at or b.started_at or b.created_at),
         "built_at": iso(b.finished_at) if b.status == "built" else "",
-        "creator": _user(),
+        "creator": user(),
     }
 
 
@@ -280,7 +270,7 @@ def create_build(wb: Workbench, model: Model, body: dict[str, Any]) -> dict[str,
     function = v.function(path, kernel, str(body.get("function_name") or model.function))
     rel = path.relative_to(Path(project.path).resolve()).as_posix()
     wb.store.update(Model, pk(model), file=rel, function=function, kernel=kernel)
-    model = _row(wb, Model, str(model.id), "model")
+    model = find_row(wb, Model, str(model.id), "model")
     build = builds.request(wb, model, comment=str(body.get("comment") or ""))
     return build_dict(build)
 
@@ -300,7 +290,7 @@ def deployment_dict(wb: Workbench, d: Deployment) -> dict[str, Any]:
         "created_at": iso(d.created_at),
         "updated_at": iso(d.stopped_at or d.deployed_at or d.created_at),
         "stopped_at": iso(d.stopped_at),
-        "deployer": _user(),
+        "deployer": user(),
     }
 
 
@@ -390,157 +380,3 @@ def _runtime(image: str, kernel: str, where: str) -> dict[str, Any]:
         "register_user_id": 0,
         "status": "ENABLED",
     }
-
-
-# -- jobs and runs ----------------------------------------------------------------------
-
-
-def job_dict(wb: Workbench, j: Job) -> dict[str, Any]:
-    last = runs.latest(wb, j)
-    return {
-        "id": str(j.id),
-        "project_id": str(j.project_id),
-        "name": j.name,
-        "script": j.script,
-        "arguments": " ".join(json.loads(j.args or "[]")),
-        "schedule": j.schedule,
-        "parent_id": str(j.after_job_id) if j.after_job_id else "",
-        "timeout": int(j.timeout),
-        "cpu": j.cpu,
-        "memory": round(j.memory / 1024, 3),
-        "kernel": "r" if j.script.lower().endswith(".r") else "python3",
-        "environment": json.dumps(env_service.shown(env_service.list_vars(wb, "job", pk(j)))),
-        "created_at": iso(j.created_at),
-        "updated_at": iso(j.created_at),
-        "latest": run_dict(last) if last is not None else None,
-        "creator": _user(),
-    }
-
-
-def list_jobs(wb: Workbench, project: Project, query: dict[str, str]) -> dict[str, Any]:
-    return listing("jobs", [job_dict(wb, j) for j in jobs.list_jobs(wb, project.name)], query)
-
-
-def create_job(wb: Workbench, project: Project, body: dict[str, Any]) -> dict[str, Any]:
-    environment = body.get("environment") or {}
-    if isinstance(environment, str):
-        environment = json.loads(environment or "{}")
-    parent = str(body.get("parent_job_id") or body.get("parent_id") or "")
-    after = job_of(wb, project, parent).name if parent else ""
-    memory = body.get("memory")
-    spec = jobs.JobSpec(
-        name=str(body.get("name") or ""),
-        script=str(body.get("script") or ""),
-        args=str(body.get("arguments") or "").split(),
-        schedule=str(body.get("schedule") or ""),
-        after=after,
-        timeout=float(body.get("timeout") or 0),
-        cpu=float(body.get("cpu") or 1),
-        memory=2048 if memory in (None, "") else int(float(memory) * 1024),
-        env={str(k): str(x) for k, x in dict(environment).items()},
-    )
-    return job_dict(wb, jobs.create(wb, project.name, spec))
-
-
-def run_dict(r: JobRun) -> dict[str, Any]:
-    return {
-        "id": str(r.id),
-        "job_id": str(r.job_id or ""),
-        "project_id": str(r.project_id),
-        "run_number": r.number,
-        "status": RUN_STATUS.get(r.status, r.status),
-        "arguments": " ".join(json.loads(r.args or "[]")),
-        "exit_code": r.exit_code,
-        "created_at": iso(r.created_at),
-        "scheduling_at": iso(r.created_at),
-        "starting_at": iso(r.started_at),
-        "running_at": iso(r.started_at),
-        "finished_at": iso(r.finished_at),
-        "cpu": r.cpu,
-        "memory": round(r.memory / 1024, 3),
-    }
-
-
-def create_job_run(wb: Workbench, job: Job) -> dict[str, Any]:
-    return run_dict(runs.request(wb, job, trigger="api"))
-
-
-def list_job_runs(wb: Workbench, job: Job, query: dict[str, str]) -> dict[str, Any]:
-    return listing("job_runs", [run_dict(r) for r in runs.list_runs(wb, job)], query)
-
-
-# -- applications ----------------------------------------------------------------------
-
-APP_STATUS = {
-    "starting": "APPLICATION_STARTING",
-    "running": "APPLICATION_RUNNING",
-    "restarting": "APPLICATION_STARTING",
-    "stopping": "APPLICATION_STOPPING",
-    "stopped": "APPLICATION_STOPPED",
-    "failed": "APPLICATION_FAILED",
-}
-
-
-def application_of(wb: Workbench, project: Project, application_id: str) -> Application:
-    row: Application = _row(wb, Application, application_id, "application", project_id=pk(project))
-    return row
-
-
-def application_dict(wb: Workbench, a: Application) -> dict[str, Any]:
-    return {
-        "id": str(a.id),
-        "project_id": str(a.project_id),
-        "name": a.name,
-        "description": a.description,
-        "subdomain": a.subdomain,
-        "url": apps.url(wb, a),
-        "script": a.script,
-        "kernel": "r" if a.script.lower().endswith(".r") else "python3",
-        "status": APP_STATUS.get(a.status, a.status),
-        "cpu": a.cpu,
-        "memory": round(a.memory / 1024, 3),
-        "nvidia_gpu": 0,
-        "environment": json.dumps(env_service.shown(json.loads(a.environment or "{}"))),
-        "runtime_identifier": "",
-        "bypass_authentication": False,
-        "created_at": iso(a.created_at),
-        "updated_at": iso(a.started_at or a.created_at),
-        "creator": _user(),
-    }
-
-
-def list_applications(wb: Workbench, project: Project, query: dict[str, str]) -> dict[str, Any]:
-    rows = [application_dict(wb, a) for a in apps.list_apps(wb, project.name)]
-    return listing("applications", rows, query)
-
-
-def create_application(wb: Workbench, project: Project, body: dict[str, Any]) -> dict[str, Any]:
-    """CML's ``create_application``: created and started (the caller does not wait)."""
-    environment = body.get("environment") or {}
-    if isinstance(environment, str):
-        environment = json.loads(environment or "{}")
-    memory = body.get("memory")
-    spec = apps.AppSpec(
-        name=str(body.get("name") or ""),
-        script=str(body.get("script") or ""),
-        subdomain=str(body.get("subdomain") or ""),
-        description=str(body.get("description") or ""),
-        cpu=float(body.get("cpu") or 1),
-        memory=2048 if memory in (None, "") else int(float(memory) * 1024),
-        env={str(k): str(x) for k, x in dict(environment).items()},
-    )
-    app = apps.create(wb, project.name, spec)  # the controller's next pass starts it
-    return application_dict(wb, app)
-
-
-def restart_application(wb: Workbench, app: Application) -> dict[str, Any]:
-    return application_dict(wb, apps.restart(wb, app))
-
-
-def stop_application(wb: Workbench, app: Application) -> dict[str, Any]:
-    return application_dict(wb, apps.stop(wb, app))
-
-
-def delete_application(wb: Workbench, app: Application) -> dict[str, Any]:
-    apps.delete(wb, app)
-    return {}
