@@ -146,11 +146,14 @@ class DockerBuilder:
     ) -> BuildResult:
         deadline = time.monotonic() + job.timeout
         log_header(job, log, "docker", f", engine {job.engine}")
+        from requests.exceptions import ConnectionError as Unreachable
+
         try:
             return self._attempt(job, log, cancelled, deadline)
-        except EngineGone as exc:
+        except (EngineGone, Unreachable) as exc:  # under a step, or between two calls
+            why = exc.reason if isinstance(exc, EngineGone) else f"{type(exc).__name__}: {exc}"
             log.line(
-                f"the Docker engine went away during the build ({exc.reason}): waiting for "
+                f"the Docker engine went away during the build ({why[:300]}): waiting for "
                 "it to come back, then building again, once"
             )
         if not wait_for_engine(cancelled, deadline):
@@ -163,10 +166,11 @@ class DockerBuilder:
         log.line("the Docker engine answers again: building again")
         try:
             return self._attempt(job, log, cancelled, deadline)
-        except EngineGone as exc:
+        except (EngineGone, Unreachable) as exc:
+            why = exc.reason if isinstance(exc, EngineGone) else type(exc).__name__
             raise BuildFailed(
                 f"the Docker engine restarted during the build, and again during its retry: "
-                f"{exc.reason}"
+                f"{why[:300]}"
             ) from None
 
     def _attempt(
