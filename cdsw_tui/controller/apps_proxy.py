@@ -103,6 +103,21 @@ class AppsProxy:
                 auto_decompress=False,
             )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        # the caller's API key is ours to check, never the app's to read (app code is
+        # untrusted): not its Authorization when that is one, nor our cookie
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if bearer.startswith("ak"):
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        cookies = [c for c in request.headers.getall("Cookie", []) if c]
+        kept = "; ".join(
+            part.strip()
+            for c in cookies
+            for part in c.split(";")
+            if part.strip() and part.strip().split("=", 1)[0] != COOKIE
+        )
+        headers = {k: v for k, v in headers.items() if k.lower() != "cookie"}
+        if kept:
+            headers["Cookie"] = kept
         headers["X-Forwarded-Prefix"] = prefix
         headers["X-Forwarded-Host"] = request.headers.get("Host", "")
         headers["X-Forwarded-For"] = request.headers.get(PEER, "")

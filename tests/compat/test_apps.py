@@ -35,6 +35,8 @@ class Page(BaseHTTPRequestHandler):
             "port": os.environ["CDSW_APP_PORT"], "path": self.path,
             "prefix": self.headers.get("X-Forwarded-Prefix", ""),
             "has_file": "__file__" in globals(),
+            "auth": self.headers.get("Authorization", ""),
+            "cookie": self.headers.get("Cookie", ""),
             "main": sys.modules["__main__"].__dict__ is globals(),
         }).encode()
         self.send_response(200)
@@ -191,11 +193,15 @@ def test_through_the_exposed_gateway_an_application_needs_an_api_key_off_loopbac
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "auth.api_key_required"
         assert http.get(far, headers={"Authorization": "Bearer ak-wrong"}).status_code == 401
-        assert http.get(far, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        keyed = http.get(far, headers={"Authorization": f"Bearer {key}", "Cookie": "theirs=1"})
+        assert keyed.status_code == 200
+        # the key is the gateway's to check: the app (untrusted code) never sees it
+        assert (keyed.json()["auth"], keyed.json()["cookie"]) == ("", "theirs=1")
         first = http.get(far + f"?api_key={key}")  # a browser: a cookie, and the URL without it
         assert first.status_code == 302 and first.headers["location"] == "/apps/web/"
         assert "HttpOnly" in first.headers["set-cookie"]
-        assert http.get(far).json()["path"] == "/"  # the cookie it set
+        by_cookie = http.get(far).json()  # the cookie it set
+        assert by_cookie["path"] == "/" and "cdsw_app_key" not in by_cookie["cookie"]
         assert http.get(f"http://127.0.0.1:{port}/apps/nope/").status_code == 404
 
 
