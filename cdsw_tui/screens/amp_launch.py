@@ -89,10 +89,7 @@ class AmpLaunchScreen(ListScreen):
         log = row.log if row is not None else None
         if log != self.shown:
             self.shown = log
-            view = self.query_one("#task-log", LogView)
-            view.buffer.clear()
-            view.redraw()
-            view.tail()
+            self.query_one("#task-log", LogView).switch()
 
     def _log_files(self) -> list[Path]:
         return [self.shown] if self.shown is not None else []

@@ -93,10 +93,7 @@ class AppsScreen(ListScreen):
         newest = pk(row.run) if row.run else None
         if newest != self.shown:
             self.shown = newest
-            view = self.query_one("#app-log", LogView)
-            view.buffer.clear()
-            view.redraw()
-            view.tail()
+            self.query_one("#app-log", LogView).switch()
 
     def _log_files(self) -> list[Path]:
         return [self.wb.run_log_path(self.shown)] if self.shown is not None else []

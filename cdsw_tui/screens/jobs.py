@@ -110,10 +110,7 @@ class JobsScreen(ListScreen):
         newest = pk(row.last) if row.last else None
         if newest != self.shown:
             self.shown = newest
-            view = self.query_one("#run-log", LogView)
-            view.buffer.clear()
-            view.redraw()
-            view.tail()
+            self.query_one("#run-log", LogView).switch()
 
     def _log_files(self) -> list[Path]:
         return [self.wb.run_log_path(self.shown)] if self.shown is not None else []

@@ -239,6 +239,13 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
     def watcher(self) -> LogWatcher:
         return host(self).log_watcher
 
+    def switch(self) -> None:
+        """The files are others now (another run, build or task): what shows is cleared,
+        and the new files are tailed."""
+        self.buffer.clear()
+        self.redraw()
+        self.tail()
+
     def tail(self) -> None:
         """(Re)start from the last KEEP lines of the files; an older subscription ends."""
         if self._sub is not None:
