@@ -48,7 +48,7 @@ def project_row(p: readmodels.ProjectRow) -> dict[str, Any]:
 @click.option(
     "--egress",
     is_flag=True,
-    help="let replicas open connections out (Docker replicas have no network otherwise)",
+    help="let replicas open connections out (otherwise Docker and jailed replicas have no network)",
 )
 @click.option(
     "--amp",
@@ -140,5 +140,5 @@ def project_egress(ctx: click.Context, name: str, state: str) -> None:
     """Whether the project's replicas may open connections out (replicas started from
     now on; builds always may, for pip)."""
     p = projects.update(workbench(ctx), name, egress=state == "on")
-    said = "may open connections out" if p.egress else "have no network (Docker)"
+    said = "may open connections out" if p.egress else "have no network (Docker, jailed local)"
     click.echo(f"project {p.name}: replicas started from now on {said}")

@@ -80,6 +80,34 @@ def daemon(args):
     return "started"
 """
 
+REACH = """\
+import json
+import os
+import socket
+import urllib.request
+
+
+def reach(args):
+    seen = {}
+    for host in ("127.0.0.1", args["other"]):
+        sock = socket.socket()
+        sock.settimeout(2)
+        try:
+            sock.connect((host, args["port"]))
+            seen[host] = "reached"
+        except OSError as exc:
+            seen[host] = "not reached: " + (exc.strerror or str(exc))
+        finally:
+            sock.close()
+    # the gateway, at the name AMP code builds from the engine's variables
+    url = "http://modelservice." + os.environ["CDSW_DOMAIN"] + "/model"
+    body = json.dumps({"accessKey": args["key"], "request": {"a": 1, "b": 2}}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        seen["gateway"] = json.load(answer)["response"]
+    return seen
+"""
+
 
 @pytest.fixture(autouse=True)
 def jailed():
@@ -197,3 +225,62 @@ def test_an_unjailed_runtime_says_model_code_runs_as_you(cli: Cli, tmp_path: Pat
                    "--wait", timeout=300)  # fmt: skip
     assert f"warning: model code runs as you (uid {os.geteuid()})" in deployed.err
     assert call(cli, "u/add", {"a": 1, "b": 2}) == 3
+
+
+def host_address() -> str:
+    """An address of this host other than loopback (where a host listener on 0.0.0.0
+    is also found)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: the route's source address
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def test_a_replica_reaches_no_host_listener_unless_its_project_allows_egress(
+    cli: Cli, wb, tmp_path: Path
+):
+    """A listener of this host on 0.0.0.0, dialled at 127.0.0.1 and at the host's address
+    from a jailed replica (before: reached, as the jail shared the host's network). Now:
+    a network namespace of its own with loopback alone, as a Docker replica has no
+    network; the gateway is still there at modelservice.$CDSW_DOMAIN (through its
+    socket); with `project egress p on` a new replica reaches the listener."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                listener.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        root = write_project(tmp_path / "p", {"m.py": REACH, "add.py": ADD})
+        cli("project", "create", "p", "--path", str(root))
+        deploy(cli, "p/add", "add.py", "add")
+        deploy(cli, "p/reach", "m.py", "reach")
+        key = cli("model", "show", "p/add", "--show-key", "--json").json()["access_key"]
+        other = host_address()
+        asked = {"port": port, "other": other, "key": key}
+        seen = call(cli, "p/reach", asked)
+        assert isinstance(seen, dict)
+        assert seen["127.0.0.1"].startswith("not reached"), seen
+        assert seen[other].startswith("not reached"), seen
+        assert seen["gateway"] == 3
+        cli("project", "egress", "p", "on")
+        cli("restart", "p/reach", "--wait", timeout=300)
+        seen = call(cli, "p/reach", asked)
+        assert seen == {"127.0.0.1": "reached", other: "reached", "gateway": 3}, seen
+    finally:
+        listener.close()

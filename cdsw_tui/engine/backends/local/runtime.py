@@ -22,6 +22,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from cdsw_tui.config import GATEWAY_SOCKET
 from cdsw_tui.engine import process
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.local import environment as envs
@@ -156,6 +157,10 @@ class LocalRuntime(RuntimeBase):
             prefix = json.loads(record.read_text())["extra"]["python_prefix"]
         except (OSError, ValueError, KeyError) as exc:
             raise RuntimeError(f"the build's environment record is missing: {exc}") from None
+        # no egress: a network of its own, the gateway reached through its socket (the
+        # runner forwards 127.0.0.1 at the gateway's port to it, as in a container)
+        gateway = self.home / GATEWAY_SOCKET
+        reach = "" if spec.egress or not gateway.parent.is_dir() else str(gateway.parent)
         jail = sandbox.Jail(
             project=spec.artifact,
             env=spec.env_path,
@@ -166,6 +171,8 @@ class LocalRuntime(RuntimeBase):
             expose=(prefix, *sandbox.runner_exposes()),
             hide=(str(self.home),),
             hosts=sandbox.hosts_file(self.home, uid),
+            network=spec.egress,
+            gateway=reach,
         )
         runner = [
             envs.venv_python(spec.env_path),
@@ -177,6 +184,8 @@ class LocalRuntime(RuntimeBase):
         ]
         env = self._base_env(spec, sandbox.HOME, f"{sandbox.VENV}/bin")
         env.update(USER="cdsw", TMPDIR="/tmp")
+        if reach:
+            env["CDSW_TUI_GATEWAY_SOCKET"] = f"{sandbox.GATEWAY_AT}/{gateway.name}"
         return sandbox.wrap(jail, runner), env, f"unix:{tmp / 'replica.sock'}"
 
     def _unjailed(

@@ -9,6 +9,9 @@ Under a root controller every replica and every ``cdsw-build.sh`` runs in a jail
 - folders on the way that others may not enter (/root, the home itself) are covered by
   an empty tmpfs there, and only what the command needs (its Python, cdsw-tui's runner)
   is bound back, read-only: the store and the keys are not even visible;
+- a replica whose project allows no egress: a network namespace with loopback alone
+  (the gateway's socket folder is bound read-only at GATEWAY_AT, and the runner
+  forwards the gateway's port on its loopback there, as in a container);
 - a uid and gid no host account has (REPLICA_UID), no capabilities, ``no_new_privs``,
   umask 077 (what it writes stays its own);
 - its processes live and die together: the namespace's first process is a small
@@ -27,6 +30,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ from cdsw_tui.resources import PACKAGE
 HOME = "/home/cdsw"
 VENV = f"{HOME}/.venv"
 MOUNTED_ENV = "home-venv"  # an environment made at /home/cdsw/.venv, mounted there
+GATEWAY_AT = "/dev/shm/.cdsw-gateway"  # in the jail's own tmpfs: nothing made on the host
 SHM_MB = 64  # /dev/shm of a build (a replica's is its memory)
 
 # $1.. as named below, then "--" and the command. Lists are one argument each, one
@@ -48,14 +53,20 @@ given_path=${PATH:-}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount=$1 setpriv=$2 uid=$3 mode=$4 shm=$5 project=$6 env=$7 tmp=$8 procs=$9
 shift 9
-covers=$1 exposes=$2 envat=$3 hosts=$4
-shift 5
+covers=$1 exposes=$2 envat=$3 hosts=$4 lo=$5 gateway=$6
+shift 7
 IFS='
 '
 for f in $procs; do echo 0 > "$f"; done
+# a network of its own: loopback up (by ioctl, as iproute2 may be missing), nothing else
+[ -z "$lo" ] || "$lo" -I -S -c 'import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH22x", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0)))[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))'
 bind() { "$mount" --bind "$1" "$2"; "$mount" -o "remount,bind,nosuid,nodev$3" "$2"; }
 ro=; [ "$mode" = ro ] && ro=,ro
 "$mount" -t tmpfs -o "size=${shm}m,mode=1777,nosuid,nodev" cdsw-shm /dev/shm
+[ -z "$gateway" ] || { mkdir /dev/shm/.cdsw-gateway; bind "$gateway" /dev/shm/.cdsw-gateway ,ro; }
 # first (the home may lie under /tmp), and read-only: the file is the jail uid's to read
 [ -z "$hosts" ] || { "$mount" --bind "$hosts" /etc/hosts; "$mount" -o remount,bind,ro,nosuid,nodev /etc/hosts; }
 i=0
@@ -102,6 +113,8 @@ class Jail:
     hide: tuple[str, ...] = ()  # folders it must not see at all (the home)
     env_at: str = VENV  # where ``env`` is mounted (a run's project environment: elsewhere)
     hosts: str = ""  # a hosts file for /etc/hosts (the gateway's model service name in it)
+    network: bool = True  # the host's network; False: a namespace of its own, loopback alone
+    gateway: str = ""  # the gateway's socket folder, bound read-only at GATEWAY_AT
 
 
 def _tool(name: str) -> str:
@@ -149,7 +162,7 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
     lists = (jail.cgroup_procs, covers, exposes)
     if (
         any("\n" in p for group in lists for p in group)
-        or "\n" in jail.project + jail.tmp + jail.env_at + jail.hosts
+        or "\n" in jail.project + jail.tmp + jail.env_at + jail.hosts + jail.gateway
     ):
         raise ValueError("a path with a newline cannot be jailed")
     return [
@@ -157,6 +170,7 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
         "--mount",
         "--pid",
         "--ipc",
+        *([] if jail.network else ["--net"]),
         "--fork",
         "--kill-child",
         "--mount-proc",
@@ -180,6 +194,8 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
         "\n".join(exposes),
         jail.env_at,
         jail.hosts,
+        "" if jail.network else sys.executable,  # what brings its loopback up
+        jail.gateway,
         "--",
         *command,
     ]
@@ -282,7 +298,7 @@ def _check() -> str:
         probe = [_tool("sh"), "-c", f'[ "$(id -u)" = 65534 ] && [ "$PWD" = {HOME} ]']
         try:
             done = subprocess.run(
-                wrap(Jail(project=str(project), tmp=str(scratch), uid=65534), probe),
+                wrap(Jail(str(project), str(scratch), 65534, network=False), probe),
                 capture_output=True,
                 text=True,
                 timeout=20,
