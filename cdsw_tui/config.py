@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_snapshot_file_mb: float = 50.0
     min_free_mb: float = 200.0  # a build does not start with less free on the home's disk
     build_workers: int = 2
+    local_memory_mb: int = 0  # what local replicas' --memory may add up to (0: MemTotal)
     run_workers: int = 2  # job runs and one-off runs at once (more wait, queued)
     poll_interval: float = 0.2
     tls_cert: str = ""  # the gateway's certificate (PEM): set with tls_key, it serves HTTPS only

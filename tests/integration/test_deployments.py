@@ -297,3 +297,34 @@ def test_leaving_the_workbench_says_what_keeps_serving(cli: Cli, wb, project, ho
     _still_serving(wb)
     said = capsys.readouterr().err
     assert "1 model still serving" in said and "p/m" in said and "cdsw-tui stop p/m" in said
+
+
+def test_a_redeploy_that_does_not_fit_in_memory_rolls_one_replica_at_a_time(
+    cli: Cli, wb, project, monkeypatch: pytest.MonkeyPatch
+):
+    """LOCAL_MEMORY_MB 600: two replicas of 256 MB fit, new-before-old (1,024 MB) does
+    not. Before: nothing on local refused a placement, so the redeploy ran four replicas
+    at once. Now each replica reserves its --memory: one old replica makes room at a
+    time, one serves throughout, and the reason says how it went; a model whose one
+    replica cannot fit fails, naming the setting."""
+    monkeypatch.setenv("CDSW_TUI_LOCAL_MEMORY_MB", "600")  # the controller reads it
+    create(cli, "--replicas", "2", "--memory", "256")
+    (project / "model.py").write_text(CODE.format(version=2))
+    cli("build", "p/m", "--wait")
+    with traffic(wb, "p/m") as (answers, failures):
+        cli("deploy", "p/m", "--build", "2", "--wait")
+        settled, deadline = len(answers), time.monotonic() + 60
+        while len({a["ReplicaID"] for a in answers[settled:]}) < 2:
+            assert time.monotonic() < deadline, "the second new replica never served"
+            time.sleep(0.1)
+    assert failures == [], failures[:3]
+    versions = [a["response"]["version"] for a in answers]
+    assert 1 in versions and all(v == 2 for v in versions[settled:])
+    latest = json.loads(cli("deployments", "p/m", "--json").out)[0]
+    assert latest["status"] == "deployed", latest
+    assert "one replica at a time" in latest["reason"], latest
+    assert "not enough memory on this machine" in latest["reason"], latest
+    big = cli("model", "create", "p/big", "--file", "model.py", "--function", "predict",
+              "--memory", "700", "--wait", check=False)  # fmt: skip
+    assert big.code != 0 and "Traceback" not in big.err
+    assert "asks 700 MB" in big.err and "LOCAL_MEMORY_MB" in big.err, big.err

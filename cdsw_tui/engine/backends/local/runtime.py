@@ -20,9 +20,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
-from cdsw_tui.config import GATEWAY_SOCKET
+from cdsw_tui.config import GATEWAY_SOCKET, load_settings
 from cdsw_tui.engine import process
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.engine.backends.local import environment as envs
@@ -58,14 +59,28 @@ def caveat() -> str:
 SPOOL_LIMIT = 4 * 1024 * 1024  # a replica's spool is emptied once this much was filed
 
 
+def machine_memory_mb() -> int:
+    """This machine's memory (MemTotal): what local replicas' --memory may add up to,
+    unless LOCAL_MEMORY_MB says otherwise (0: unknown, no bound)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class LocalRuntime(RuntimeBase):
     name = "local"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, memory_mb: int = 0) -> None:
         self.home = home
         self.dir = home / "run" / "local"
         self.cgroups = Cgroups(home)
         self._procs: dict[int, subprocess.Popen] = {}
+        self.memory_mb = memory_mb or machine_memory_mb()  # what replicas may reserve in all
+        self._placing = threading.Lock()  # a start's look at what is reserved, and its record
 
     # -- paths and handles -----------------------------------------------------------
 
@@ -97,6 +112,39 @@ class LocalRuntime(RuntimeBase):
     # -- the contract ------------------------------------------------------------------
 
     def start(self, spec: ReplicaSpec) -> Placed:
+        with self._placing:
+            self._make_room(spec)
+            return self._start(spec)
+
+    def _make_room(self, spec: ReplicaSpec) -> None:
+        """Each replica reserves its --memory, as a scheduler's node would have it: one that
+        does not fit beside the running ones is refused (a rollout then goes one replica at
+        a time). Runs, applications and builds are not counted."""
+        reserved = self._reserved(but=spec.name)
+        used = sum(reserved.values())
+        if self.memory_mb and used + spec.memory > self.memory_mb:
+            raise RuntimeError(
+                f"not enough memory on this machine: the replica asks {spec.memory} MB, and "
+                f"{used} of the {self.memory_mb} MB replicas may have (LOCAL_MEMORY_MB) are "
+                f"reserved by {len(reserved)} running"
+            )
+
+    def _reserved(self, but: str) -> dict[str, int]:
+        """The memory of each replica of this home that runs, by name (``but`` left out:
+        the one being started again)."""
+        found = {}
+        for record in self.dir.glob("*.json") if self.dir.is_dir() else ():
+            try:
+                data = json.loads(record.read_text())
+                pid, start, name = self._parse(data["handle"])
+                memory = int(data.get("memory", 0))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if name != but and self._ours(pid, start, name):
+                found[name] = memory
+        return found
+
+    def _start(self, spec: ReplicaSpec) -> Placed:
         process.private_dir(self.dir)
         sock, out, record = self._paths(spec.name)
         for path in (sock, out):
@@ -133,7 +181,8 @@ class LocalRuntime(RuntimeBase):
         self._procs[proc.pid] = proc
         handle = f"{proc.pid}:{process.start_time(proc.pid)}:{spec.name}"
         tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"name": spec.name, "handle": handle, "address": address}))
+        record_of = {"name": spec.name, "handle": handle, "address": address, "memory": spec.memory}
+        tmp.write_text(json.dumps(record_of))
         os.replace(tmp, record)
         return Placed(address=address, handle=handle)
 
@@ -328,4 +377,4 @@ class LocalRuntime(RuntimeBase):
 
 
 def make_runtime(home: Path) -> LocalRuntime:
-    return LocalRuntime(home)
+    return LocalRuntime(home, load_settings(home).local_memory_mb)
