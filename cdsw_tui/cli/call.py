@@ -47,11 +47,7 @@ def sample_cmd(ctx: click.Context, ref: str, lang: str) -> None:
     """A sample call with the example input and the access key filled in."""
     wb = workbench(ctx)
     m = models.resolve(wb, ref)
-    click.echo(
-        samples.sample(
-            lang, wb.settings.gateway_url, m.access_key, m.example_input, wb.settings.tls_trust
-        )
-    )
+    click.echo(samples.of_model(lang, wb.settings, m, m.access_key))
 
 
 REQUEST_COLUMNS = ["time", "status", "code", "ms", "replica", "deployment", "bytes_in", "bytes_out"]

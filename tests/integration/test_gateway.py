@@ -159,6 +159,25 @@ def test_cli_call_and_sample(served: Served):
     )
 
 
+def test_the_sample_of_a_model_with_authentication_sends_the_api_key(served: Served):
+    """Before: no Authorization header, so the sample got auth.api_key_required. Now the
+    samples send $CDSW_TUI_API_KEY (never a key: only hashes are kept) and say so."""
+    import os
+
+    sample = served.cli("sample", "srv/locked", "--lang", "shell").stdout
+    assert "apikey create" in sample.splitlines()[0] and served.api_key not in sample
+    env = {**os.environ, "CDSW_TUI_API_KEY": served.api_key}
+    result = subprocess.run(
+        ["bash", "-c", sample], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert json.loads(result.stdout)["response"] == 8, result.stdout
+    for lang in ("python", "r"):
+        text = served.cli("sample", "srv/locked", "--lang", lang).stdout
+        assert "CDSW_TUI_API_KEY" in text and "Authorization" in text, text
+    compile(served.cli("sample", "srv/locked", "--lang", "python").stdout, "s.py", "exec")
+    assert "Authorization" not in served.cli("sample", "srv/add").stdout
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"{not json", b"[1, 2]", b'"text"', b'{"accessKey": "x"}', b"\xff\xfe", b""],

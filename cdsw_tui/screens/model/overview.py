@@ -104,13 +104,7 @@ class OverviewTab(VerticalScroll, ModelTab):
 
     def _show_samples(self, detail: ModelDetail) -> None:
         m = detail.model
-        text = samples.sample(
-            self.lang,
-            self.wb.settings.gateway_url,
-            mask(m.access_key),
-            m.example_input,
-            self.wb.settings.tls_trust,
-        )
+        text = samples.of_model(self.lang, self.wb.settings, m, mask(m.access_key))
         lexer = {"shell": "bash", "python": "python", "r": "r"}[self.lang]
         tabs = "  ".join(
             f"[b reverse] {lang} [/]" if lang == self.lang else f" {lang} " for lang in LANGS
@@ -135,13 +129,7 @@ class OverviewTab(VerticalScroll, ModelTab):
         if self.detail is None:
             return
         m = self.detail.model
-        text = samples.sample(
-            self.lang,
-            self.wb.settings.gateway_url,
-            m.access_key,
-            m.example_input,
-            self.wb.settings.tls_trust,
-        )
+        text = samples.of_model(self.lang, self.wb.settings, m, m.access_key)
         self.app.copy_to_clipboard(text)  # OSC 52: nothing tells whether the terminal took it
         self._copy_to_tmux(text)
 
