@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from textual import work
+from textual import events, work
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
@@ -52,6 +53,22 @@ class PollingScreen(ReportsWorkerErrors, Screen):
 
     def load(self) -> Any:  # pragma: no cover - overridden
         return None
+
+    def refusal(self, action: str) -> str:
+        """Why ``action``, whose key is shown but disabled now, cannot run ("": say
+        nothing). Screens whose keys depend on the state say it here."""
+        return ""
+
+    def on_key(self, event: events.Key) -> None:
+        """A key whose action is disabled now says why in one line, instead of nothing
+        (a text field that takes the key never lets it come here)."""
+        for binding in self.BINDINGS:
+            if not isinstance(binding, Binding) or event.key not in binding.key.split(","):
+                continue
+            action = binding.action.partition("(")[0]
+            if self.check_action(action, ()) is None and (why := self.refusal(action)):
+                self.notify(why, severity="warning", timeout=4)
+            return
 
     def show(self, data: Any) -> None:  # pragma: no cover - overridden
         pass

@@ -144,7 +144,7 @@ async def test_model_screen_tabs_and_keys(app):
         # the footer offers only what works here
         assert screen.check_action("test", ()) is True
         assert screen.check_action("reveal_key", ()) is False
-        assert screen.check_action("cancel_build", ()) is False  # nothing is building
+        assert screen.check_action("cancel_build", ()) is False  # a key of the Builds tab
         await pilot.press("5")
         key_label = screen.query_one("#access-key", Label)
         assert "k" * 32 not in str(key_label.render())
@@ -660,3 +660,38 @@ async def test_s_scales_the_running_deployment_through_a_form(app, size):
         await wait_for(pilot, lambda: app.screen is screen)
     after = deployments.list_deployments(app.wb, model)
     assert [d.id for d in after] == [d.id for d in before] and after[0].replicas == 3
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_refused_keys_say_why_and_a_wide_footer_shows_every_model_key(app, size):
+    """Before: S, R or s on a stopped model and x with nothing building did nothing, and
+    the footer never showed b, s or R, even at 120 columns. Now a refused key says why
+    in a notification, and from 100 columns the footer shows b, s and R (narrower, the
+    keys still act and Help lists them)."""
+    from textual.widgets._footer import FooterKey
+
+    from cdsw_tui.store import Deployment
+
+    model = models.resolve(app.wb, "demo/add")
+    active = models.active_deployment(app.wb, model)
+    assert active is not None
+    app.wb.store.update(Deployment, active.id, status="stopped")
+    async with app.run_test(size=size) as pilot:
+        await open_model(pilot, app, "demo/add")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.detail is not None and screen.detail.active is None)
+        said = lambda: [n.message for n in app._notifications]  # noqa: E731
+        for key, action in (("S", "stop"), ("R", "restart"), ("s", "scale")):
+            await pilot.press(key)
+            expected = f"demo/add is not deployed: nothing to {action}"
+            await wait_for(pilot, lambda expected=expected: expected in said())
+        assert app.screen is screen  # no dialog was opened
+        await pilot.press("2")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any("nothing to cancel" in m for m in said()))
+        shown = {k.key for k in screen.query(FooterKey) if k.display}
+        if size[0] >= 100:
+            assert {"b", "x", "s", "S", "R"} <= shown, shown
+        else:
+            assert "x" in shown and not {"b", "s", "R"} & shown, shown
+            assert all(0 < k.region.right <= size[0] for k in screen.query(FooterKey) if k.display)

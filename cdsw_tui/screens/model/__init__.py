@@ -37,6 +37,9 @@ TABS: tuple[tuple[str, str, type[ModelTab]], ...] = (
 )
 WORK_TABS = ("overview", "builds", "deployments", "monitoring")
 MODEL_ACTIONS = ("deploy_new_build", "build_only", "stop", "restart", "scale")
+FOOTER = "footer"  # the parameter of a key's copy shown in the footer of a wide screen
+WIDE = 100  # columns from which the footer has room for them
+SAYS_WHY = ("cancel_build",)  # a tab's actions shown while refused, which say why when pressed
 
 _TIPS = {
     "test": "Test Model: send the input, show the answer (Overview)",
@@ -88,13 +91,18 @@ class ModelScreen(DeploymentActions):
             id="model.deploy_new_build",
             tooltip=_TIPS["new"],
         ),
+        # b, s and R: first a copy for the footer where it has room (the first enabled
+        # binding of a key is the one that acts and shows), then the key at any width
+        Binding("b", f"build_only('{FOOTER}')", "Build", tooltip=_TIPS["build"]),
         Binding("b", "build_only", "Build", id="model.build", show=False, tooltip=_TIPS["build"]),
         Binding(
             "x", "cancel_build", "Cancel Build", id="model.cancel_build", tooltip=_TIPS["cancel"]
         ),
         Binding("r", "redeploy", "Re-deploy", id="model.redeploy", tooltip=_TIPS["redeploy"]),
+        Binding("s", f"scale('{FOOTER}')", "Scale", tooltip=_TIPS["scale"]),
         Binding("s", "scale", "Scale", id="model.scale", show=False, tooltip=_TIPS["scale"]),
         Binding("S", "stop", "Stop", id="model.stop", tooltip=_TIPS["stop"]),
+        Binding("R", f"restart('{FOOTER}')", "Restart", tooltip=_TIPS["restart"]),
         Binding(
             "R", "restart", "Restart", id="model.restart", show=False, tooltip=_TIPS["restart"]
         ),
@@ -166,6 +174,7 @@ class ModelScreen(DeploymentActions):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
+        self.refresh_bindings()  # the footer's room changed too
 
     def active_tab(self) -> str:
         return self.query_one(TabbedContent).active or "overview"
@@ -174,20 +183,31 @@ class ModelScreen(DeploymentActions):
         return self.tabs[self.active_tab()]
 
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
+        if parameters == (FOOTER,) and self.size.width < WIDE:
+            return False
         tabs = self.TAB_ACTIONS.get(action)
         if tabs is not None and self.active_tab() not in tabs:
             return False
         d = self.detail
-        if action in ("stop", "restart", "scale"):
-            return (
-                d is not None
-                and d.active is not None
-                and (action == "stop" or d.active.status == "deployed")
-            )
+        if action in ("stop", "restart", "scale"):  # None: shown, refused, and says why
+            can = d is not None and d.active is not None
+            return True if can and (action == "stop" or d.active.status == "deployed") else None
         tab = self.shown_tab()
         if action in tab.ACTIONS:
-            return tab.can(action, d)
+            return True if tab.can(action, d) else (None if action in SAYS_WHY else False)
         return True
+
+    def refusal(self, action: str) -> str:
+        d = self.detail
+        if d is None:
+            return f"{self.ref} is still loading"
+        if action == "cancel_build":
+            return f"no build of {self.ref} is queued or running: nothing to cancel"
+        if action not in ("stop", "restart", "scale"):
+            return ""
+        if d.active is None:
+            return f"{self.ref} is not deployed: nothing to {action}"
+        return f"{self.ref} is {d.active.status}: {action} it once it is deployed"
 
     action_test = _on_tab("test")
     action_copy_sample = _on_tab("copy_sample")

@@ -38,7 +38,7 @@ class DeploymentActions(PollingScreen):
         built or deployed until the form is sent)."""
         self.deploy_form(None, self.detail.active if self.detail else None, new=True)
 
-    def action_build_only(self) -> None:
+    def action_build_only(self, *_shown: str) -> None:
         def go() -> None:
             builds.request(self.wb, self.model())
             self.workbench.ensure_controller()
@@ -88,13 +88,13 @@ class DeploymentActions(PollingScreen):
             done=f"{self.ref} stopping",
         )
 
-    def action_scale(self) -> None:
+    def action_scale(self, *_shown: str) -> None:
         if self.detail is None or self.detail.active is None:
             return
         d = self.detail.active
         self.app.push_screen(ScaleScreen(self.ref, pk(d), d.replicas), lambda _n: self.reload())
 
-    def action_restart(self) -> None:
+    def action_restart(self, *_shown: str) -> None:
         self._ask_controller(
             f"Restart every replica of {self.ref}, one by one?",
             "Restart",
