@@ -53,7 +53,8 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
         yield Header()
         with VerticalScroll():
             yield Label(f"[b]New Model[/b] in project {self.project_name}", classes="screen-title")
-            yield Field("Name", Input(placeholder="add", id="name"), name="name")
+            name = Input(placeholder="the function's name, once one is chosen", id="name")
+            yield Field("Name", name, name="name")
             yield Field("Description", Input(id="description"), name="description")
             yield Field("File", Select([], prompt="choose a file", id="file"), name="file")
             yield Field(
@@ -100,6 +101,7 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         self._filled: dict[str, set[str]] = {}  # what the form put in the example editors
+        self._named = ""  # the name the form put in (a function's), replaced by the next
         self.query_one("#name", Input).focus()
         self._load_files()
 
@@ -158,6 +160,9 @@ class NewModelScreen(ReportsWorkerErrors, Screen):
 
     @on(Select.Changed, "#function")
     def _function_chosen(self, event: Select.Changed) -> None:
+        name = self.query_one("#name", Input)
+        if event.value not in (Select.BLANK, None) and name.value.strip() in ("", self._named):
+            self._named = name.value = str(event.value)  # the model is named after it
         file = self._value("#file")
         if file and event.value not in (Select.BLANK, None):
             self._load_example(file, str(event.value))

@@ -96,6 +96,9 @@ async def test_new_model_form_marks_bad_fields_and_creates(app, tmp_path):
         await wait_for(pilot, lambda: file_select.value == "add_numbers.py")
         function_select = form.query_one("#function", Select)
         await wait_for(pilot, lambda: function_select.value == "add")
+        name = form.query_one("#name", Input)
+        assert name.value == "add"  # named after its function until the user names it
+        name.value = ""
         await pilot.press(*"adder")
         # an invalid example input is marked as you type and refuses the submit
         editor = form.query_one("#example_input")
@@ -695,3 +698,37 @@ async def test_refused_keys_say_why_and_a_wide_footer_shows_every_model_key(app,
         else:
             assert "x" in shown and not {"b", "s", "R"} & shown, shown
             assert all(0 < k.region.right <= size[0] for k in screen.query(FooterKey) if k.display)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_new_model_is_named_after_its_function_and_ctrl_s_needs_no_typing(
+    app, tmp_path, size
+):
+    """Before: the name box only showed 'add' as a placeholder, and ctrl+s said 'name
+    must not be empty'. Now the chosen function fills it (a name the user typed is
+    kept), so the form as it opens creates the model."""
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "m.py").write_text("def add(args):\n    return 1\n\ndef mul(args):\n    return 2\n")
+    projects.create(app.wb, "code", path=root)
+    async with app.run_test(size=size) as pilot:
+        await from_project(pilot, app, "code", "n", NewModelScreen)
+        form = app.screen
+        name = form.query_one("#name", Input)
+        function_select = form.query_one("#function", Select)
+        await wait_for(pilot, lambda: form.query_one("#file", Select).value == "m.py")
+        await wait_for(pilot, lambda: function_select.prompt == "choose a function")
+        function_select.value = "add"
+        await wait_for(pilot, lambda: name.value == "add")
+        function_select.value = "mul"  # another function: the name follows it
+        await wait_for(pilot, lambda: name.value == "mul")
+        name.value = "scorer"
+        function_select.value = "add"  # a name the user gave is kept
+        await pilot.pause(0.1)
+        assert name.value == "scorer"
+        name.value = ""
+        function_select.value = "mul"
+        await wait_for(pilot, lambda: name.value == "mul")
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
+    assert models.resolve(app.wb, "code/mul").function == "mul"
