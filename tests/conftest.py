@@ -122,7 +122,12 @@ class Cli:
         self.cwd = cwd
 
     def __call__(
-        self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        env: dict | None = None,
+        input: str | None = None,
     ) -> Result:
         full_env = dict(os.environ, CDSW_TUI_HOME=str(self.home), CDSW_TUI_POLL_INTERVAL="0.05")
         full_env.update(env or {})
@@ -133,6 +138,7 @@ class Cli:
             cwd=self.cwd,
             env=full_env,
             timeout=timeout,
+            input=input,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

@@ -118,16 +118,26 @@ def project_list(ctx: click.Context, as_json: bool) -> None:
 @project.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="do not ask")
+@click.option(
+    "--remove-folder",
+    is_flag=True,
+    help="also remove the folder a template was copied into (asked when not given)",
+)
 @click.pass_context
-def project_delete(ctx: click.Context, name: str, yes: bool) -> None:
-    """Delete a project's models, builds and logs (its folder stays); running
-    deployments are stopped first."""
+def project_delete(ctx: click.Context, name: str, yes: bool, remove_folder: bool) -> None:
+    """Delete a project's models, builds and logs (its folder stays, unless it is the
+    copy of a template and you say so); running deployments are stopped first."""
     wb = workbench(ctx)
     projects.get(wb, name)
+    copy = projects.template_copy(wb, name)
     if not yes:
         stops = artifacts.stops_words(wb, projects.models_of(wb, name))
         click.confirm(f"delete project {name} with its models, builds and logs{stops}?", abort=True)
-    for note in deployments.delete_project(wb, name):
+        if copy is not None and not remove_folder:
+            remove_folder = click.confirm(
+                f"also remove {copy}, the folder its template was copied into?", default=False
+            )
+    for note in deployments.delete_project(wb, name, remove_copy=remove_folder):
         click.echo(f"note: {note}", err=True)
     click.echo(f"project {name} deleted")
 

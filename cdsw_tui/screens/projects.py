@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Label
@@ -91,16 +93,31 @@ class ProjectsScreen(ListScreen):
             return
         from cdsw_tui.services import artifacts, deployments, projects
 
+        copy: list[Path] = []  # the template's copy, found with the question
+
         def question() -> str:
             stops = artifacts.stops_words(self.wb, projects.models_of(self.wb, row.name))
+            copy[:] = [c] if (c := projects.template_copy(self.wb, row.name)) else []
             return (
                 f"Delete project {row.name} with its {count(row.models, 'model')}, their builds "
-                f"and logs{stops}? The folder itself stays."
+                f"and logs{stops}? "
+                + (
+                    "You are asked next whether its folder, the template's copy, goes too."
+                    if copy
+                    else "The folder itself stays."
+                )
             )
 
-        self.ask(
-            question,
-            "Delete",
-            lambda: deployments.delete_project(self.wb, row.name),
-            done=f"project {row.name} deleted",
-        )
+        def delete() -> None:
+            deployments.delete_project(self.wb, row.name)
+            if copy:  # offered once the project is gone
+                self.app.call_from_thread(
+                    self.ask,
+                    f"Also remove {copy[0]}, the folder the template was copied into? "
+                    "(Keep it to make a project of it again with its own folder.)",
+                    "Remove folder",
+                    lambda: projects.remove_copy(copy[0]),
+                    f"{copy[0]} removed",
+                )
+
+        self.ask(question, "Delete", delete, done=f"project {row.name} deleted")

@@ -360,9 +360,15 @@ def delete_model(wb: Workbench, model: Model) -> list[str]:
     return models.delete(wb, model)
 
 
-def delete_project(wb: Workbench, name: str) -> list[str]:
-    """Every running deployment of the project stopped first, or nothing is deleted."""
+def delete_project(wb: Workbench, name: str, remove_copy: bool = False) -> list[str]:
+    """Every running deployment of the project stopped first, or nothing is deleted;
+    ``remove_copy``: the folder its template was copied into goes too."""
     from cdsw_tui.services import projects
 
     stop_all(wb, projects.models_of(wb, name))
-    return projects.delete(wb, name)
+    copy = projects.template_copy(wb, name) if remove_copy else None
+    notes = projects.delete(wb, name)
+    if copy is not None:
+        projects.remove_copy(copy)
+        notes.append(f"{copy} removed (the copy of its template)")
+    return notes

@@ -82,7 +82,10 @@ def create(
         target = outside_home(wb, target.resolve())
         if target.exists() and any(target.iterdir()):
             raise ValidationError(
-                f"{target} is not empty; a template needs an empty folder", field="path"
+                f"{target} is not empty (a project deleted earlier may have left its copy of "
+                "the template there); a template needs an empty folder: give another "
+                f"folder (--path), or remove {target} first",
+                field="path",
             )
         source = assets_dir() / "templates" / template
         # bytecode left by whoever ran the template's code is not part of it
@@ -108,6 +111,7 @@ def create(
         placement=constraints,
         python=interpreter,
         egress=egress,
+        template=template or "",
     )
     with wb.store.session() as s:
         s.add(project)
@@ -210,6 +214,24 @@ def delete(wb: Workbench, name: str) -> list[str]:
         notes.extend(artifacts.forget(wb, model_id, used))
     notes.extend(artifacts.forget_project(wb, pk(project)))
     return notes
+
+
+def template_copy(wb: Workbench, name: str) -> Path | None:
+    """The folder the project's template was copied into, while it is there (None for a
+    project of the user's own folder)."""
+    project = get(wb, name)
+    folder = Path(project.path)
+    if not project.template or folder.is_symlink() or not folder.is_dir():
+        return None
+    return folder
+
+
+def remove_copy(folder: Path) -> None:
+    """Remove a template's copy (a deleted project's): links in it are removed, never
+    followed."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    shutil.rmtree(folder)
 
 
 SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", ".ipynb_checkpoints"}

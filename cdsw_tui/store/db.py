@@ -103,6 +103,13 @@ def _migration_7(conn: Connection) -> None:
         conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobrun_app_id ON jobrun (app_id)"))
 
 
+def _migration_8(conn: Connection) -> None:
+    """Projects remember the template they were copied from (their delete may remove it)."""
+    have = _columns(conn, "project")
+    if have and "template" not in have:
+        conn.execute(text("ALTER TABLE project ADD COLUMN template VARCHAR NOT NULL DEFAULT ''"))
+
+
 # Append-only: migration N takes a database at version N-1 to version N.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1,
@@ -112,6 +119,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

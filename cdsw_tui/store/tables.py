@@ -36,6 +36,7 @@ class Project(SQLModel, table=True):
     placement: str = ""  # scheduler constraints, one a line (e.g. node.labels.gpu==true)
     python: str = ""  # the interpreter of the local runtime's environments ("": the controller's)
     egress: bool = False  # replicas may open connections out (builds always may, for pip)
+    template: str = ""  # the template its folder was copied from ("": the user's own folder)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -219,3 +219,27 @@ def test_a_controller_that_cannot_start_says_why_in_one_line(cli: Cli, project: 
     line = one_line_error(result)
     assert "the controller could not start (the gateway cannot listen on" in line, line
     assert f":{port}" in line and "controller.out" in line
+
+
+def test_a_template_project_made_again_after_its_delete(cli: Cli, home: Path):
+    """Before: the copy stayed, and making the project again said only '... is not empty;
+    a template needs an empty folder'. Now the delete offers to remove the copy (asked,
+    or --remove-folder), and the refusal says what to do."""
+    cli("project", "create", "demo", "--template", "quickstart")
+    copy = home / "projects" / "demo"
+    assert (copy / "add_numbers.py").is_file()
+    cli("project", "delete", "demo", input="y\nn\n")  # the project, not its folder
+    assert copy.is_dir()
+    again = cli("project", "create", "demo", "--template", "quickstart", check=False)
+    assert again.code != 0 and len(again.err.strip().splitlines()) == 1, again.err
+    assert "give another folder (--path)" in again.err and f"remove {copy}" in again.err
+    cli("project", "create", "demo", "--path", str(copy))  # the user's folder now: kept
+    cli("project", "delete", "demo", input="y\n")  # no template: nothing more is asked
+    assert copy.is_dir()
+    shutil.rmtree(copy)
+    cli("project", "create", "demo", "--template", "quickstart")
+    deleted = cli("project", "delete", "demo", input="y\ny\n")
+    assert not copy.exists() and "removed (the copy of its template)" in deleted.err
+    cli("project", "create", "demo", "--template", "quickstart")
+    cli("project", "delete", "demo", "--yes", "--remove-folder")
+    assert not copy.exists()

@@ -732,3 +732,33 @@ async def test_new_model_is_named_after_its_function_and_ctrl_s_needs_no_typing(
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen))
     assert models.resolve(app.wb, "code/mul").function == "mul"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_deleting_a_template_project_offers_to_remove_its_copy(app, size):
+    """Before: the copy stayed with no word, and the same project could not be made
+    again. Now a second question offers to remove it; no leaves it."""
+    for name in ("aaa", "abc"):
+        projects.create(app.wb, name, template="quickstart")
+    copies = {n: app.wb.projects_dir() / n for n in ("aaa", "abc")}
+    async with app.run_test(size=size) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 4)
+        for name, answer in (("aaa", "n"), ("abc", "y")):
+            table.move_cursor(row=[p.name for p in app.screen.rows].index(name))
+            await pilot.press("d")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "asked next" in str(app.screen.question)
+            await pilot.press("y")
+            await wait_for(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, ConfirmScreen) and "Also remove" in app.screen.question
+                ),
+            )
+            assert str(copies[name]) in app.screen.question
+            await pilot.press(answer)
+            await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: not copies["abc"].exists())
+    assert copies["aaa"].is_dir()
+    assert [p.name for p in projects.list_all(app.wb)] == ["churn", "demo"]

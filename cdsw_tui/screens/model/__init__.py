@@ -190,8 +190,9 @@ class ModelScreen(DeploymentActions):
             return False
         d = self.detail
         if action in ("stop", "restart", "scale"):  # None: shown, refused, and says why
-            can = d is not None and d.active is not None
-            return True if can and (action == "stop" or d.active.status == "deployed") else None
+            active = d.active if d is not None else None
+            can = active is not None and (action == "stop" or active.status == "deployed")
+            return True if can else None
         tab = self.shown_tab()
         if action in tab.ACTIONS:
             return True if tab.can(action, d) else (None if action in SAYS_WHY else False)
