@@ -130,6 +130,12 @@ def restart_cmd(ctx: click.Context, ref: str, wait: bool) -> None:
     click.echo(f"restarting deployment {d.id}")
     if wait:
         poll_until(lambda: not deployments.get(wb, pk(d)).restart_requested, interval=0.1)
+        final = deployments.get(wb, pk(d))
+        if final.status != "deployed":
+            raise CdswError(
+                f"deployment {final.id} {final.status}: {final.reason or 'no reason recorded'}"
+            )
+        click.echo(f"deployment {d.id} restarted: {count(final.replicas, 'replica')} replaced")
 
 
 @click.command("scale")

@@ -186,7 +186,8 @@ def test_restart_keeps_the_deployment_and_replaces_replicas(cli: Cli, wb, projec
     create(cli, "--replicas", "2")
     d = models.active_deployment(wb, models.resolve(wb, "p/m"))
     before = {r.name for r in deployments.replicas_of(wb, d)}
-    cli("restart", "p/m", "--wait")
+    restarted = cli("restart", "p/m", "--wait")  # before: no line said it was done
+    assert restarted.out.splitlines()[-1] == f"deployment {d.id} restarted: 2 replicas replaced"
     after = {r.name for r in deployments.replicas_of(wb, d)}
     assert len(after) == 2 and not (after & before)
     assert models.active_deployment(wb, models.resolve(wb, "p/m")).id == d.id
