@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import traceback
 from typing import Any
@@ -16,6 +17,10 @@ from cdsw_tui.errors import CdswError
 from cdsw_tui.output import count, printable
 from cdsw_tui.services.context import Workbench
 
+GIT_MISSING = (
+    "git is not installed (or not on PATH): cdsw-tui snapshots each build's project with "
+    "it; install it (apt-get install git, dnf install git, brew install git)"
+)
 # command name -> "module:attribute" under cdsw_tui.cli
 COMMANDS = {
     "serve": "controller:serve",
@@ -95,6 +100,8 @@ class Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """cdsw-tui: turn a Python or R function into a versioned REST API. Bare: open the workbench."""
+    if shutil.which("git") is None:  # before GitPython's 15 lines say it on first use
+        raise CdswError(GIT_MISSING)
     if ctx.invoked_subcommand is None:
         from cdsw_tui.app import run_app  # Textual only when the workbench opens
 

@@ -243,3 +243,22 @@ def test_a_template_project_made_again_after_its_delete(cli: Cli, home: Path):
     cli("project", "create", "demo", "--template", "quickstart")
     cli("project", "delete", "demo", "--yes", "--remove-folder")
     assert not copy.exists()
+
+
+def test_without_git_every_command_says_so_in_one_line(tmp_path: Path):
+    """Before: GitPython's 15-line message, on the first build. Now one line at start."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {"HOME": str(tmp_path), "PATH": str(empty), "CDSW_TUI_HOME": str(tmp_path / "h")}
+    for args in ([], ["project", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cdsw_tui", *args], env=env, capture_output=True, text=True
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert (
+            lines[0].startswith("error: git is not installed") and "apt-get install git" in lines[0]
+        )
