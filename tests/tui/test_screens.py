@@ -144,6 +144,8 @@ async def test_model_screen_tabs_and_keys(app):
         ):
             await pilot.press(key)
             assert tabs.active == tab
+            if tab == "settings":  # its variables box has the focus: digits are typed there
+                await pilot.press("escape")
         # the footer offers only what works here
         assert screen.check_action("test", ()) is True
         assert screen.check_action("reveal_key", ()) is False
@@ -151,6 +153,8 @@ async def test_model_screen_tabs_and_keys(app):
         await pilot.press("5")
         key_label = screen.query_one("#access-key", Label)
         assert "k" * 32 not in str(key_label.render())
+        await pilot.press("escape")  # out of the variables box, whose letters are typed
+        assert app.screen is screen and screen.focused is None
         await pilot.press("v")
         assert "k" * 32 in str(key_label.render())
         await pilot.press("v")
@@ -762,3 +766,43 @@ async def test_deleting_a_template_project_offers_to_remove_its_copy(app, size):
         await wait_for(pilot, lambda: not copies["abc"].exists())
     assert copies["aaa"].is_dir()
     assert [p.name for p in projects.list_all(app.wb)] == ["churn", "demo"]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_typing_in_a_text_box_never_fires_an_action(app, size):
+    """Before: on Settings the variables box had no focus and one Tab did not reach it;
+    typing FOO=bar, enter, MY_TOKEN=s3cret, ctrl+s switched tabs (3), opened Re-deploy
+    (r) and deployed; escape in a text box left the screen. Now the box has the focus
+    there, a letter is typed (its key leaves the footer), and escape leaves the box."""
+    from textual.widgets._footer import FooterKey
+
+    from cdsw_tui.services import env
+
+    async with app.run_test(size=size) as pilot:
+        await open_model(pilot, app, "demo/add")
+        screen = app.screen
+        await pilot.press("5")
+        area = screen.query_one("#model-env", TextArea)
+        await wait_for(pilot, lambda: screen.focused is area)
+        await wait_for(
+            pilot, lambda: "v" not in {k.key for k in screen.query(FooterKey) if k.display}
+        )
+        await pilot.press(*"FOO=bar", "enter", *"MY_TOKEN=s3cret", "ctrl+s")
+        model_id = int(screen.detail.model.id)
+        await wait_for(
+            pilot,
+            lambda: (
+                env.list_vars(app.wb, "model", model_id) == {"FOO": "bar", "MY_TOKEN": "s3cret"}
+            ),
+        )
+        assert app.screen is screen and screen.active_tab() == "settings"
+        await pilot.press("escape")
+        assert app.screen is screen and screen.focused is None
+        await wait_for(pilot, lambda: "v" in {k.key for k in screen.query(FooterKey) if k.display})
+        await pilot.press("1")
+        screen.query_one("#overview TextArea", TextArea).focus()  # the Test Model input
+        await pilot.pause()
+        await pilot.press("r", "3")
+        assert app.screen is screen and screen.active_tab() == "overview"
+        await pilot.press("escape", "escape")
+        assert app.screen is not screen

@@ -89,6 +89,7 @@ async def test_a_worker_that_fails_says_so_in_one_line_and_files_the_traceback(a
         await wait_for(
             pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.detail is not None
         )
+        await pilot.press("escape")  # out of the variables box: g is a key again
         await pilot.press("g")
         await pilot.pause(0.2)
         await pilot.press("y")

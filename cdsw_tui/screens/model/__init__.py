@@ -13,7 +13,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Label, TabbedContent, TabPane, Tabs
+from textual.widgets import Footer, Header, Input, Label, TabbedContent, TabPane, Tabs, TextArea
 
 from cdsw_tui.screens.model.actions import DeploymentActions
 from cdsw_tui.screens.model.builds import BuildsTab
@@ -40,6 +40,14 @@ MODEL_ACTIONS = ("deploy_new_build", "build_only", "stop", "restart", "scale")
 FOOTER = "footer"  # the parameter of a key's copy shown in the footer of a wide screen
 WIDE = 100  # columns from which the footer has room for them
 SAYS_WHY = ("cancel_build",)  # a tab's actions shown while refused, which say why when pressed
+
+
+def _letter_actions(bindings: list[Any]) -> frozenset[str]:
+    """The actions of single-letter keys: a focused text box takes those letters."""
+    return frozenset(
+        b.action.partition("(")[0] for b in bindings if isinstance(b, Binding) and len(b.key) == 1
+    )
+
 
 _TIPS = {
     "test": "Test Model: send the input, show the answer (Overview)",
@@ -75,7 +83,7 @@ class ModelScreen(DeploymentActions):
     DEFAULT_CSS = "ModelScreen.short #requests-table { display: none; }"
     # the footer shows what matters on the tab (it fits 80 columns); Help lists them all
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="nav.back"),
+        Binding("escape", "back", "Back", id="nav.back"),
         Binding("1", "tab('overview')", "Overview", show=False),
         Binding("2", "tab('builds')", "Builds", show=False),
         Binding("3", "tab('deployments')", "Deployments", show=False),
@@ -117,6 +125,7 @@ class ModelScreen(DeploymentActions):
         Binding("slash", "log('filter')", "Filter", show=False, tooltip="filter the log"),
         Binding("a", "log('next_source')", "Replica", show=False, tooltip="one replica, or all"),
     ]
+    LETTER_ACTIONS = _letter_actions(BINDINGS)
     AUTO_FOCUS = ""  # none (None would mean the app's "*"): focus follows the tab, in action_tab
     # where each key acts (and shows): a tab's own actions there, the model's on work tabs
     TAB_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -172,6 +181,19 @@ class ModelScreen(DeploymentActions):
         self.call_after_refresh(self._focus_tab)  # the tab the user is on by then
         self._sync_logs()
 
+    def action_back(self) -> None:
+        """Escape in a text box leaves the box, not the screen (a second one does)."""
+        if isinstance(self.focused, (Input, TextArea)):
+            self.set_focus(None)
+        else:
+            self.app.pop_screen()
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # a text box takes the letters, or gives them back
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
     def on_resize(self) -> None:
         self.set_class(self.size.height < 32, "short")  # the recent calls give the log room
         self.refresh_bindings()  # the footer's room changed too
@@ -185,6 +207,9 @@ class ModelScreen(DeploymentActions):
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
         if parameters == (FOOTER,) and self.size.width < WIDE:
             return False
+        if action in self.LETTER_ACTIONS and isinstance(self.focused, (Input, TextArea)):
+            return False  # the letter is typed there: it neither acts nor shows
+
         tabs = self.TAB_ACTIONS.get(action)
         if tabs is not None and self.active_tab() not in tabs:
             return False

@@ -23,6 +23,7 @@ class SettingsTab(VerticalScroll, ModelTab):
     SettingsTab #model-env { height: 8; }
     """
     ACTIONS = ("reveal_key", "regenerate_key", "save_env", "delete_model")
+    FOCUS = "#model-env"  # typing lands in the variables (v and g are typed there too)
 
     def __init__(self, ref: str) -> None:
         super().__init__()
