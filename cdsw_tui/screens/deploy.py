@@ -8,11 +8,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error, show_error
+from cdsw_tui.screens.help import Dialog
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.store import Deployment, Model, pk
 from cdsw_tui.widgets.host import host
@@ -21,7 +21,7 @@ from cdsw_tui.widgets.workers import ReportsWorkerErrors
 NEW_BUILD = 0  # the Build select's value for "a new build of the code as it is now"
 
 
-class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
+class DeployScreen(ReportsWorkerErrors, Dialog[int | None]):
     DEFAULT_CSS = """
     DeployScreen { align: center middle; }
     DeployScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
@@ -144,7 +144,7 @@ class DeployScreen(ReportsWorkerErrors, ModalScreen[int | None]):
         self.app.call_from_thread(self.dismiss, pk(d))
 
 
-class ScaleScreen(ReportsWorkerErrors, ModalScreen[int | None]):
+class ScaleScreen(ReportsWorkerErrors, Dialog[int | None]):
     """Scale the running deployment: a new replica count, no new build or deployment
     (kubectl scale, docker service scale)."""
 

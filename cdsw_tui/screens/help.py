@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -22,6 +24,16 @@ GENERAL = """\
 
 `f` follow, `w` wrap, `t` timestamps, `/` filter, `a` one replica or all, `End` follow again.
 """
+
+
+ResultT = TypeVar("ResultT")
+
+
+class Dialog(ModalScreen[ResultT]):
+    """A dialog or a form over a screen: ? and F1 show its keys too (a modal screen
+    takes no key of the app's). In a text box ? is typed; F1 still helps."""
+
+    BINDINGS = [Binding("question_mark,f1", "app.help", "Help", id="dialog.help")]
 
 
 class HelpScreen(ModalScreen[None]):

@@ -8,18 +8,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.output import printable
 from cdsw_tui.screens.forms import Field, mark_error, show_error
+from cdsw_tui.screens.help import Dialog
 from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class NewProjectScreen(ReportsWorkerErrors, ModalScreen[str | None]):
+class NewProjectScreen(ReportsWorkerErrors, Dialog[str | None]):
     """Dismissed with the new project's name (``launched``: an AMP launch began)."""
 
     DEFAULT_CSS = """

@@ -7,11 +7,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.screens.help import Dialog
 from cdsw_tui.services import runtimes
 from cdsw_tui.store import Project, pk
 from cdsw_tui.widgets.host import host
@@ -38,7 +38,7 @@ def parse_env(text: str) -> dict[str, str]:
     return v.env_pairs(lines)
 
 
-class ProjectSettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
+class ProjectSettingsScreen(ReportsWorkerErrors, Dialog[None]):
     DEFAULT_CSS = """
     ProjectSettingsScreen { align: center middle; }
     ProjectSettingsScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }

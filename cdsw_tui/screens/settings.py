@@ -12,19 +12,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.config import write_config
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.forms import Field, mark_error
+from cdsw_tui.screens.help import Dialog
 from cdsw_tui.screens.project_settings import env_text, parse_env
 from cdsw_tui.services import runtimes
 from cdsw_tui.widgets.host import host
 from cdsw_tui.widgets.workers import ReportsWorkerErrors
 
 
-class SettingsScreen(ReportsWorkerErrors, ModalScreen[None]):
+class SettingsScreen(ReportsWorkerErrors, Dialog[None]):
     DEFAULT_CSS = """
     SettingsScreen { align: center middle; }
     SettingsScreen > VerticalScroll { width: 84; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }

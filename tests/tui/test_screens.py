@@ -806,3 +806,30 @@ async def test_typing_in_a_text_box_never_fires_an_action(app, size):
         assert app.screen is screen and screen.active_tab() == "overview"
         await pilot.press("escape", "escape")
         assert app.screen is not screen
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_help_opens_in_dialogs_and_forms(app, size):
+    """Before: ? and F1 did nothing in a dialog (a modal screen takes none of the app's
+    keys). Now F1 (and ? where no text box takes it) lists the dialog's own keys."""
+    async with app.run_test(size=size) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        confirm = app.screen
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert any("Yes" in words for _, words in app.screen.keys)
+        await pilot.press("escape")
+        assert app.screen is confirm
+        await pilot.press("n")  # no: nothing deleted
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewProjectScreen))
+        form = app.screen
+        await pilot.press("f1")  # the name box has the focus: ? would be typed there
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        assert app.screen is form
+    assert len(projects.list_all(app.wb)) == 2
