@@ -28,7 +28,7 @@ class TestPane(ReportsWorkerErrors, Vertical):
     TestPane #test-input { width: 1fr; height: auto; }
     TestPane #test-result { width: 1fr; height: auto; min-height: 6; padding-left: 1; }
     TestPane #test-response { height: auto; }
-    TestPane #test-status { height: 1; }
+    TestPane #test-status { width: 100%; height: auto; }  /* an error wraps, whole */
     TestPane #test-status.-ok { color: $success; }
     TestPane #test-status.-error { color: $error; }
     TestPane #history { height: 6; }
@@ -68,10 +68,12 @@ class TestPane(ReportsWorkerErrors, Vertical):
     def send(self) -> None:
         editor = self.query_one(JsonEditor)
         problem = editor.error()
-        if problem:
-            self.notify(f"input is {problem}", severity="error")
-            return
         status = self.query_one("#test-status", Label)
+        self.query_one("#test-response", Static).update("")  # no answer of an earlier call
+        if problem:  # said where the answer goes, whole, and nothing is sent
+            status.update(f"✘ input is {problem}")
+            status.set_classes("-error")
+            return
         status.update("sending…")
         status.set_classes("")
         self._call(editor.text)

@@ -66,5 +66,14 @@ async def test_create_build_deploy_and_test_by_keys(home: Path):
             assert pane.last_body["ReplicaID"] in text
             history = screen.query_one("#history")
             assert history.row_count == 1
+            # a bad input: its error whole where the answer goes, the 200 gone from beside
+            # it (before: cut at the status line's end, the earlier answer left shown)
+            screen.query_one("#test-json").text = "{'a': 3, 'b': 5}"
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: "✘" in str(status.render()))
+            said = " ".join(str(status.render()).split())
+            assert "Expecting property name enclosed in double quotes" in said, said
+            assert str(screen.query_one("#test-response").render()).strip() == ""
+            assert history.row_count == 1  # nothing was sent
     finally:
         wb.close()

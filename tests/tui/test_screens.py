@@ -833,3 +833,26 @@ async def test_help_opens_in_dialogs_and_forms(app, size):
         await pilot.press("escape")
         assert app.screen is form
     assert len(projects.list_all(app.wb)) == 2
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_bad_test_input_shows_its_whole_error_and_no_earlier_answer(app, size):
+    """Before: the error was cut ('...enclosed in doubl') and the earlier 200 stayed
+    beside it. (The end-to-end test sees the same after a real call.)"""
+    from cdsw_tui.widgets.test_pane import TestPane
+
+    async with app.run_test(size=size) as pilot:
+        await open_model(pilot, app, "demo/add")
+        pane = app.screen.query_one(TestPane)
+        pane._show(200, {"success": True, "response": 8, "ReplicaID": "add-1-1-x"}, 1.0, "{}")
+        pane.query_one("#test-json").text = "{'a': 3, 'b': 5}"
+        await pilot.press("ctrl+t")
+        status = pane.query_one("#test-status", Label)
+        await wait_for(pilot, lambda: "✘" in str(status.render()))
+        await pilot.pause()
+        said = " ".join(str(status.render()).split())
+        assert said.endswith(
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+        ), said
+        assert status.region.height >= 1 and status.region.right <= size[0]
+        assert str(pane.query_one("#test-response").render()).strip() == ""
