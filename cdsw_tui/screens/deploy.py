@@ -24,7 +24,7 @@ NEW_BUILD = 0  # the Build select's value for "a new build of the code as it is 
 class DeployScreen(ReportsWorkerErrors, Dialog[int | None]):
     DEFAULT_CSS = """
     DeployScreen { align: center middle; }
-    DeployScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
+    DeployScreen > VerticalScroll { width: 80; max-width: 100%; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
     DeployScreen #resources { height: auto; }
     DeployScreen #resources Field { width: 1fr; margin-right: 1; }
     DeployScreen TextArea { height: 4; }
@@ -150,7 +150,7 @@ class ScaleScreen(ReportsWorkerErrors, Dialog[int | None]):
 
     DEFAULT_CSS = """
     ScaleScreen { align: center middle; }
-    ScaleScreen > VerticalScroll { width: 60; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    ScaleScreen > VerticalScroll { width: 60; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
     ScaleScreen #buttons { height: auto; align-horizontal: right; }
     ScaleScreen Button { margin-left: 2; }
     """

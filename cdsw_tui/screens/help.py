@@ -33,6 +33,12 @@ class Dialog(ModalScreen[ResultT]):
     """A dialog or a form over a screen: ? and F1 show its keys too (a modal screen
     takes no key of the app's). In a text box ? is typed; F1 still helps."""
 
+    DEFAULT_CSS = """
+    Dialog > .dialog { width: 80; max-width: 100%; height: auto; max-height: 100%; border: thick $primary; background: $surface; padding: 0 2; }
+    Dialog .dialog > .fields { height: auto; max-height: 70vh; padding-top: 1; }
+    Dialog .dialog > .buttons { height: auto; align-horizontal: right; margin: 1 0; }
+    Dialog .dialog > .buttons Button { margin-left: 2; }
+    """
     BINDINGS = [Binding("question_mark,f1", "app.help", "Help", id="dialog.help")]
 
 

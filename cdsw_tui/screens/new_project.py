@@ -24,9 +24,6 @@ class NewProjectScreen(ReportsWorkerErrors, Dialog[str | None]):
 
     DEFAULT_CSS = """
     NewProjectScreen { align: center middle; }
-    NewProjectScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
-    NewProjectScreen Horizontal { height: auto; align-horizontal: right; }
-    NewProjectScreen Button { margin-left: 2; }
     NewProjectScreen #amp-vars { height: auto; }
     NewProjectScreen #amp-info { width: 100%; margin-bottom: 1; display: none; }
     """
@@ -36,45 +33,48 @@ class NewProjectScreen(ReportsWorkerErrors, Dialog[str | None]):
     ]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Label("[b]New Project[/b]")
-            yield Field("Name", Input(id="name"), name="name")
-            yield Field(
-                "Source",
-                Select(
-                    [
-                        ("Template: quickstart", "quickstart"),
-                        ("An existing folder", "folder"),
-                        ("An AMP folder (.project-metadata.yaml)", "amp"),
-                    ],
-                    value="quickstart",
-                    allow_blank=False,
-                    id="source",
-                ),
-                name="template",
-            )
-            yield Field(
-                "Folder (blank: a new folder under CDSW_TUI_HOME)", Input(id="path"), name="path"
-            )
-            yield Field(
-                "Runtime",
-                Select(
-                    runtimes.choices(),
-                    value="local",
-                    allow_blank=False,
-                    id="runtime",
-                ),
-                name="runtime",
-            )
-            yield Field("Engine image (docker builds)", Input(id="engine"), name="engine")
-            yield Field(
-                "Python (local runtime; blank: cdsw-tui's own)",
-                Input(id="python", placeholder="e.g. /usr/bin/python3.9"),
-                name="python",
-            )
-            yield Label("", id="amp-info", classes="hint")
-            yield Vertical(id="amp-vars")
-            with Horizontal():
+        with Vertical(classes="dialog"):
+            with VerticalScroll(classes="fields"):
+                yield Label("[b]New Project[/b]")
+                yield Field("Name", Input(id="name"), name="name")
+                yield Field(
+                    "Source",
+                    Select(
+                        [
+                            ("Template: quickstart", "quickstart"),
+                            ("An existing folder", "folder"),
+                            ("An AMP folder (.project-metadata.yaml)", "amp"),
+                        ],
+                        value="quickstart",
+                        allow_blank=False,
+                        id="source",
+                    ),
+                    name="template",
+                )
+                yield Field(
+                    "Folder (blank: a new folder under CDSW_TUI_HOME)",
+                    Input(id="path"),
+                    name="path",
+                )
+                yield Field(
+                    "Runtime",
+                    Select(
+                        runtimes.choices(),
+                        value="local",
+                        allow_blank=False,
+                        id="runtime",
+                    ),
+                    name="runtime",
+                )
+                yield Field("Engine image (docker builds)", Input(id="engine"), name="engine")
+                yield Field(
+                    "Python (local runtime; blank: cdsw-tui's own)",
+                    Input(id="python", placeholder="e.g. /usr/bin/python3.9"),
+                    name="python",
+                )
+                yield Label("", id="amp-info", classes="hint")
+                yield Vertical(id="amp-vars")
+            with Horizontal(classes="buttons"):  # in view however long the form
                 yield Button("Cancel", id="cancel")
                 yield Button("Create (ctrl+s)", id="create", variant="primary")
 

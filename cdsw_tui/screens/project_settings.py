@@ -41,7 +41,7 @@ def parse_env(text: str) -> dict[str, str]:
 class ProjectSettingsScreen(ReportsWorkerErrors, Dialog[None]):
     DEFAULT_CSS = """
     ProjectSettingsScreen { align: center middle; }
-    ProjectSettingsScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
+    ProjectSettingsScreen > VerticalScroll { width: 80; max-width: 100%; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
     ProjectSettingsScreen TextArea { height: 8; }
     ProjectSettingsScreen #placement { height: 4; }
     ProjectSettingsScreen Horizontal { height: auto; align-horizontal: right; }

@@ -11,7 +11,7 @@ import os
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from cdsw_tui.config import write_config
@@ -27,10 +27,8 @@ from cdsw_tui.widgets.workers import ReportsWorkerErrors
 class SettingsScreen(ReportsWorkerErrors, Dialog[None]):
     DEFAULT_CSS = """
     SettingsScreen { align: center middle; }
-    SettingsScreen > VerticalScroll { width: 84; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }
+    SettingsScreen > .dialog { width: 84; }
     SettingsScreen TextArea { height: 8; }
-    SettingsScreen #buttons { height: auto; align-horizontal: right; }
-    SettingsScreen Button { margin-left: 2; }
     """
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
@@ -39,30 +37,31 @@ class SettingsScreen(ReportsWorkerErrors, Dialog[None]):
 
     def compose(self) -> ComposeResult:
         s = host(self).wb.settings
-        with VerticalScroll():
-            yield Label("[b]Settings[/b]  (saved to config.toml in CDSW_TUI_HOME)")
-            yield Field(
-                "Gateway port (the controller uses it from its next start)",
-                Input(str(s.gateway_port), id="gateway_port", type="integer"),
-                name="gateway_port",
-            )
-            yield Field(
-                "Default runtime of new projects",
-                Select(
-                    runtimes.choices(),
-                    value=s.runtime,
-                    allow_blank=False,
-                    id="runtime",
-                ),
-                name="runtime",
-            )
-            yield Field(
-                "Engine image", Input(s.engine_image, id="engine_image"), name="engine_image"
-            )
-            yield Field(
-                "Global environment variables (K=V, one a line)", TextArea(id="env"), name="env"
-            )
-            with Horizontal(id="buttons"):
+        with Vertical(classes="dialog"):
+            with VerticalScroll(classes="fields"):
+                yield Label("[b]Settings[/b]  (saved to config.toml in CDSW_TUI_HOME)")
+                yield Field(
+                    "Gateway port (the controller uses it from its next start)",
+                    Input(str(s.gateway_port), id="gateway_port", type="integer"),
+                    name="gateway_port",
+                )
+                yield Field(
+                    "Default runtime of new projects",
+                    Select(
+                        runtimes.choices(),
+                        value=s.runtime,
+                        allow_blank=False,
+                        id="runtime",
+                    ),
+                    name="runtime",
+                )
+                yield Field(
+                    "Engine image", Input(s.engine_image, id="engine_image"), name="engine_image"
+                )
+                yield Field(
+                    "Global environment variables (K=V, one a line)", TextArea(id="env"), name="env"
+                )
+            with Horizontal(id="buttons", classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
 

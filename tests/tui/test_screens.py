@@ -856,3 +856,26 @@ async def test_a_bad_test_input_shows_its_whole_error_and_no_earlier_answer(app,
         ), said
         assert status.region.height >= 1 and status.region.right <= size[0]
         assert str(pane.query_one("#test-response").render()).strip() == ""
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_forms_keep_their_buttons_and_borders_on_screen(app, size):
+    """Before: New Project's buttons were below the fold even at 120x40, and Settings
+    lost its right border at 80 columns. Now the fields scroll and the buttons stay."""
+    from textual.widgets import Button
+
+    async with app.run_test(size=size) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        for key, kind in (("n", NewProjectScreen), ("s", SettingsScreen)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda kind=kind: isinstance(app.screen, kind))
+            await pilot.pause(0.1)
+            form = app.screen
+            box = form.query_one(".dialog").region
+            assert box.x >= 0 and box.right <= size[0] and box.bottom <= size[1], box
+            for button in form.query(Button):
+                r = button.region
+                assert r.height and r.y >= box.y and r.bottom <= box.bottom, (button.id, r, box)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda kind=kind: not isinstance(app.screen, kind))
