@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 
 import pytest
@@ -879,3 +880,21 @@ async def test_forms_keep_their_buttons_and_borders_on_screen(app, size):
                 assert r.height and r.y >= box.y and r.bottom <= box.bottom, (button.id, r, box)
             await pilot.press("escape")
             await wait_for(pilot, lambda kind=kind: not isinstance(app.screen, kind))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_monitoring_figures_never_overlap(app, size):
+    """Before: 'gateway ms p50 27986.4 p95 30000.8 p99 test latency ms (Test Model
+    fills this)', and at 80 columns 'max 0gateway'. Now each wraps in its own column."""
+    async with app.run_test(size=size) as pilot:
+        screen = await open_model(pilot, app, "demo/add", "monitoring")
+        tab = screen.query_one("#rates")
+        gateway = screen.query_one("#gateway-latency-label", Label)
+        gateway.update("gateway ms p50 27986.4 p95 30000.8 p99 30001.2")
+        await pilot.pause(0.1)
+        labels = [
+            screen.query_one(f"#{n}-label", Label) for n in ("rate", "gateway-latency", "latency")
+        ]
+        regions = [label.region for label in labels]
+        assert all(r.width and r.right <= tab.region.right for r in regions), regions
+        assert all(a.right <= b.x for a, b in itertools.pairwise(regions)), regions

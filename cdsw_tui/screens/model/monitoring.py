@@ -28,8 +28,9 @@ class MonitoringTab(Vertical, ModelTab):
     DEFAULT_CSS = """
     MonitoringTab #replicas-table { height: 8; }
     MonitoringTab #requests-table { height: 7; }
-    MonitoringTab #rates { height: 4; }
-    MonitoringTab #rates Vertical { width: 1fr; }
+    MonitoringTab #rates { height: auto; }
+    MonitoringTab #rates Vertical { width: 1fr; height: auto; margin-right: 1; }
+    MonitoringTab #rates Label { width: 100%; }  /* wraps in its column, never over the next */
     MonitoringTab Sparkline { height: 2; }
     """
     ACTIONS = ("log",)
