@@ -44,8 +44,10 @@ class DeployScreen(ReportsWorkerErrors, Dialog[int | None]):
         previous: Deployment | Model,
         built: list[int],
         env: dict[str, str],
+        replicas: int | None = None,
     ) -> None:
         super().__init__()
+        self.replicas = replicas or previous.replicas  # the running deployment's, for `r`
         self.ref = ref
         self.build = build
         self.previous = previous
@@ -71,7 +73,7 @@ class DeployScreen(ReportsWorkerErrors, Dialog[int | None]):
             with Horizontal(id="resources"):
                 yield Field(
                     "Replicas",
-                    Input(str(p.replicas), id="replicas", type="integer"),
+                    Input(str(self.replicas), id="replicas", type="integer"),
                     name="replicas",
                 )
                 yield Field("CPU", Input(f"{p.cpu:g}", id="cpu", type="number"), name="cpu")

@@ -898,3 +898,30 @@ async def test_the_monitoring_figures_never_overlap(app, size):
         regions = [label.region for label in labels]
         assert all(r.width and r.right <= tab.region.right for r in regions), regions
         assert all(a.right <= b.x for a, b in itertools.pairwise(regions)), regions
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_redeploy_of_an_older_deployment_keeps_the_running_scale(app, size):
+    """Before: `r` took the replica count of the selected (stopped) deployment, while
+    the docs said the running one's. Now, as a rollback: the selected deployment's
+    build, cpu and variables, at the replica count the model runs at now (2)."""
+    from cdsw_tui.screens.deploy import DeployScreen
+    from cdsw_tui.store import Deployment
+
+    model = models.resolve(app.wb, "demo/add")
+    running = models.active_deployment(app.wb, model)
+    assert running is not None
+    with app.wb.store.session() as s:
+        s.add(Deployment(model_id=model.id, build_id=running.build_id, status="stopped",
+                         replicas=5, cpu=0.5, env="{}"))  # fmt: skip
+        s.commit()
+    async with app.run_test(size=size) as pilot:
+        screen = await open_model(pilot, app, "demo/add", "deployments")
+        await wait_for(pilot, lambda: len(screen.detail.deployments) == 2)
+        table = screen.query_one("#deployments-table", DataTable)
+        table.move_cursor(row=0)  # the newest: the stopped one
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen))
+        form = app.screen
+        assert form.query_one("#replicas", Input).value == "2"
+        assert form.query_one("#cpu", Input).value == "0.5"

@@ -46,9 +46,12 @@ class DeploymentActions(PollingScreen):
         self.show_new_build()
         self.run_service(go, done="build queued")
 
-    def deploy_form(self, build: int | None, start: Deployment | None, new: bool = False) -> None:
+    def deploy_form(
+        self, build: int | None, start: Deployment | None, new: bool = False, scale: int = 0
+    ) -> None:
         """One form for Deploy New Build and Re-deploy, carrying over the resources and
-        variables of ``start`` (a deployment), else the model's defaults."""
+        variables of ``start`` (a deployment), else the model's defaults; ``scale``: the
+        replica count, if not ``start``'s."""
         if self.detail is None:
             return
         built = [b.number for b in self.detail.builds if b.status == "built"]
@@ -59,6 +62,7 @@ class DeploymentActions(PollingScreen):
                 start or self.detail.model,
                 built,
                 env_service.unpack(self.wb, start.env) if start is not None else {},
+                scale or None,
             ),
             self._deployed,
         )

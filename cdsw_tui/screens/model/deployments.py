@@ -60,4 +60,7 @@ class DeploymentsTab(Vertical, ModelTab):
         table = self.query_one("#deployments-table", DataTable)
         index = min(table.cursor_row or 0, len(detail.deployments) - 1)
         d = detail.deployments[index]
-        self.model_screen.deploy_form(detail.build_numbers.get(d.build_id), d)
+        # as a rollback does: the build, resources and variables of the one chosen, at the
+        # scale the model runs at now
+        running = detail.active.replicas if detail.active is not None else 0
+        self.model_screen.deploy_form(detail.build_numbers.get(d.build_id), d, scale=running)
