@@ -925,3 +925,26 @@ async def test_redeploy_of_an_older_deployment_keeps_the_running_scale(app, size
         form = app.screen
         assert form.query_one("#replicas", Input).value == "2"
         assert form.query_one("#cpu", Input).value == "0.5"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_b_shows_the_new_builds_log_and_a_short_screen_shows_more_of_it(app, size, tmp_path):
+    """Before: after b the log pane stayed on the previous build, and at 80x24 only 2
+    log lines showed under the builds table. Now the log (and the cursor) go to the new
+    build once it is read, and a short screen gives the log the room."""
+    from cdsw_tui.store import Project
+    from cdsw_tui.widgets.log_view import LogView
+
+    model = models.resolve(app.wb, "demo/add")
+    project = tmp_path / "code"
+    project.mkdir()
+    (project / model.file).write_text("def add(args):\n    return args['a'] + args['b']\n")
+    app.wb.store.update(Project, model.project_id, path=str(project))
+    async with app.run_test(size=size) as pilot:
+        screen = await open_model(pilot, app, "demo/add", "builds")
+        title = screen.query_one("#build-log-title", Label)
+        await wait_for(pilot, lambda: "build 1" in str(title.render()))
+        await pilot.press("b")
+        await wait_for(pilot, lambda: "build 2" in str(title.render()))
+        table = screen.query_one("#builds-table", DataTable)
+        assert table.cursor_row == 0 and screen.query_one("#build-log", LogView).region.height >= 7

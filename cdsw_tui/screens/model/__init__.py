@@ -80,7 +80,10 @@ def _on_tab(action: str) -> Callable[..., None]:
 
 
 class ModelScreen(DeploymentActions):
-    DEFAULT_CSS = "ModelScreen.short #requests-table { display: none; }"
+    DEFAULT_CSS = """
+    ModelScreen.short #requests-table { display: none; }
+    ModelScreen.short #builds-table { height: 5; }  /* the build log keeps its room */
+    """
     # the footer shows what matters on the tab (it fits 80 columns); Help lists them all
     BINDINGS = [
         Binding("escape", "back", "Back", id="nav.back"),

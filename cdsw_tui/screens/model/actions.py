@@ -29,8 +29,9 @@ class DeploymentActions(PollingScreen):
         return models.resolve(self.wb, self.ref)
 
     def show_new_build(self) -> None:
-        """Go to Builds, where the next read shows the newest build's log."""
-        self.query_one(BuildsTab).select(None)
+        """Go to Builds, whose log goes to the build being asked for once a read has it."""
+        newest = self.detail.builds[0].number if self.detail and self.detail.builds else 0
+        self.query_one(BuildsTab).await_build_after(newest)
         self.action_tab("builds")
 
     def action_deploy_new_build(self) -> None:

@@ -29,6 +29,7 @@ class BuildsTab(Vertical, ModelTab):
     def __init__(self) -> None:
         super().__init__()
         self.selected: int | None = None  # the build whose log shows
+        self.awaited: int | None = None  # a build newer than this is asked for: show it
 
     def compose(self) -> ComposeResult:
         table: DataTable = DataTable(id="builds-table", cursor_type="row", zebra_stripes=True)
@@ -55,13 +56,23 @@ class BuildsTab(Vertical, ModelTab):
         update_rows(
             self.query_one("#builds-table", DataTable), [str(b.number) for b in detail.builds], rows
         )
-        if self.selected is None and detail.builds:
-            self.select(detail.builds[0].number)
+        newest = detail.builds[0].number if detail.builds else None
+        if newest is not None and self.awaited is not None and newest > self.awaited:
+            self.awaited = None  # the asked-for build is here: its log, its row
+            self.select(newest)
+            self.query_one("#builds-table", DataTable).move_cursor(row=0)
+        elif self.selected is None and newest is not None:
+            self.select(newest)
 
     def can(self, action: str, detail: ModelDetail | None) -> bool:
         if action == "cancel_build":
             return detail is not None and any(b.status in RUNNING for b in detail.builds)
         return True
+
+    def await_build_after(self, number: int) -> None:
+        """A build newer than ``number`` is being asked for: show its log once it is read
+        (before: the log stayed on the build shown when it was asked)."""
+        self.awaited = number
 
     def select(self, number: int | None) -> None:
         """Show the log of build ``number`` (None: the newest, once the next read has it)."""
