@@ -73,7 +73,7 @@ class ProjectScreen(ListScreen):
             (
                 r.name,
                 badge(r.status),
-                dash(r.build),
+                serving(r.serving_build, r.build),
                 dash(r.deployment),
                 dash(r.replicas),
                 when(r.updated),
@@ -137,3 +137,11 @@ class ProjectScreen(ListScreen):
             lambda: deployments.delete_model(self.wb, models.resolve(self.wb, ref)),
             done=f"model {row.name} deleted",
         )
+
+
+def serving(build: int | None, newest: int | None) -> str:
+    """The build that runs (else the newest built), and the newest when it is another:
+    the model screen's Build field says the same."""
+    if build is None:
+        return dash(newest)
+    return str(build) if newest in (None, build) else f"{build} (newest {newest})"

@@ -948,3 +948,26 @@ async def test_b_shows_the_new_builds_log_and_a_short_screen_shows_more_of_it(ap
         await wait_for(pilot, lambda: "build 2" in str(title.render()))
         table = screen.query_one("#builds-table", DataTable)
         assert table.cursor_row == 0 and screen.query_one("#build-log", LogView).region.height >= 7
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_project_screen_shows_the_build_that_runs(app, size):
+    """Before: the Build column showed the newest build, though build 1 runs. Now the
+    running build, and the newest beside it when it is another."""
+    from cdsw_tui.store import Build
+
+    model = models.resolve(app.wb, "demo/add")
+    with app.wb.store.session() as s:
+        s.add(Build(model_id=model.id, number=2, status="built", snapshot="e" * 40,
+                    tree="f" * 40, file="add_numbers.py", function="add", kernel="python3",
+                    runtime="local"))  # fmt: skip
+        s.commit()
+    async with app.run_test(size=size) as pilot:
+        app.open_project("demo")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ProjectScreen) and app.screen.query(DataTable)
+        )
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        row = table.get_row_at(0)
+        assert (row[0], str(row[2])) == ("add", "1 (newest 2)"), row
