@@ -173,6 +173,6 @@ def logs_cmd(
     files = logs.log_files(wb, models.resolve(wb, ref), replica)
     try:
         for line in logs.read(files, tail, follow):
-            untrusted(line, raw)
+            untrusted(logs.shown(line), raw)
     except KeyboardInterrupt:
         pass

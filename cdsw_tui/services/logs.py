@@ -14,6 +14,18 @@ from cdsw_tui.services import deployments, logwatch, models
 from cdsw_tui.services.context import Workbench
 from cdsw_tui.store import Deployment, Model, pk
 
+STREAMS = {"stdout": "OUT", "stderr": "ERR"}  # how a line's stream is shown, here and in the TUI
+
+
+def shown(line: str) -> str:
+    """A merged replica log line (``replica stamp stream text``) with its stream as the
+    workbench shows it (OUT, ERR)."""
+    parts = line.split(" ", 3)
+    if len(parts) == 4 and parts[2] in STREAMS:
+        parts[2] = STREAMS[parts[2]]
+        return " ".join(parts)
+    return line
+
 
 def replica_log(home: Path, model_id: int, deployment_id: int, name: str) -> Path:
     """A replica's log: written by the controller only, kept until the model is deleted."""

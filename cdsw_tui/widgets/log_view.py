@@ -27,6 +27,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Label
 
 from cdsw_tui.output import printable
+from cdsw_tui.services.logs import STREAMS
 from cdsw_tui.services.logwatch import Lines as Batch
 from cdsw_tui.services.logwatch import LogWatcher, Subscription
 from cdsw_tui.widgets.host import host
@@ -309,7 +310,7 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
         parts = rest.split(" ", 2)
         if len(parts) >= 2 and len(parts[0]) >= 20 and parts[0][:4].isdigit():
             stamp = parts[0]
-            if len(parts) == 3 and parts[1] in ("stdout", "stderr"):
+            if len(parts) == 3 and parts[1] in STREAMS:
                 stream, body = parts[1], parts[2]
             else:
                 body = " ".join(parts[1:])
@@ -319,11 +320,11 @@ class LogView(ReportsWorkerErrors, Vertical, can_focus=False):
         if stamp and self.timestamps:
             text.append(stamp + " ", style="dim")
         if stream == "stderr":
-            text.append("ERR ", style="bold red")
+            text.append(f"{STREAMS[stream]} ", style="bold red")
             text.append(body, style="red")
         else:
             if stream == "stdout":
-                text.append("OUT ", style="dim green")
+                text.append(f"{STREAMS[stream]} ", style="dim green")
             text.append(body)
         return text
 

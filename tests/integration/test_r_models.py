@@ -78,7 +78,10 @@ def test_r_add_named_list_error_and_prints(cli: Cli, project: Path):
     )
     out = json.loads(cli("call", "rp/describe", '{"values": [1, 2, 6]}').out)
     assert out["response"] == {"n": 3, "mean": 3, "max": 6}  # a named list is an object
-    assert "describing 3 values" in cli("logs", "rp/describe").out  # R's stdout reaches the log
+    logged = cli("logs", "rp/describe").out
+    assert "describing 3 values" in logged  # R's stdout reaches the log
+    # its stream named as the workbench names it (before: stdout, where the TUI has OUT)
+    assert " OUT " in logged and " stdout " not in logged, logged
     cli(
         "model",
         "create",
@@ -124,8 +127,13 @@ def test_r_file_without_the_function(cli: Cli, project: Path):
     )
 
 
-def test_missing_r_is_one_clear_line(cli: Cli, project: Path):
-    python_only = f"{Path(sys.executable).parent}:/nonexistent"
+def test_missing_r_is_one_clear_line(cli: Cli, project: Path, tmp_path: Path):
+    import shutil
+
+    git = tmp_path / "git-only"  # cdsw-tui needs git, found before anything else
+    git.mkdir()
+    (git / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    python_only = f"{Path(sys.executable).parent}:{git}"
     result = cli(
         "model",
         "create",

@@ -181,3 +181,14 @@ def test_a_pane_opened_before_its_file_is_named_still_starts_at_the_tail(tmp_pat
         wait_until(lambda: len(sink.lines()) >= 5)
         watcher.caught_up()
     assert sink.lines() == [f"step {i}" for i in range(9995, 10_000)]
+
+
+def test_a_merged_line_names_its_stream_as_the_workbench_does():
+    from cdsw_tui.services.logs import shown
+
+    assert (
+        shown("r-a 2026-01-01T00:00:01.000Z stderr boom x")
+        == "r-a 2026-01-01T00:00:01.000Z ERR boom x"
+    )
+    assert shown("r-a 2026-01-01T00:00:01.000Z stdout hi") == "r-a 2026-01-01T00:00:01.000Z OUT hi"
+    assert shown("a line of no shape") == "a line of no shape"
