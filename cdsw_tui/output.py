@@ -52,16 +52,20 @@ def table(
     *,
     empty: str = "nothing yet",
     raw: bool = False,
+    widths: dict[str, int] | None = None,
 ) -> None:
     """Columns two spaces apart under upper-case names, never wrapped (a pipe reads whole
     lines); rich measures the cells, so wide characters align too. A cell's control
-    characters are written out (a reason may quote what a replica wrote) unless ``raw``."""
+    characters are written out (a reason may quote what a replica wrote) unless ``raw``.
+    ``widths``: the least width of columns, so that rows printed later (a follow, through
+    ``table_row``) line up under them."""
     if not rows:
         click.echo(empty)
         return
     grid = Table(box=None, pad_edge=False, padding=(0, 1), header_style="", highlight=False)
     for column in columns:
-        grid.add_column(column.upper(), no_wrap=True, overflow="ignore")
+        least = (widths or {}).get(column)
+        grid.add_column(column.upper(), no_wrap=True, overflow="ignore", min_width=least)
     for row in rows:
         grid.add_row(*(_cell(row.get(c), raw) for c in columns))
     text = io.StringIO()
@@ -71,6 +75,15 @@ def table(
     console.print(grid)
     for line in text.getvalue().splitlines():
         click.echo(line.rstrip())
+
+
+def table_row(row: dict[str, Any], columns: Sequence[str], widths: dict[str, int]) -> str:
+    """One more row of a ``table`` printed with these ``widths``, under its columns (a
+    cell wider than its column pushes the rest right). Not yet written out: see
+    ``untrusted``."""
+    cells = ["-" if row.get(c) is None else str(row[c]) for c in columns]
+    padded = (cell.ljust(widths.get(c, 0)) for c, cell in zip(columns, cells, strict=True))
+    return "  ".join(padded).rstrip()
 
 
 def _cell(value: object, raw: bool) -> str:

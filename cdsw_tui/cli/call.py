@@ -12,7 +12,7 @@ from cdsw_tui.cli.common import (
     raw_option,
     workbench,
 )
-from cdsw_tui.output import emit_json, table, untrusted
+from cdsw_tui.output import emit_json, table, table_row, untrusted
 from cdsw_tui.services import builds, calls, logs, metrics, models, samples
 
 
@@ -51,6 +51,8 @@ def sample_cmd(ctx: click.Context, ref: str, lang: str) -> None:
 
 
 REQUEST_COLUMNS = ["time", "status", "code", "ms", "replica", "deployment", "bytes_in", "bytes_out"]
+# so that followed calls line up under the table (a wider cell pushes its row right)
+REQUEST_WIDTHS = dict(zip(REQUEST_COLUMNS, (24, 6, 24, 8, 22, 10, 8, 9), strict=True))
 
 
 @click.command("requests")
@@ -74,7 +76,8 @@ def requests_cmd(
         for record in records:
             click.echo(json.dumps(record))
     else:
-        table(records, REQUEST_COLUMNS, empty=f"{ref} has had no calls yet", raw=raw)
+        table(records, REQUEST_COLUMNS, empty=f"{ref} has had no calls yet", raw=raw,
+              widths=REQUEST_WIDTHS)  # fmt: skip
         figures = logs.latency(records)
         if figures["calls"]:
             click.echo(
@@ -88,7 +91,7 @@ def requests_cmd(
             if as_json:
                 click.echo(json.dumps(record))
             else:
-                untrusted("  ".join(str(record.get(c, "-")) for c in REQUEST_COLUMNS), raw)
+                untrusted(table_row(record, REQUEST_COLUMNS, REQUEST_WIDTHS), raw)
     except KeyboardInterrupt:
         pass
 

@@ -494,3 +494,32 @@ def test_openapi_describes_the_call(served: Served):
     locked = httpx.get(served.url + "/models/srv/locked/openapi.json").json()
     assert locked["security"] == [{"apiKey": []}]
     assert_error(httpx.get(served.url + "/models/srv/none/openapi.json"), 404, "request.invalid")
+
+
+def test_followed_calls_line_up_under_the_table(served: Served):
+    """Before: a followed call was its fields two spaces apart, under no column. Now
+    each field starts where its column does."""
+    import re
+
+    assert call(served, "add", {"a": 1, "b": 2}).status_code == 200
+    deadline = time.monotonic() + 10
+    while not json.loads(served.cli("requests", "srv/add", "--json").stdout):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "cdsw_tui", "requests", "srv/add", "--follow", "--tail", "1"],
+        stdout=subprocess.PIPE, text=True, env=served.env,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        head, first = follow.stdout.readline(), follow.stdout.readline()
+        assert head.startswith("TIME") and first[:4].isdigit(), (head, first)
+        follow.stdout.readline()  # the last minute's figures
+        assert call(served, "add", {"a": 2, "b": 2}).status_code == 200
+        followed = follow.stdout.readline()
+    finally:
+        follow.kill()
+        follow.wait()
+    starts = [m.start() for m in re.finditer(r"\S+", head)]
+    for line in (first, followed):
+        assert [m.start() for m in re.finditer(r"\S+", line)] == starts, (head, line)
