@@ -249,7 +249,7 @@ def test_500_model_error_keeps_the_traceback_in_the_log(served: Served):
     assert body["ReplicaID"].startswith("boom-")
     time.sleep(0.3)
     logs = served.cli("logs", "srv/boom").stdout
-    assert "Traceback" in logs and "stderr" in logs and "ValueError: bad input" in logs
+    assert "Traceback" in logs and " ERR " in logs and "ValueError: bad input" in logs
 
 
 def test_500_invalid_response(served: Served):
