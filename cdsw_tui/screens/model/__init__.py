@@ -39,6 +39,7 @@ WORK_TABS = ("overview", "builds", "deployments", "monitoring")
 MODEL_ACTIONS = ("deploy_new_build", "build_only", "stop", "restart", "scale")
 FOOTER = "footer"  # the parameter of a key's copy shown in the footer of a wide screen
 WIDE = 100  # columns from which the footer has room for them
+DEPLOYMENT_ACTIONS = ("stop", "restart", "scale")  # need a deployment: refused, they say why
 SAYS_WHY = ("cancel_build",)  # a tab's actions shown while refused, which say why when pressed
 
 
@@ -217,7 +218,7 @@ class ModelScreen(DeploymentActions):
         if tabs is not None and self.active_tab() not in tabs:
             return False
         d = self.detail
-        if action in ("stop", "restart", "scale"):  # None: shown, refused, and says why
+        if action in DEPLOYMENT_ACTIONS:  # None: shown, refused, and says why
             active = d.active if d is not None else None
             can = active is not None and (action == "stop" or active.status == "deployed")
             return True if can else None
@@ -232,7 +233,7 @@ class ModelScreen(DeploymentActions):
             return f"{self.ref} is still loading"
         if action == "cancel_build":
             return f"no build of {self.ref} is queued or running: nothing to cancel"
-        if action not in ("stop", "restart", "scale"):
+        if action not in DEPLOYMENT_ACTIONS:
             return ""
         if d.active is None:
             return f"{self.ref} is not deployed: nothing to {action}"

@@ -74,11 +74,9 @@ class BuildsTab(Vertical, ModelTab):
         (before: the log stayed on the build shown when it was asked)."""
         self.awaited = number
 
-    def select(self, number: int | None) -> None:
-        """Show the log of build ``number`` (None: the newest, once the next read has it)."""
+    def select(self, number: int) -> None:
+        """Show the log of build ``number``."""
         self.selected = number
-        if number is None:
-            return
         view = self.query_one("#build-log", LogView)
         view.buffer.clear()
         view.redraw()
