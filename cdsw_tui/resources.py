@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from cdsw_tui.errors import CdswError
@@ -37,41 +33,6 @@ def runner_files() -> list[tuple[Path, str]]:
     # library(cdsw): an R package's source, whatever its files are called
     files += sorted(p for p in (PYLIB / "R").rglob("*") if p.is_file() and p.suffix != ".R")
     return [(path, path.relative_to(PACKAGE.parent).as_posix()) for path in files]
-
-
-def runner_copy(home: Path) -> Path:
-    """The runner folder of a copy of ``runner_files()`` in the home, made once for each
-    content (``lib/runner-DIGEST/``): replicas run from it, so a reinstall that removes
-    this package (``pip install -e`` over ``pip install .``) leaves their next start
-    working. The copy is the controller's (0755/0644, nothing a model writes) and whole
-    or absent: made beside its place, then renamed there."""
-    files = runner_files()
-    digest = hashlib.sha256()
-    for path, name in files:
-        digest.update(f"{name}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    lib = home / "lib"
-    lib.mkdir(parents=True, exist_ok=True, mode=0o755)
-    root = lib / f"runner-{digest.hexdigest()[:16]}"
-    if not root.is_dir() or root.is_symlink():
-        tmp = Path(tempfile.mkdtemp(prefix=".runner-", dir=lib))
-        try:
-            for path, name in files:
-                target = tmp / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-            for folder, _dirs, names in os.walk(tmp):
-                os.chmod(folder, 0o755)
-                for name in names:
-                    os.chmod(os.path.join(folder, name), 0o644)
-            try:
-                os.rename(tmp, root)
-            except OSError:  # another process made it first: theirs is the same content
-                if not root.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root / RUNNER.relative_to(PACKAGE.parent)
 
 
 def assets_dir() -> Path:

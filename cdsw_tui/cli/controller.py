@@ -56,10 +56,7 @@ def serve(
         server_context(wb.settings.tls_cert, wb.settings.tls_key)
     if warning := exposure_warning(wb.settings.gateway_host, wb.settings.tls):
         click.echo(f"warning: {warning}", err=True)
-    if run(wb, Path(log_file) if log_file else None):
-        from cdsw_tui.controller.reinstall import restart_program
-
-        restart_program()  # cdsw-tui was reinstalled: the new code, as this was started
+    run(wb, Path(log_file) if log_file else None)
 
 
 @click.command()

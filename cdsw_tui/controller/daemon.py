@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from cdsw_tui.controller import app_runner, build_runner, converge, job_runner, reinstall
+from cdsw_tui.controller import app_runner, build_runner, converge, job_runner
 from cdsw_tui.controller.serving import ServingManager
 from cdsw_tui.engine.accounts import replica_identity
 from cdsw_tui.errors import CdswError
@@ -45,8 +45,6 @@ class Controller:
         self._schedules_at = 0.0
         self.shutdown = threading.Event()
         self.apps = app_runner.AppSupervisor(wb, self.runners, self.shutdown)
-        self.install = reinstall.InstallWatch(str(wb.home))
-        self.reinstalled = False  # stopped for a reinstall: the caller starts it again
 
     async def run(self) -> None:
         if not self.lock.acquire():
@@ -123,9 +121,6 @@ class Controller:
                 await asyncio.to_thread(self.apps.tick)
                 await asyncio.to_thread(self._step_amps)
                 await converge.converge(self.serving)
-                if await asyncio.to_thread(self.install.check):
-                    self.reinstalled = True
-                    self._stop.set()
             except Exception:  # keep serving whatever one pass did wrong
                 log.exception("controller pass failed")
             stop = asyncio.ensure_future(self._stop.wait())
@@ -185,9 +180,8 @@ class Controller:
             log.error("build %s: %s", build_id, future.exception())
 
 
-def serve(wb: Workbench, log_file: Path | None = None) -> bool:
-    """``log_file``: the controller's log, rotated at LOG_MAX_MB (else standard error).
-    True when it stopped because cdsw-tui was reinstalled: the caller runs the new code."""
+def serve(wb: Workbench, log_file: Path | None = None) -> None:
+    """``log_file``: the controller's log, rotated at LOG_MAX_MB (else standard error)."""
     handler: logging.Handler
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -203,11 +197,9 @@ def serve(wb: Workbench, log_file: Path | None = None) -> bool:
     )
     # watchfiles says "N changes detected" at INFO each time the store is written
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
-    controller = Controller(wb)
     try:
         import uvloop  # a faster event loop for the gateway, when installed
     except ImportError:
-        asyncio.run(controller.run())
+        asyncio.run(Controller(wb).run())
     else:
-        uvloop.run(controller.run())
-    return controller.reinstalled
+        uvloop.run(Controller(wb).run())

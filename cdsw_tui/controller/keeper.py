@@ -8,8 +8,7 @@ start.
 A controller that ends by itself is not restarted: 0 is a stop asked for (SIGTERM from
 ``cdsw-tui controller stop``; so is death by SIGTERM or SIGINT, which comes when the stop
 is asked before its handler is set), 1 a refusal that would only repeat (another controller
-holds the lock, a damaged store, a port taken), 4 a reinstall of cdsw-tui, which the
-keeper answers by running itself again, in the new code. Anything else is a crash: the next start
+holds the lock, a damaged store, a port taken). Anything else is a crash: the next start
 follows at once, then later and later while crashes keep coming within a minute of start
 (0.2 s doubling to 30 s, as a restart back-off)."""
 
@@ -29,7 +28,6 @@ FIRST_DELAY = 0.2
 MOST_DELAY = 30.0
 STEADY = 60.0  # a controller that ran this long resets the back-off
 REFUSED = 1  # cdsw-tui's exit status for a one-line error
-REINSTALLED = 4  # the controller stopped for a reinstall: the keeper starts the new code
 
 
 def _say(text: str) -> None:
@@ -82,7 +80,7 @@ def _keep(log_file: Path) -> int:
 
     # the controller's modules, imported once here: a restart forks a warm copy of this
     # process (milliseconds) instead of starting an interpreter and importing (seconds)
-    from cdsw_tui.controller import daemon, reinstall
+    from cdsw_tui.controller import daemon
     from cdsw_tui.errors import CdswError
     from cdsw_tui.output import printable
     from cdsw_tui.services.context import Workbench
@@ -95,8 +93,7 @@ def _keep(log_file: Path) -> int:
     def controller() -> int:
         """As ``cdsw-tui serve`` runs it: 1 for a one-line refusal, 2 for a crash."""
         try:
-            if daemon.serve(Workbench(), log_file):
-                return REINSTALLED
+            daemon.serve(Workbench(), log_file)
         except CdswError as exc:
             print(f"error: {printable(exc.message)}", file=sys.stderr)
             return REFUSED
@@ -122,9 +119,6 @@ def _keep(log_file: Path) -> int:
                 sys.stderr.flush()
                 os._exit(code)
         code = _wait(child)
-        if code == REINSTALLED and not stopping:  # a fork of this keeper is the old code
-            _say("cdsw-tui was reinstalled: the keeper starts again with the new code")
-            reinstall.restart_program()
         if stopping or code in (0, REFUSED, -signal.SIGTERM, -signal.SIGINT):
             return code  # a stop asked for (a SIGTERM before its handler was set, too)
         if time.monotonic() - began > STEADY:

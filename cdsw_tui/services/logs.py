@@ -6,11 +6,9 @@ import heapq
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from cdsw_tui.engine.buildlog import BLOCK, all_lines, last_lines, rotated
+from cdsw_tui.engine.buildlog import all_lines, last_lines
 from cdsw_tui.errors import CdswError
 from cdsw_tui.services import deployments, logwatch, models
 from cdsw_tui.services.context import Workbench
@@ -111,6 +109,8 @@ def _record(line: str) -> dict | None:
 
 def latency(records: list[dict], window: float = 60.0) -> dict[str, float | int | None]:
     """p50/p95/p99 of the calls in the last ``window`` seconds (the gateway's rule)."""
+    from datetime import UTC, datetime
+
     from cdsw_tui.serving.calllog import percentiles
 
     since = datetime.now(UTC).timestamp() - window
@@ -123,96 +123,3 @@ def latency(records: list[dict], window: float = 60.0) -> dict[str, float | int 
         if t.timestamp() >= since and isinstance(r.get("ms"), int | float):
             values.append(float(r["ms"]))
     return percentiles(values)
-
-
-TRAFFIC_MOST = 200_000  # calls a chart reads at most (the newest): a busy hour stays cheap
-
-
-@dataclass
-class Traffic:
-    """The model's calls through the gateway over a time range, in equal buckets (for the
-    Monitoring charts): calls and errors (4xx and 5xx) per second, p50/p95/p99 in ms
-    (None in a bucket without calls)."""
-
-    start: float  # epoch seconds where the first bucket begins
-    step: float  # seconds a bucket spans
-    rate: list[float] = field(default_factory=list)
-    errors: list[float] = field(default_factory=list)
-    p50: list[float | None] = field(default_factory=list)
-    p95: list[float | None] = field(default_factory=list)
-    p99: list[float | None] = field(default_factory=list)
-    calls: int = 0
-    cut: bool = False  # more calls than TRAFFIC_MOST: the oldest part of the range is not read
-
-
-def traffic(wb: Workbench, model: Model, span: float, buckets: int, now: float) -> Traffic:
-    """The last ``span`` seconds before ``now`` of the model's request log, newest read
-    first and no further back than the range (the cost follows the range, not the log)."""
-    from cdsw_tui.serving.calllog import percentiles
-
-    step = span / buckets
-    start = now - span
-    since = _iso(start)
-    latencies: list[list[float]] = [[] for _ in range(buckets)]
-    errors = [0] * buckets
-    out = Traffic(start=start, step=step)
-    for line in _newest_first(requests_file(wb.home, pk(model))):
-        stamp = line[10:34] if line.startswith('{"time": "') else ""
-        if stamp and stamp < since:
-            break
-        record = _record(line)
-        if record is None or not isinstance(record.get("time"), str):
-            continue
-        if record["time"] < since:
-            break
-        if out.calls >= TRAFFIC_MOST:
-            out.cut = True
-            break
-        try:
-            at = datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        i = int((at.timestamp() - start) / step)
-        if not 0 <= i < buckets:
-            continue
-        out.calls += 1
-        ms = record.get("ms")
-        latencies[i].append(float(ms) if isinstance(ms, int | float) else 0.0)
-        status = record.get("status")
-        if isinstance(status, int) and status >= 400:
-            errors[i] += 1
-    for i in range(buckets):
-        figures = percentiles(latencies[i])
-        out.rate.append(len(latencies[i]) / step)
-        out.errors.append(errors[i] / step)
-        out.p50.append(figures["p50"])
-        out.p95.append(figures["p95"])
-        out.p99.append(figures["p99"])
-    return out
-
-
-def _iso(epoch: float) -> str:
-    """As the gateway stamps a call: comparable with its stamps as text."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
-
-
-def _newest_first(path: Path) -> Iterator[str]:
-    """The lines of a log and then of its rotated part, last line first, a block at a time."""
-    for part in (path, rotated(path)):
-        try:
-            fh = open(part, "rb")
-        except FileNotFoundError:
-            continue
-        with fh:
-            end = fh.seek(0, os.SEEK_END)
-            pending = b""
-            while end > 0:
-                begin = max(0, end - BLOCK)
-                fh.seek(begin)
-                block = fh.read(end - begin) + pending
-                end = begin
-                lines = block.split(b"\n")
-                pending = lines[0] if begin > 0 else b""
-                for raw in reversed(lines if begin == 0 else lines[1:]):
-                    if raw:
-                        yield raw.decode("utf-8", "replace")

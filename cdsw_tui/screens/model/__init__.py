@@ -1,5 +1,5 @@
 """A model, with CDSW's tabs: Overview (details, Test Model, samples), Builds, Deployments,
-Monitoring (replicas, charts, logs), Metrics (what the model tracked) and Settings (access key, environment, delete).
+Monitoring (replicas, rates, logs) and Settings (access key, environment, delete).
 
 Each tab is a widget of its own module that fills itself and owns its actions; this
 screen holds the tabs, the poll that reads the model, the keys and the navigation, and
@@ -18,7 +18,6 @@ from textual.widgets import Footer, Header, Input, Label, TabbedContent, TabPane
 from cdsw_tui.screens.model.actions import DeploymentActions
 from cdsw_tui.screens.model.builds import BuildsTab
 from cdsw_tui.screens.model.deployments import DeploymentsTab
-from cdsw_tui.screens.model.metrics import MetricsTab
 from cdsw_tui.screens.model.monitoring import MonitoringTab
 from cdsw_tui.screens.model.overview import OverviewTab
 from cdsw_tui.screens.model.settings import SettingsTab
@@ -34,10 +33,9 @@ TABS: tuple[tuple[str, str, type[ModelTab]], ...] = (
     ("builds", "Builds", BuildsTab),
     ("deployments", "Deployments", DeploymentsTab),
     ("monitoring", "Monitoring", MonitoringTab),
-    ("metrics", "Metrics", MetricsTab),
     ("settings", "Settings", SettingsTab),
 )
-WORK_TABS = ("overview", "builds", "deployments", "monitoring", "metrics")
+WORK_TABS = ("overview", "builds", "deployments", "monitoring")
 MODEL_ACTIONS = ("deploy_new_build", "build_only", "stop", "restart", "scale")
 FOOTER = "footer"  # the parameter of a key's copy shown in the footer of a wide screen
 WIDE = 100  # columns from which the footer has room for them
@@ -86,8 +84,6 @@ class ModelScreen(DeploymentActions):
     DEFAULT_CSS = """
     ModelScreen.short #requests-table { display: none; }
     ModelScreen.short #builds-table { height: 5; }  /* the build log keeps its room */
-    ModelScreen.short #replicas-table { height: 4; }
-    ModelScreen.short #charts { height: 8; }
     """
     # the footer shows what matters on the tab (it fits 80 columns); Help lists them all
     BINDINGS = [
@@ -96,8 +92,7 @@ class ModelScreen(DeploymentActions):
         Binding("2", "tab('builds')", "Builds", show=False),
         Binding("3", "tab('deployments')", "Deployments", show=False),
         Binding("4", "tab('monitoring')", "Monitoring", show=False),
-        Binding("5", "tab('metrics')", "Metrics", show=False),
-        Binding("6", "tab('settings')", "Settings", show=False),
+        Binding("5", "tab('settings')", "Settings", show=False),
         Binding("ctrl+t", "test", "Test", id="model.test", tooltip=_TIPS["test"]),
         Binding("c", "copy_sample", "Copy", id="model.copy", tooltip=_TIPS["copy"]),
         Binding("l", "next_lang", "Language", id="model.lang", show=False, tooltip=_TIPS["lang"]),
@@ -133,7 +128,6 @@ class ModelScreen(DeploymentActions):
         Binding("t", "log('toggle_timestamps')", "Timestamps", show=False, tooltip="log times"),
         Binding("slash", "log('filter')", "Filter", show=False, tooltip="filter the log"),
         Binding("a", "log('next_source')", "Replica", show=False, tooltip="one replica, or all"),
-        Binding("z", "zoom", "Range", tooltip="the charts' time range: 5 min, 15 min, 1 h, 6 h"),
     ]
     LETTER_ACTIONS = _letter_actions(BINDINGS)
     AUTO_FOCUS = ""  # none (None would mean the app's "*"): focus follows the tab, in action_tab
@@ -157,7 +151,6 @@ class ModelScreen(DeploymentActions):
             "builds": BuildsTab(),
             "deployments": DeploymentsTab(),
             "monitoring": MonitoringTab(ref),
-            "metrics": MetricsTab(),
             "settings": SettingsTab(ref),
         }
 
@@ -252,7 +245,6 @@ class ModelScreen(DeploymentActions):
     action_cancel_build = _on_tab("cancel_build")
     action_redeploy = _on_tab("redeploy")
     action_log = _on_tab("log")
-    action_zoom = _on_tab("zoom")
     action_reveal_key = _on_tab("reveal_key")
     action_regenerate_key = _on_tab("regenerate_key")
     action_save_env = _on_tab("save_env")

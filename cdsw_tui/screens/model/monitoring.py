@@ -1,35 +1,27 @@
-"""Monitoring: the replicas with their counts, charts of the request rate, errors and
-p50/p95/p99 latency over a chosen range (``z``), the gateway's recent calls, and the
-replicas' logs."""
+"""Monitoring: the replicas with their counts, request rate and latency, the gateway's
+recent calls, and the replicas' logs."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Sparkline
 
 from cdsw_tui.errors import CdswError
 from cdsw_tui.screens.base import update_rows
 from cdsw_tui.screens.model.tab import ModelTab
 from cdsw_tui.services import logs, models
 from cdsw_tui.services.readmodels import ModelDetail
-from cdsw_tui.widgets.charts import DEFAULT_RANGE, RANGES, TimeChart
 from cdsw_tui.widgets.log_view import LogView
 from cdsw_tui.widgets.status import badge
 
-BUCKETS = 60  # points of each chart over its range
-EVERY = 5.0  # seconds between reads of the request log for the charts
-
-
-def now() -> float:
-    """The charts' clock (a test sets it)."""
-    return time.time()
+HISTORY = 60  # points of each sparkline, one per poll
 
 
 class MonitoringTab(Vertical, ModelTab):
@@ -37,21 +29,20 @@ class MonitoringTab(Vertical, ModelTab):
     MonitoringTab #replicas-table { height: 8; }
     MonitoringTab #requests-table { height: 7; }
     MonitoringTab #rates { height: auto; }
-    MonitoringTab #rates Label { width: 1fr; }  /* wraps in its column, never over the next */
-    MonitoringTab #charts { height: 12; }
-    MonitoringTab #charts TimeChart { width: 1fr; height: 100%; }
+    MonitoringTab #rates Vertical { width: 1fr; height: auto; margin-right: 1; }
+    MonitoringTab #rates Label { width: 100%; }  /* wraps in its column, never over the next */
+    MonitoringTab Sparkline { height: 2; }
     """
-    ACTIONS = ("log", "zoom")
+    ACTIONS = ("log",)
     FOCUS = "#replicas-table"
 
     def __init__(self, ref: str) -> None:
         super().__init__()
         self.ref = ref
-        self.range = DEFAULT_RANGE
-        self.last_test: float | None = None  # ms of Test Model's last call
-        self._read_at = 0.0  # when the charts last read the request log (monotonic)
+        self.rate = deque([0.0] * HISTORY, maxlen=HISTORY)
+        self.latency = deque([0.0] * HISTORY, maxlen=HISTORY)  # of Test Model's calls
+        self.gateway_p99 = deque([0.0] * HISTORY, maxlen=HISTORY)
         self._last_processed: tuple[float, int] | None = None
-        self._rate_now = 0.0
 
     def compose(self) -> ComposeResult:
         table: DataTable = DataTable(id="replicas-table", cursor_type="row", zebra_stripes=True)
@@ -61,12 +52,15 @@ class MonitoringTab(Vertical, ModelTab):
         )  # fmt: skip
         yield table
         with Horizontal(id="rates"):
-            yield Label("", id="rate-label")
-            yield Label("", id="gateway-latency-label")
-            yield Label("", id="latency-label")
-        with Horizontal(id="charts"):
-            yield TimeChart(id="traffic-chart")
-            yield TimeChart(id="latency-chart")
+            with Vertical():
+                yield Label("", id="rate-label")
+                yield Sparkline(list(self.rate), id="rate")
+            with Vertical():
+                yield Label("", id="gateway-latency-label")
+                yield Sparkline(list(self.gateway_p99), id="gateway-latency")
+            with Vertical():
+                yield Label("", id="latency-label")
+                yield Sparkline(list(self.latency), id="latency")
         calls: DataTable = DataTable(id="requests-table", cursor_type="none", zebra_stripes=True)
         calls.add_columns("Recent calls", "Status", "Code", "ms", "Replica", "In", "Out")
         yield calls
@@ -105,62 +99,25 @@ class MonitoringTab(Vertical, ModelTab):
         now_t = time.monotonic()
         if self._last_processed is not None:
             then, before = self._last_processed
-            self._rate_now = max(0.0, (processed - before) / max(now_t - then, 0.001))
+            self.rate.append(max(0.0, (processed - before) / max(now_t - then, 0.001)))
         self._last_processed = (now_t, processed)
-        self.query_one("#rate-label", Label).update(f"now {self._rate_now:.1f} calls/s")
+        self.query_one("#rate", Sparkline).data = list(self.rate)
+        self.query_one("#rate-label", Label).update(
+            f"requests/s  now {self.rate[-1]:.1f}  max {max(self.rate):.1f}"
+        )
         self._show_calls(detail)
+        self.query_one("#latency", Sparkline).data = list(self.latency)
         self.query_one("#latency-label", Label).update(
-            f"Test Model: last call {self.last_test:.1f} ms"
-            if self.last_test is not None
-            else "Test Model: no call yet"
+            f"test latency ms  last {self.latency[-1]:.1f}"
+            if any(self.latency)
+            else "test latency ms (Test Model fills this)"
         )
-        if self.is_shown() and time.monotonic() - self._read_at >= EVERY:
-            self.read_traffic()
-
-    def is_shown(self) -> bool:
-        screen = self.model_screen
-        return screen.is_current and screen.active_tab() == "monitoring"
-
-    @work(thread=True, exclusive=True, group="traffic")
-    def read_traffic(self) -> None:
-        """The charts' figures, read off the UI thread from the request log."""
-        self._read_at = time.monotonic()
-        span, label = RANGES[self.range]
-        end = now()
-        try:
-            figures = logs.traffic(self.wb, models.resolve(self.wb, self.ref), span, BUCKETS, end)
-        except CdswError:
-            return
-        self.app.call_from_thread(self._draw, figures, end, label)
-
-    def _draw(self, t: logs.Traffic, end: float, label: str) -> None:
-        middle = [t.start + t.step * (i + 0.5) for i in range(len(t.rate))]
-
-        def points(values: list) -> list[tuple[float, float]]:
-            return [(x, v) for x, v in zip(middle, values, strict=True) if v is not None]
-
-        cut = " (newest calls only)" if t.cut else ""
-        self.query_one("#traffic-chart", TimeChart).draw(
-            f"calls/s, last {label}{cut} (z: range)",
-            t.start,
-            end,
-            {"calls/s": points(t.rate), "errors/s": points(t.errors)},
-        )
-        self.query_one("#latency-chart", TimeChart).draw(
-            f"latency ms, last {label}",
-            t.start,
-            end,
-            {"p50": points(t.p50), "p95": points(t.p95), "p99": points(t.p99)},
-        )
-
-    def action_zoom(self) -> None:
-        """The charts' range: 5 min, 15 min, 1 h, 6 h, round again."""
-        self.range = (self.range + 1) % len(RANGES)
-        self.read_traffic()
 
     def _show_calls(self, detail: ModelDetail) -> None:
         """The gateway's last calls, newest first, and its latency over the last minute."""
         figures = detail.latency
+        self.gateway_p99.append(figures["p99"] or 0.0)
+        self.query_one("#gateway-latency", Sparkline).data = list(self.gateway_p99)
         self.query_one("#gateway-latency-label", Label).update(
             f"gateway ms p50 {figures['p50']:.1f} p95 {figures['p95']:.1f} p99 {figures['p99']:.1f}"
             if figures["calls"]
@@ -186,8 +143,8 @@ class MonitoringTab(Vertical, ModelTab):
         )
 
     def tested(self, latency: float) -> None:
-        """A Test Model call took ``latency`` ms."""
-        self.last_test = latency
+        """A Test Model call took ``latency`` ms: it joins the test latency line."""
+        self.latency.append(latency)
 
     def _log_files(self) -> list[Path]:
         try:

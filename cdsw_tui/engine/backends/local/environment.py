@@ -65,12 +65,11 @@ def interpreter(job: BuildJob) -> Python:
 def interpreter_of(python: str) -> Python:
     """The interpreter ``python`` names ("": the controller's own)."""
     if not python:
-        return Python(sandbox.base_python(), sys.version, sys.base_prefix)
+        return Python(sys.executable, sys.version, sys.base_prefix)
     try:
         out = subprocess.run(
-            [python, "-c", "import os, sys; print(sys.executable if sys.prefix == "
-             "sys.base_prefix else os.path.realpath(getattr(sys, '_base_executable', "
-             "sys.executable))); print(sys.base_prefix); print(sys.version)"],
+            [python, "-c", "import sys; print(sys.executable); print(sys.base_prefix); "
+             "print(sys.version)"],
             capture_output=True,
             text=True,
             timeout=20,

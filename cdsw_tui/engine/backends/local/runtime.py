@@ -40,7 +40,7 @@ from cdsw_tui.engine.runtime import (
     runner_arguments,
 )
 from cdsw_tui.engine.stepcache import RECORD
-from cdsw_tui.resources import runner_copy
+from cdsw_tui.resources import RUNNER
 
 STOP_GRACE = 2.0
 
@@ -81,15 +81,6 @@ class LocalRuntime(RuntimeBase):
         self._procs: dict[int, subprocess.Popen] = {}
         self.memory_mb = memory_mb or machine_memory_mb()  # what replicas may reserve in all
         self._placing = threading.Lock()  # a start's look at what is reserved, and its record
-        self._runner: Path | None = None
-
-    @property
-    def runner(self) -> Path:
-        """The replica runner, from its copy in the home (made at the first start): a
-        reinstall that removes the installed package does not take it away."""
-        if self._runner is None:
-            self._runner = runner_copy(self.home)
-        return self._runner
 
     # -- paths and handles -----------------------------------------------------------
 
@@ -226,7 +217,7 @@ class LocalRuntime(RuntimeBase):
             uid=uid,
             shm_mb=spec.memory,
             cgroup_procs=self.cgroups.make(spec.name, spec.memory),
-            expose=(prefix, str(self.runner.parents[2])),
+            expose=(prefix, *sandbox.runner_exposes()),
             hide=(str(self.home),),
             hosts=sandbox.hosts_file(self.home, uid),
             network=spec.egress,
@@ -235,7 +226,7 @@ class LocalRuntime(RuntimeBase):
         runner = [
             envs.venv_python(spec.env_path),
             "-s",
-            str(self.runner),
+            str(RUNNER),
             *runner_arguments(spec, sandbox.HOME, "/tmp/replica.sock"),
             "--memory-mb",  # a clear MemoryError in one process; the cgroup bounds the tree
             str(spec.memory),
@@ -258,7 +249,7 @@ class LocalRuntime(RuntimeBase):
         cmd = [
             python,
             "-s",
-            str(self.runner),
+            str(RUNNER),
             *runner_arguments(spec, folder, str(sock)),
             "--memory-mb",  # enforced by a resource limit in the runner
             str(spec.memory),

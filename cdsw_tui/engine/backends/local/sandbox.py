@@ -98,15 +98,6 @@ exit "$status"
 """
 
 
-def base_python() -> str:
-    """The controller's interpreter as a jail can run it: in a virtual environment, the
-    interpreter it was made from (its ``bin/python`` is a link, or a copy, outside the
-    installation a jail binds back in)."""
-    if sys.prefix == sys.base_prefix:
-        return sys.executable
-    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-
-
 @dataclass(frozen=True)
 class Jail:
     """One jailed command: host folders for /home/cdsw, /home/cdsw/.venv and /tmp."""
@@ -203,7 +194,7 @@ def wrap(jail: Jail, command: list[str]) -> list[str]:
         "\n".join(exposes),
         jail.env_at,
         jail.hosts,
-        "" if jail.network else base_python(),  # what brings its loopback up
+        "" if jail.network else sys.executable,  # what brings its loopback up
         jail.gateway,
         "--",
         *command,
